@@ -1,0 +1,396 @@
+//! The worker's configuration: API keys, declared tasks and limits, read from the
+//! environment once per isolate and checked loudly.
+//!
+//! Tasks are declared in `wrangler.toml` as a `vars` table, task id → settings:
+//!
+//! ```toml
+//! [vars.TASKS.hello-world]
+//! service = "EXAMPLES"                  # a service binding, or: endpoint = "https://…"
+//! queue = { name = "hello", concurrencyLimit = 10 }
+//! maxAttempts = 3
+//! maxDuration = 300                     # seconds
+//! ttl = "1h"                            # default TTL of the task's runs
+//! retry = { factor = 2, minTimeoutInMs = 1000, maxTimeoutInMs = 60000, randomize = true }
+//! ```
+//!
+//! A malformed declaration is an error that names the task and the field, so that the
+//! first request fails with a message the operator can act on.
+
+use std::collections::HashMap;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::auth::ApiKeys;
+use super::duration::parse_duration;
+use super::queue_name::clean_queue_name;
+
+/// The seed endpoint's default item limit, and the most it may be raised to.
+pub const DEFAULT_MAX_BATCH_ITEMS: usize = 100;
+pub const MAX_MAX_BATCH_ITEMS: usize = 1000;
+
+/// Everything the worker reads from its environment, validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub keys: ApiKeys,
+    pub tasks: HashMap<String, TaskSettings>,
+    pub max_batch_items: usize,
+}
+
+/// The configuration as the environment holds it, before checking.
+#[derive(Debug, Default)]
+pub struct RawConfig {
+    /// Secret `TRIGGER_SECRET_KEYS`.
+    pub secret_keys: Option<String>,
+    /// Var `TASKS`, a JSON object.
+    pub tasks: Option<Value>,
+    /// Var `MAX_BATCH_ITEMS`, a number or a string of digits.
+    pub max_batch_items: Option<Value>,
+}
+
+/// Where a task's attempts execute.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Target {
+    /// An HTTP(S) URL called with `POST`.
+    Endpoint(String),
+    /// A service binding to another Worker, called with `POST` on `path`.
+    Service { binding: String, path: String },
+}
+
+/// Exponential backoff between attempts (Trigger.dev's names).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    pub factor: f64,
+    pub min_timeout_ms: u64,
+    pub max_timeout_ms: u64,
+    pub randomize: bool,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            factor: 2.0,
+            min_timeout_ms: 1000,
+            max_timeout_ms: 60_000,
+            randomize: true,
+        }
+    }
+}
+
+/// One declared task.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskSettings {
+    pub target: Target,
+    /// The task's default queue name (already cleaned), if it declares one.
+    pub queue: Option<String>,
+    /// The limit that queue gets when a run arrives and no item sets one.
+    pub concurrency_limit: Option<u32>,
+    pub max_attempts: u32,
+    pub max_duration_secs: u32,
+    pub ttl_ms: Option<u64>,
+    pub retry: RetryPolicy,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct TaskWire {
+    endpoint: Option<String>,
+    service: Option<String>,
+    path: Option<String>,
+    queue: Option<QueueWire>,
+    max_attempts: Option<u32>,
+    max_duration: Option<u32>,
+    ttl: Option<Value>,
+    retry: Option<RetryWire>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct QueueWire {
+    name: Option<String>,
+    concurrency_limit: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RetryWire {
+    factor: Option<f64>,
+    min_timeout_in_ms: Option<u64>,
+    max_timeout_in_ms: Option<u64>,
+    randomize: Option<bool>,
+}
+
+impl Config {
+    pub fn from_raw(raw: RawConfig) -> Result<Config, String> {
+        let keys = ApiKeys::parse(raw.secret_keys.as_deref().unwrap_or_default())?;
+        let tasks = parse_tasks(raw.tasks.as_ref())?;
+        let max_batch_items = parse_max_batch_items(raw.max_batch_items.as_ref())?;
+        Ok(Config {
+            keys,
+            tasks,
+            max_batch_items,
+        })
+    }
+}
+
+fn parse_max_batch_items(value: Option<&Value>) -> Result<usize, String> {
+    let n = match value {
+        None => return Ok(DEFAULT_MAX_BATCH_ITEMS),
+        Some(Value::Number(n)) => n.as_u64(),
+        Some(Value::String(s)) => s.trim().parse::<u64>().ok(),
+        Some(_) => None,
+    };
+    match n {
+        Some(n @ 1..=1000) => Ok(n as usize),
+        _ => Err(format!(
+            "MAX_BATCH_ITEMS: must be an integer from 1 to {MAX_MAX_BATCH_ITEMS}"
+        )),
+    }
+}
+
+/// A task identifier a declaration may use: 1..128 printable characters, no spaces.
+pub fn is_valid_task_identifier(id: &str) -> bool {
+    (1..=128).contains(&id.chars().count())
+        && !id.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+fn parse_tasks(value: Option<&Value>) -> Result<HashMap<String, TaskSettings>, String> {
+    let Some(value) = value else {
+        return Err(
+            "TASKS: not declared; declare tasks in wrangler.toml under [vars.TASKS]".into(),
+        );
+    };
+    let Value::Object(map) = value else {
+        return Err("TASKS: must be a table of task id to settings".into());
+    };
+    let mut tasks = HashMap::with_capacity(map.len());
+    for (id, settings) in map {
+        let at = format!("TASKS[{}]", serde_json::to_string(id).unwrap_or_default());
+        if !is_valid_task_identifier(id) {
+            return Err(format!(
+                "{at}: a task id has 1 to 128 characters and no spaces or control characters"
+            ));
+        }
+        let wire: TaskWire = serde_path_to_error::deserialize(settings).map_err(|e| {
+            let path = e.path().to_string();
+            let field = if path == "." {
+                String::new()
+            } else {
+                format!(".{path}")
+            };
+            format!("{at}{field}: {}", e.inner())
+        })?;
+        tasks.insert(
+            id.clone(),
+            task_settings(id, wire).map_err(|e| format!("{at}.{e}"))?,
+        );
+    }
+    Ok(tasks)
+}
+
+fn task_settings(id: &str, wire: TaskWire) -> Result<TaskSettings, String> {
+    let target = match (wire.endpoint, wire.service) {
+        (Some(url), None) => {
+            if wire.path.is_some() {
+                return Err("path: only a service target takes a path".into());
+            }
+            let ok = (url.starts_with("https://") || url.starts_with("http://"))
+                && !url.chars().any(|c| c.is_whitespace() || c.is_control());
+            if !ok {
+                return Err("endpoint: must be an http:// or https:// URL".into());
+            }
+            Target::Endpoint(url)
+        }
+        (None, Some(binding)) => {
+            if binding.is_empty() {
+                return Err("service: must name a service binding".into());
+            }
+            let path = wire.path.unwrap_or_else(|| format!("/tasks/{id}"));
+            if !path.starts_with('/') {
+                return Err("path: must start with /".into());
+            }
+            Target::Service { binding, path }
+        }
+        (Some(_), Some(_)) => {
+            return Err("endpoint: give either endpoint or service, not both".into())
+        }
+        (None, None) => return Err("endpoint: required (or service, a service binding)".into()),
+    };
+    let (queue, concurrency_limit) = match wire.queue {
+        None => (None, None),
+        Some(q) => {
+            let name = match q.name {
+                None => None,
+                Some(raw) => Some(
+                    clean_queue_name(&raw)
+                        .ok_or("queue.name: must contain letters, digits, _, - or /")?,
+                ),
+            };
+            if q.concurrency_limit.is_some_and(|n| n > 1000) {
+                return Err("queue.concurrencyLimit: must be an integer from 0 to 1000".into());
+            }
+            (name, q.concurrency_limit)
+        }
+    };
+    let max_attempts = wire.max_attempts.unwrap_or(3);
+    if !(1..=100).contains(&max_attempts) {
+        return Err("maxAttempts: must be an integer from 1 to 100".into());
+    }
+    let max_duration_secs = wire.max_duration.unwrap_or(300);
+    if max_duration_secs < 1 {
+        return Err("maxDuration: must be at least 1 second".into());
+    }
+    let ttl_ms = match wire.ttl {
+        None => None,
+        Some(Value::String(s)) => {
+            Some(parse_duration(&s).ok_or("ttl: not a duration like 1h or 30m")?)
+        }
+        Some(Value::Number(n)) => Some(
+            n.as_u64()
+                .and_then(|s| s.checked_mul(1000))
+                .ok_or("ttl: must be a non-negative whole number of seconds")?,
+        ),
+        Some(_) => return Err("ttl: must be a duration string or a number of seconds".into()),
+    }
+    .filter(|ms| *ms > 0);
+    let retry = match wire.retry {
+        None => RetryPolicy::default(),
+        Some(r) => {
+            let d = RetryPolicy::default();
+            let policy = RetryPolicy {
+                factor: r.factor.unwrap_or(d.factor),
+                min_timeout_ms: r.min_timeout_in_ms.unwrap_or(d.min_timeout_ms),
+                max_timeout_ms: r.max_timeout_in_ms.unwrap_or(d.max_timeout_ms),
+                randomize: r.randomize.unwrap_or(d.randomize),
+            };
+            if !(policy.factor.is_finite() && (1.0..=10.0).contains(&policy.factor)) {
+                return Err("retry.factor: must be a number from 1 to 10".into());
+            }
+            if policy.min_timeout_ms > policy.max_timeout_ms {
+                return Err("retry.minTimeoutInMs: must not exceed maxTimeoutInMs".into());
+            }
+            if policy.max_timeout_ms > 86_400_000 {
+                return Err("retry.maxTimeoutInMs: must be at most one day".into());
+            }
+            policy
+        }
+    };
+    Ok(TaskSettings {
+        target,
+        queue,
+        concurrency_limit,
+        max_attempts,
+        max_duration_secs,
+        ttl_ms,
+        retry,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn raw(tasks: Value) -> RawConfig {
+        RawConfig {
+            secret_keys: Some("tr_dev_k".into()),
+            tasks: Some(tasks),
+            max_batch_items: None,
+        }
+    }
+
+    fn error_of(tasks: Value) -> String {
+        Config::from_raw(raw(tasks)).unwrap_err()
+    }
+
+    #[test]
+    fn reads_a_full_declaration() {
+        let config = Config::from_raw(raw(json!({
+            "hello-world": {
+                "service": "EXAMPLES",
+                "queue": {"name": "hello queue", "concurrencyLimit": 10},
+                "maxAttempts": 5, "maxDuration": 60, "ttl": "1h",
+                "retry": {"factor": 1.5, "minTimeoutInMs": 100, "maxTimeoutInMs": 1000, "randomize": false}
+            },
+            "remote": {"endpoint": "https://tasks.example.com/run", "ttl": 30}
+        })))
+        .unwrap();
+        let hello = &config.tasks["hello-world"];
+        assert_eq!(
+            hello.target,
+            Target::Service {
+                binding: "EXAMPLES".into(),
+                path: "/tasks/hello-world".into()
+            }
+        );
+        assert_eq!(hello.queue.as_deref(), Some("helloqueue"));
+        assert_eq!(hello.concurrency_limit, Some(10));
+        assert_eq!((hello.max_attempts, hello.max_duration_secs), (5, 60));
+        assert_eq!(hello.ttl_ms, Some(3_600_000));
+        assert_eq!(hello.retry.min_timeout_ms, 100);
+        let remote = &config.tasks["remote"];
+        assert_eq!(
+            remote.target,
+            Target::Endpoint("https://tasks.example.com/run".into())
+        );
+        assert_eq!((remote.max_attempts, remote.max_duration_secs), (3, 300));
+        assert_eq!(remote.ttl_ms, Some(30_000));
+        assert_eq!(remote.retry, RetryPolicy::default());
+        assert_eq!(config.max_batch_items, 100);
+    }
+
+    #[test]
+    fn a_bad_declaration_names_the_task_and_the_field() {
+        for (tasks, message) in [
+            (json!({"t": {"endpoint": "https://x", "maxAttempts": 0}}), "TASKS[\"t\"].maxAttempts: must be an integer from 1 to 100"),
+            (json!({"t": {"endpoint": "https://x", "maxAttempts": "3"}}), "TASKS[\"t\"].maxAttempts: invalid type: string \"3\", expected u32"),
+            (json!({"t": {"endpoint": "ftp://x"}}), "TASKS[\"t\"].endpoint: must be an http:// or https:// URL"),
+            (json!({"t": {}}), "TASKS[\"t\"].endpoint: required (or service, a service binding)"),
+            (json!({"t": {"endpoint": "https://x", "service": "S"}}), "TASKS[\"t\"].endpoint: give either endpoint or service, not both"),
+            (json!({"t": {"endpoint": "https://x", "ttl": "1 hour"}}), "TASKS[\"t\"].ttl: not a duration like 1h or 30m"),
+            (json!({"t": {"endpoint": "https://x", "queue": {"concurrencyLimit": 1001}}}), "TASKS[\"t\"].queue.concurrencyLimit: must be an integer from 0 to 1000"),
+            (json!({"t": {"endpoint": "https://x", "retry": {"factor": 0.5}}}), "TASKS[\"t\"].retry.factor: must be a number from 1 to 10"),
+            (json!({"t": {"endpoint": "https://x", "maxAtempts": 3}}), "TASKS[\"t\"].maxAtempts: unknown field `maxAtempts`"),
+            (json!({"t": {"endpoint": "https://x", "queue": {"limit": 3}}}), "TASKS[\"t\"].queue.limit: unknown field `limit`"),
+            (json!({"has space": {"endpoint": "https://x"}}), "TASKS[\"has space\"]: a task id has 1 to 128 characters and no spaces or control characters"),
+            (json!(["t"]), "TASKS: must be a table of task id to settings"),
+        ] {
+            let err = error_of(tasks);
+            assert!(err.starts_with(message), "got {err:?}, want {message:?}");
+        }
+    }
+
+    #[test]
+    fn tasks_and_keys_must_be_declared() {
+        let mut no_tasks = raw(json!({}));
+        no_tasks.tasks = None;
+        assert!(Config::from_raw(no_tasks)
+            .unwrap_err()
+            .starts_with("TASKS: not declared"));
+        let mut no_keys = raw(json!({}));
+        no_keys.secret_keys = None;
+        assert!(Config::from_raw(no_keys)
+            .unwrap_err()
+            .starts_with("TRIGGER_SECRET_KEYS"));
+    }
+
+    #[test]
+    fn batch_item_limit_is_configurable_up_to_1000() {
+        for (value, expected) in [
+            (json!(50), Ok(50)),
+            (json!("1000"), Ok(1000)),
+            (json!(" 7 "), Ok(7)),
+            (json!(0), Err(())),
+            (json!(1001), Err(())),
+            (json!("lots"), Err(())),
+            (json!(2.5), Err(())),
+        ] {
+            let mut config = raw(json!({}));
+            config.max_batch_items = Some(value.clone());
+            let got = Config::from_raw(config)
+                .map(|c| c.max_batch_items)
+                .map_err(|_| ());
+            assert_eq!(got, expected, "{value}");
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! The functional core: every rule of the API as plain Rust, with no `worker` types, so
+//! that `cargo test` on the host exercises all of it.
+
+pub mod auth;
+pub mod config;
+pub mod delivery;
+pub mod duration;
+pub mod error;
+pub mod idempotency;
+pub mod ids;
+pub mod queue_name;
+pub mod status;
+pub mod time;
+pub mod trigger;
+pub mod view;

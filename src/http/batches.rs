@@ -1,0 +1,98 @@
+//! `POST /api/v1/tasks/{taskIdentifier}/batch` (API.md section 2).
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use worker::{Request, Response};
+
+use super::{json_response, read_body, Ctx, MAX_BODY_BYTES};
+use crate::domain::duration::parse_key_ttl;
+use crate::domain::error::ApiError;
+use crate::domain::ids::{new_id, IdKind, Route};
+use crate::domain::time::Millis;
+use crate::domain::trigger::{
+    apply_task_defaults, parse_batch_body, DEFAULT_KEY_TTL_MS, MAX_IDEMPOTENCY_KEY_CHARS,
+};
+use crate::store::client::{store_name, RunStoreClient};
+use crate::store::protocol::{BatchKey, StoreCommand, StoreReply, TriggerBatch};
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct BatchTriggered {
+    batch_id: String,
+    runs: Vec<String>,
+}
+
+pub async fn trigger_batch(
+    ctx: &Ctx<'_>,
+    mut req: Request,
+    task: &str,
+) -> Result<Response, ApiError> {
+    let body = read_body(&mut req, MAX_BODY_BYTES).await?;
+    let now = worker::Date::now().as_millis() as Millis;
+    let mut items = parse_batch_body(&body, ctx.config.max_batch_items, now)?;
+    let batch_key = batch_key(&req, &body)?;
+    let settings = ctx
+        .config
+        .tasks
+        .get(task)
+        .ok_or(ApiError::NotFound("Task not found"))?;
+    for item in &mut items {
+        apply_task_defaults(item, task, settings);
+    }
+
+    let route = Route::for_task(task);
+    let store = store_name(ctx.environment, route);
+    let command = StoreCommand::TriggerBatch(TriggerBatch {
+        store: store.clone(),
+        task: task.to_owned(),
+        batch_id: new_id(IdKind::Batch, route),
+        run_ids: items.iter().map(|_| new_id(IdKind::Run, route)).collect(),
+        items,
+        batch_key,
+        trigger_function: "batchTrigger".into(),
+    });
+    match RunStoreClient::new(ctx.env, &store)?.call(&command).await? {
+        StoreReply::Triggered { batch_id, runs } => {
+            json_response(200, &BatchTriggered { batch_id, runs })
+        }
+        StoreReply::BatchKeyConflict => Err(ApiError::Unprocessable(
+            "Idempotency key was already used for a different batch".into(),
+        )),
+        other => {
+            worker::console_error!("run store answered a batch with {other:?}");
+            Err(ApiError::Internal { retry: true })
+        }
+    }
+}
+
+/// The optional `idempotency-key` and `idempotency-key-ttl` headers.
+fn batch_key(req: &Request, body: &[u8]) -> Result<Option<BatchKey>, ApiError> {
+    let header = |name: &str| req.headers().get(name).ok().flatten();
+    let Some(key) = header("idempotency-key") else {
+        return Ok(None);
+    };
+    if !(1..=MAX_IDEMPOTENCY_KEY_CHARS).contains(&key.chars().count()) {
+        return Err(ApiError::validation(
+            "idempotency-key header",
+            "expected 1 to 2048 characters",
+        ));
+    }
+    let ttl_ms = match header("idempotency-key-ttl") {
+        None => DEFAULT_KEY_TTL_MS,
+        Some(ttl) => parse_key_ttl(&ttl).ok_or_else(|| {
+            ApiError::validation(
+                "idempotency-key-ttl header",
+                "expected digits and one unit of s, m, h or d, like 30d or 12h",
+            )
+        })?,
+    };
+    let body_hash = Sha256::digest(body)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Ok(Some(BatchKey {
+        key,
+        ttl_ms,
+        body_hash,
+    }))
+}

@@ -1,0 +1,159 @@
+//! The edge: the stateless fetch handler. It routes, loads the configuration, checks the
+//! API key, and hands each request to its handler; every failure becomes one
+//! `{"error"}` response through `ApiError::render`.
+
+mod batches;
+pub mod routes;
+mod runs;
+
+use std::cell::OnceCell;
+use std::rc::Rc;
+
+use futures_util::StreamExt;
+use serde::Serialize;
+use serde_json::Value;
+use worker::{console_error, Env, Request, Response};
+
+use crate::domain::auth::{AuthError, Environment};
+use crate::domain::config::{Config, RawConfig};
+use crate::domain::error::ApiError;
+use routes::{route, NoRoute, Route};
+
+/// The largest request body read (API.md section 2): 3 MiB.
+pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
+
+pub async fn handle(req: Request, env: Env) -> Response {
+    let result = dispatch(req, &env).await;
+    result.unwrap_or_else(|err| error_response(&err))
+}
+
+async fn dispatch(req: Request, env: &Env) -> Result<Response, ApiError> {
+    let url = req.url().map_err(|_| ApiError::NotFound("Not found"))?;
+    let route = route(req.method().as_ref(), url.path()).map_err(|e| match e {
+        NoRoute::NotFound => ApiError::NotFound("Not found"),
+        NoRoute::MethodNotAllowed { allow } => ApiError::MethodNotAllowed { allow },
+    })?;
+    let config = config(env)?;
+    let environment = authenticate(&req, &config)?;
+    let ctx = Ctx {
+        env,
+        config: &config,
+        environment,
+    };
+    match route {
+        Route::TriggerBatch { task } => batches::trigger_batch(&ctx, req, &task).await,
+        Route::RetrieveRun { run_id } => runs::retrieve_run(&ctx, &req, &run_id).await,
+        Route::RetrieveBatch { batch_id } => runs::retrieve_batch(&ctx, &batch_id).await,
+    }
+}
+
+/// What every handler gets: bindings, configuration, and the caller's environment.
+pub struct Ctx<'a> {
+    pub env: &'a Env,
+    pub config: &'a Config,
+    pub environment: Environment,
+}
+
+thread_local! {
+    /// The configuration, read once per isolate: bindings do not change while it lives.
+    static CONFIG: OnceCell<Result<Rc<Config>, String>> = const { OnceCell::new() };
+}
+
+fn config(env: &Env) -> Result<Rc<Config>, ApiError> {
+    let loaded = CONFIG.with(|cell| cell.get_or_init(|| load_config(env).map(Rc::new)).clone());
+    loaded.map_err(|message| {
+        console_error!("configuration error: {message}");
+        ApiError::Misconfigured(message)
+    })
+}
+
+fn load_config(env: &Env) -> Result<Config, String> {
+    let json_var = |name: &str| -> Option<Value> { env.object_var::<Value>(name).ok() };
+    Config::from_raw(RawConfig {
+        secret_keys: env
+            .secret("TRIGGER_SECRET_KEYS")
+            .ok()
+            .map(|s| s.to_string()),
+        tasks: json_var("TASKS"),
+        max_batch_items: json_var("MAX_BATCH_ITEMS"),
+    })
+}
+
+fn authenticate(req: &Request, config: &Config) -> Result<Environment, ApiError> {
+    let header = req.headers().get("authorization").ok().flatten();
+    config
+        .keys
+        .authenticate(header.as_deref())
+        .map_err(|e| match e {
+            AuthError::Missing => ApiError::MissingApiKey,
+            AuthError::Unknown => ApiError::InvalidApiKey,
+        })
+}
+
+/// Reads the body, refusing more than `limit` bytes by `content-length` or while
+/// streaming, so an oversized body is never buffered.
+pub async fn read_body(req: &mut Request, limit: usize) -> Result<Vec<u8>, ApiError> {
+    let declared = req
+        .headers()
+        .get("content-length")
+        .ok()
+        .flatten()
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ApiError::PayloadTooLarge);
+    }
+    let mut body = Vec::with_capacity(declared.map_or(0, |n| n as usize));
+    let Ok(mut stream) = req.stream() else {
+        return Ok(body); // no body at all
+    };
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            console_error!("reading the request body failed: {e}");
+            ApiError::BadRequest("Could not read the request body".into())
+        })?;
+        if body.len() + chunk.len() > limit {
+            return Err(ApiError::PayloadTooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+pub fn json_response(status: u16, value: &impl Serialize) -> Result<Response, ApiError> {
+    let body = serde_json::to_vec(value).map_err(|e| {
+        console_error!("encoding a response failed: {e}");
+        ApiError::Internal { retry: false }
+    })?;
+    bytes_response(status, body, &[])
+}
+
+fn bytes_response(
+    status: u16,
+    body: Vec<u8>,
+    headers: &[(&str, String)],
+) -> Result<Response, ApiError> {
+    let build = || -> worker::Result<Response> {
+        let response = Response::from_bytes(body)?.with_status(status);
+        let h = response.headers();
+        h.set("content-type", "application/json")?;
+        for (name, value) in headers {
+            h.set(name, value)?;
+        }
+        Ok(response)
+    };
+    build().map_err(|e| {
+        console_error!("building a response failed: {e}");
+        ApiError::Internal { retry: false }
+    })
+}
+
+fn error_response(err: &ApiError) -> Response {
+    let rendered = err.render();
+    bytes_response(
+        rendered.status,
+        rendered.body.into_bytes(),
+        &rendered.headers,
+    )
+    .or_else(|_| Response::error("Internal server error", 500))
+    .unwrap_or_else(|_| Response::empty().expect("an empty response can always be built"))
+}

@@ -1,0 +1,148 @@
+//! The route table: which handler serves a method and path. Plain Rust, unit-tested.
+
+/// A request the API serves, with its decoded path parameters.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Route {
+    /// `POST /api/v1/tasks/{taskIdentifier}/batch` (API.md section 2).
+    TriggerBatch { task: String },
+    /// `GET /api/v3/runs/{runId}` (section 4).
+    RetrieveRun { run_id: String },
+    /// `GET /api/v1/batches/{batchId}` (section 4).
+    RetrieveBatch { batch_id: String },
+}
+
+/// Why no route matched.
+#[derive(Debug, PartialEq, Eq)]
+pub enum NoRoute {
+    /// `404 {"error":"Not found"}`.
+    NotFound,
+    /// The path exists; `allow` lists its methods.
+    MethodNotAllowed { allow: &'static str },
+}
+
+/// Matches a method and a raw (still percent-encoded) path.
+pub fn route(method: &str, path: &str) -> Result<Route, NoRoute> {
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let (allow, route) = match segments.as_slice() {
+        ["api", "v1", "tasks", task, "batch"] => (
+            "POST",
+            Route::TriggerBatch {
+                task: percent_decode(task).ok_or(NoRoute::NotFound)?,
+            },
+        ),
+        ["api", "v3", "runs", id] => (
+            "GET",
+            Route::RetrieveRun {
+                run_id: percent_decode(id).ok_or(NoRoute::NotFound)?,
+            },
+        ),
+        ["api", "v1", "batches", id] => (
+            "GET",
+            Route::RetrieveBatch {
+                batch_id: percent_decode(id).ok_or(NoRoute::NotFound)?,
+            },
+        ),
+        _ => return Err(NoRoute::NotFound),
+    };
+    if method == allow || (allow == "GET" && method == "HEAD") {
+        Ok(route)
+    } else {
+        Err(NoRoute::MethodNotAllowed { allow })
+    }
+}
+
+/// Decodes `%XX` escapes of one path segment. `None` for an empty segment, a broken
+/// escape, or bytes that are not UTF-8.
+pub fn percent_decode(segment: &str) -> Option<String> {
+    if segment.is_empty() {
+        return None;
+    }
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_paths_route_to_their_handlers() {
+        assert_eq!(
+            route("POST", "/api/v1/tasks/hello-world/batch"),
+            Ok(Route::TriggerBatch {
+                task: "hello-world".into()
+            })
+        );
+        assert_eq!(
+            route("GET", "/api/v3/runs/run_abc"),
+            Ok(Route::RetrieveRun {
+                run_id: "run_abc".into()
+            })
+        );
+        assert_eq!(
+            route("GET", "/api/v1/batches/batch_abc"),
+            Ok(Route::RetrieveBatch {
+                batch_id: "batch_abc".into()
+            })
+        );
+    }
+
+    #[test]
+    fn task_identifiers_are_percent_decoded() {
+        assert_eq!(
+            route("POST", "/api/v1/tasks/my%20task%2Fx/batch"),
+            Ok(Route::TriggerBatch {
+                task: "my task/x".into()
+            })
+        );
+        assert_eq!(
+            route("POST", "/api/v1/tasks/%zz/batch"),
+            Err(NoRoute::NotFound)
+        );
+        assert_eq!(
+            route("POST", "/api/v1/tasks/%ff/batch"),
+            Err(NoRoute::NotFound)
+        );
+        assert_eq!(
+            route("POST", "/api/v1/tasks//batch"),
+            Err(NoRoute::NotFound)
+        );
+    }
+
+    #[test]
+    fn wrong_methods_list_the_allowed_one() {
+        assert_eq!(
+            route("GET", "/api/v1/tasks/t/batch"),
+            Err(NoRoute::MethodNotAllowed { allow: "POST" })
+        );
+        assert_eq!(
+            route("DELETE", "/api/v3/runs/run_x"),
+            Err(NoRoute::MethodNotAllowed { allow: "GET" })
+        );
+    }
+
+    #[test]
+    fn unknown_paths_are_not_found() {
+        for path in [
+            "/",
+            "/api",
+            "/api/v1/tasks/t",
+            "/api/v1/tasks/t/batch/x",
+            "/api/v2/runs/r",
+        ] {
+            assert_eq!(route("GET", path), Err(NoRoute::NotFound), "{path}");
+        }
+    }
+}

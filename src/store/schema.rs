@@ -1,0 +1,131 @@
+//! The run store's SQLite schema. Every table is durable state: losing any row would
+//! lose an accepted run or break an idempotency promise.
+
+/// Statements run when an object starts; each is idempotent.
+pub const MIGRATIONS: &[&str] = &[
+    // `name`: the object's own name, which queue messages carry back to it.
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    // One row per run. `payload`/`context` hold the caller's JSON text, or NULL with
+    // `*_chunks > 0` when the text is split over `run_chunks` (rows are capped at 2 MB).
+    "CREATE TABLE IF NOT EXISTS runs (
+        id TEXT PRIMARY KEY,
+        task TEXT NOT NULL,
+        status TEXT NOT NULL,
+        batch_id TEXT,
+        idempotency_key TEXT,
+        payload TEXT,
+        payload_chunks INTEGER NOT NULL DEFAULT 0,
+        payload_type TEXT NOT NULL,
+        context TEXT,
+        context_chunks INTEGER NOT NULL DEFAULT 0,
+        queue TEXT NOT NULL,
+        queue_limit INTEGER,
+        concurrency_key TEXT,
+        tags TEXT NOT NULL,
+        ttl TEXT,
+        ttl_ms INTEGER,
+        delayed_until INTEGER,
+        max_attempts INTEGER,
+        metadata TEXT,
+        machine TEXT,
+        priority REAL,
+        max_duration INTEGER,
+        is_test INTEGER NOT NULL,
+        trigger_function TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        queued_at INTEGER,
+        started_at INTEGER,
+        finished_at INTEGER,
+        expired_at INTEGER,
+        attempt_count INTEGER NOT NULL DEFAULT 0,
+        output TEXT,
+        error TEXT
+    )",
+    "CREATE TABLE IF NOT EXISTS run_chunks (
+        run_id TEXT NOT NULL,
+        part TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        data TEXT NOT NULL,
+        PRIMARY KEY (run_id, part, seq)
+    )",
+    // (task, key) → the run holding it. Whether it still holds depends on `expires_at`
+    // and on the run's status (see domain::idempotency).
+    "CREATE TABLE IF NOT EXISTS idempotency_keys (
+        task TEXT NOT NULL,
+        key TEXT NOT NULL,
+        run_id TEXT NOT NULL,
+        expires_at INTEGER NOT NULL,
+        PRIMARY KEY (task, key)
+    )",
+    "CREATE TABLE IF NOT EXISTS batches (
+        id TEXT PRIMARY KEY,
+        task TEXT NOT NULL,
+        status TEXT NOT NULL,
+        idempotency_key TEXT,
+        runs TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+    )",
+    "CREATE TABLE IF NOT EXISTS batch_keys (
+        task TEXT NOT NULL,
+        key TEXT NOT NULL,
+        batch_id TEXT NOT NULL,
+        body_hash TEXT NOT NULL,
+        expires_at INTEGER NOT NULL,
+        PRIMARY KEY (task, key)
+    )",
+    // The latest concurrencyLimit a trigger asked for, per queue (v3: create or update).
+    "CREATE TABLE IF NOT EXISTS queues (
+        name TEXT PRIMARY KEY,
+        concurrency_limit INTEGER,
+        updated_at INTEGER NOT NULL
+    )",
+    // Runs not yet acknowledged by the queue consumer. The alarm sends rows that are due
+    // and never sent, and re-sends rows sent long ago without an acknowledgement.
+    "CREATE TABLE IF NOT EXISTS outbox (
+        run_id TEXT PRIMARY KEY,
+        due_at INTEGER NOT NULL,
+        sent_at INTEGER
+    )",
+];
+
+/// Rows of `payload`/`context` text beyond this size are split into `run_chunks`.
+pub const CHUNK_BYTES: usize = 512 * 1024;
+
+/// Columns of an `INSERT INTO runs`, in the order `RunStore` binds them.
+pub const INSERT_RUN: &str = "INSERT INTO runs (
+    id, task, status, batch_id, idempotency_key, payload, payload_chunks, payload_type,
+    context, context_chunks, queue, queue_limit, concurrency_key, tags, ttl, ttl_ms,
+    delayed_until, max_attempts, metadata, machine, priority, max_duration, is_test,
+    trigger_function, created_at, updated_at, queued_at
+) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+
+pub const SELECT_RUN: &str = "SELECT id, task, status, batch_id, idempotency_key, payload,
+    payload_chunks, payload_type, queue, concurrency_key, tags, ttl, delayed_until,
+    created_at, updated_at, started_at, finished_at, expired_at, metadata, is_test,
+    trigger_function, attempt_count, output, error
+    FROM runs WHERE id = ?";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn insert_binds_one_parameter_per_column() {
+        let columns = INSERT_RUN
+            .split('(')
+            .nth(1)
+            .unwrap()
+            .split(')')
+            .next()
+            .unwrap();
+        let n_columns = columns.split(',').count();
+        let n_params = INSERT_RUN.matches('?').count();
+        assert_eq!(n_columns, n_params);
+        assert!(
+            n_params <= 100,
+            "SQL statements take at most 100 parameters"
+        );
+    }
+}

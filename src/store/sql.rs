@@ -1,0 +1,93 @@
+//! Small helpers over the Durable Object SQLite API: bound values, `IN (…)` lists
+//! within the 100-parameter limit, and `transactionSync`, which workers-rs does not bind.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use wasm_bindgen::closure::Closure;
+use wasm_bindgen::prelude::wasm_bindgen;
+use wasm_bindgen::{JsCast, JsValue};
+use worker::worker_sys::DurableObjectStorage;
+use worker::{SqlStorage, SqlStorageValue, Storage};
+
+/// SQL statements take at most 100 bound parameters; lists use fewer to leave room.
+pub const MAX_LIST_PARAMS: usize = 90;
+
+#[wasm_bindgen]
+extern "C" {
+    /// `ctx.storage`, seen through the one method workers-rs leaves out.
+    #[wasm_bindgen(extends = js_sys::Object)]
+    type SyncStorage;
+
+    #[wasm_bindgen(method, catch, js_name = transactionSync)]
+    fn transaction_sync(
+        this: &SyncStorage,
+        callback: &js_sys::Function,
+    ) -> Result<JsValue, JsValue>;
+}
+
+/// Runs `work` inside `storage.transactionSync`: every statement it executes commits
+/// together, or none does when it returns an error.
+pub fn transaction<T: 'static>(
+    storage: &Storage,
+    work: impl FnOnce() -> worker::Result<T> + 'static,
+) -> worker::Result<T> {
+    let slot: Rc<RefCell<Option<worker::Result<T>>>> = Rc::default();
+    let out = slot.clone();
+    let callback = Closure::once_into_js(move || -> Result<JsValue, JsValue> {
+        let result = work();
+        let failed = result.is_err();
+        *out.borrow_mut() = Some(result);
+        if failed {
+            // Throwing makes the runtime roll the transaction back.
+            Err(JsValue::from_str("transaction rolled back"))
+        } else {
+            Ok(JsValue::UNDEFINED)
+        }
+    });
+    let raw: &DurableObjectStorage = storage.as_raw();
+    let call = raw
+        .unchecked_ref::<SyncStorage>()
+        .transaction_sync(callback.unchecked_ref());
+    let result = slot.borrow_mut().take();
+    match (call, result) {
+        (_, Some(Err(e))) => Err(e),
+        (Ok(_), Some(Ok(value))) => Ok(value),
+        (Err(js), _) => Err(worker::Error::from(js)),
+        (Ok(_), None) => Err(worker::Error::RustError(
+            "transactionSync did not run its callback".into(),
+        )),
+    }
+}
+
+/// `?, ?, …, ?` with `n` placeholders.
+pub fn placeholders(n: usize) -> String {
+    let mut text = "?, ".repeat(n);
+    text.truncate(text.len().saturating_sub(2));
+    text
+}
+
+/// Executes a statement once per chunk of `items`, binding `prefix` then the chunk, and
+/// replacing `{list}` in `query` with the chunk's placeholders.
+pub fn exec_in_chunks(
+    sql: &SqlStorage,
+    query: &str,
+    prefix: &[SqlStorageValue],
+    items: &[String],
+    mut each: impl FnMut(worker::SqlCursor) -> worker::Result<()>,
+) -> worker::Result<()> {
+    for chunk in items.chunks(MAX_LIST_PARAMS - prefix.len()) {
+        let text = query.replace("{list}", &placeholders(chunk.len()));
+        let mut params = prefix.to_vec();
+        params.extend(chunk.iter().map(|s| SqlStorageValue::from(s.as_str())));
+        each(sql.exec(&text, params)?)?;
+    }
+    Ok(())
+}
+
+/// An optional integer as a bound value.
+pub fn opt_i64(value: Option<impl Into<i64>>) -> SqlStorageValue {
+    value.map_or(SqlStorageValue::Null, |v| {
+        SqlStorageValue::Integer(v.into())
+    })
+}

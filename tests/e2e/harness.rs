@@ -1,0 +1,241 @@
+//! Starts the built worker under `wrangler dev` and speaks HTTP to it.
+//!
+//! Each `Worker` runs the shipped `wrangler.toml` (minus its `[build]` step: the test
+//! command builds once beforehand) from a fresh folder under `target/e2e`, with its own
+//! `.dev.vars`, free ports and an empty `--persist-to` state. It is stopped by process
+//! group id when dropped, never by name.
+
+use std::fs;
+use std::io::Read;
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// API keys the test workers accept.
+pub const DEV_KEY: &str = "tr_dev_e2e_test_key";
+pub const PROD_KEY: &str = "tr_prod_e2e_test_key";
+
+pub struct Worker {
+    child: Child,
+    pub base: String,
+    log: PathBuf,
+}
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port on 127.0.0.1")
+}
+
+impl Worker {
+    /// Starts a worker named `name`; `tweak` edits its configuration first.
+    pub fn start(name: &str, tweak: impl FnOnce(&mut toml::Table)) -> Worker {
+        let built = root().join("build/index.js");
+        assert!(
+            built.exists(),
+            "build the worker first: worker-build --release (scripts/test does)"
+        );
+        let dir = root()
+            .join("target/e2e")
+            .join(format!("{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+
+        let text = fs::read_to_string(root().join("wrangler.toml")).unwrap();
+        let mut config: toml::Table = text.parse().expect("wrangler.toml parses");
+        config.remove("build");
+        config.insert("main".into(), built.to_string_lossy().into_owned().into());
+        tweak(&mut config);
+        fs::write(dir.join("wrangler.toml"), toml::to_string(&config).unwrap()).unwrap();
+        fs::write(
+            dir.join(".dev.vars"),
+            format!("TRIGGER_SECRET_KEYS={DEV_KEY},{PROD_KEY}\n"),
+        )
+        .unwrap();
+
+        let port = free_port();
+        let log = dir.join("wrangler.log");
+        let out = fs::File::create(&log).unwrap();
+        let child = Command::new(root().join("node_modules/.bin/wrangler"))
+            .current_dir(root())
+            .args(["dev", "--config"])
+            .arg(dir.join("wrangler.toml"))
+            .args(["--ip", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--inspector-port", &free_port().to_string()])
+            .arg("--persist-to")
+            .arg(dir.join("state"))
+            .arg("--show-interactive-dev-session=false")
+            .env("WRANGLER_SEND_METRICS", "false")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .process_group(0)
+            .spawn()
+            .expect("wrangler starts (run scripts/setup)");
+        let mut worker = Worker {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            log,
+        };
+        worker.wait_ready();
+        worker
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(180);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("wrangler exited with {status}:\n{}", self.log());
+            }
+            // Any HTTP answer, even a 404, means the worker is serving.
+            if get(&format!("{}/", self.base), None).status > 0 {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        panic!("wrangler did not become ready in time:\n{}", self.log());
+    }
+
+    /// Everything wrangler and the worker printed so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+        let _ = self.child.wait();
+    }
+}
+
+/// An HTTP answer. `status` is 0 when no answer came (connection refused, reset).
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub body: String,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Answer {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?} (status {})", self.body, self.status))
+    }
+
+    pub fn error(&self) -> String {
+        self.json()["error"].as_str().unwrap_or_default().to_owned()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(60))
+        .build()
+}
+
+fn finish(result: Result<ureq::Response, ureq::Error>) -> Answer {
+    let response = match result {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(ureq::Error::Transport(_)) => {
+            return Answer {
+                status: 0,
+                body: String::new(),
+                headers: Vec::new(),
+            };
+        }
+    };
+    let status = response.status();
+    let headers = response
+        .headers_names()
+        .into_iter()
+        .filter_map(|name| response.header(&name).map(|v| (name.clone(), v.to_owned())))
+        .collect();
+    let mut body = String::new();
+    let _ = response
+        .into_reader()
+        .take(64 << 20)
+        .read_to_string(&mut body);
+    Answer {
+        status,
+        body,
+        headers,
+    }
+}
+
+pub fn get(url: &str, key: Option<&str>) -> Answer {
+    get_with(url, key, &[])
+}
+
+pub fn get_with(url: &str, key: Option<&str>, headers: &[(&str, &str)]) -> Answer {
+    let mut request = agent().get(url);
+    if let Some(key) = key {
+        request = request.set("authorization", &format!("Bearer {key}"));
+    }
+    for (name, value) in headers {
+        request = request.set(name, value);
+    }
+    finish(request.call())
+}
+
+pub fn request(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -> Answer {
+    let mut request = agent().request(method, url);
+    for (name, value) in headers {
+        request = request.set(name, value);
+    }
+    finish(request.send_bytes(body))
+}
+
+/// Sends `body` with chunked transfer encoding (no `content-length`).
+pub fn request_chunked(url: &str, headers: &[(&str, &str)], body: impl Read) -> Answer {
+    let mut request = agent().post(url);
+    for (name, value) in headers {
+        request = request.set(name, value);
+    }
+    finish(request.send(body))
+}
+
+/// Polls `check` until it returns `Some`, or panics with `what` after `limit`.
+pub fn eventually<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

@@ -1,0 +1,624 @@
+//! End-to-end tests against the real Workers runtime: `wrangler dev` running the built
+//! worker with its SQLite Durable Objects and local Queue. Each test speaks HTTP only,
+//! isolates itself with unique task payloads and keys, and polls with a deadline for
+//! effects of the queue consumer.
+
+mod harness;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use libtest_mimic::{Arguments, Failed, Trial};
+use serde_json::{json, Value};
+
+use harness::{
+    eventually, get, get_with, request, request_chunked, Answer, Worker, DEV_KEY, PROD_KEY,
+};
+
+type Check = fn(&Worker) -> Result<(), Failed>;
+
+fn main() {
+    let args = Arguments::from_args();
+    let cases: &[(&str, Check)] = &[
+        (
+            "batch_of_100_items_returns_100_distinct_ids_in_order_each_readable",
+            batch_of_100_items_returns_100_distinct_ids_in_order_each_readable,
+        ),
+        (
+            "batch_with_101_items_is_rejected_with_400",
+            batch_with_101_items_is_rejected_with_400,
+        ),
+        (
+            "missing_malformed_and_unknown_keys_are_401",
+            missing_malformed_and_unknown_keys_are_401,
+        ),
+        ("undeclared_task_is_404", undeclared_task_is_404),
+        (
+            "invalid_json_empty_body_and_wrong_types_are_400",
+            invalid_json_empty_body_and_wrong_types_are_400,
+        ),
+        (
+            "same_key_twice_in_one_batch_is_one_run_with_its_id_twice",
+            same_key_twice_in_one_batch_is_one_run_with_its_id_twice,
+        ),
+        (
+            "same_key_in_a_later_batch_returns_the_same_run",
+            same_key_in_a_later_batch_returns_the_same_run,
+        ),
+        (
+            "twenty_concurrent_requests_racing_on_one_key_create_one_run",
+            twenty_concurrent_requests_racing_on_one_key_create_one_run,
+        ),
+        (
+            "repeated_batch_key_header_replays_and_a_different_body_is_422",
+            repeated_batch_key_header_replays_and_a_different_body_is_422,
+        ),
+        (
+            "another_environments_key_cannot_read_a_run_or_batch",
+            another_environments_key_cannot_read_a_run_or_batch,
+        ),
+        (
+            "delayed_and_ttl_runs_show_delayed_until_and_ttl",
+            delayed_and_ttl_runs_show_delayed_until_and_ttl,
+        ),
+        (
+            "every_accepted_run_is_delivered_to_the_queue_consumer",
+            every_accepted_run_is_delivered_to_the_queue_consumer,
+        ),
+        (
+            "payload_of_2_5_mib_round_trips_byte_for_byte",
+            payload_of_2_5_mib_round_trips_byte_for_byte,
+        ),
+        (
+            "status_names_follow_the_api_version_header",
+            status_names_follow_the_api_version_header,
+        ),
+        (
+            "wrong_method_is_405_and_unknown_path_is_404",
+            wrong_method_is_405_and_unknown_path_is_404,
+        ),
+    ];
+
+    let (worker, broken, hostile) = if args.list {
+        (None, None, None)
+    } else {
+        // All start at once; none builds (the test command built the worker).
+        // `hostile` takes the abusive requests: an aborted upload can upset wrangler's
+        // dev proxy for the next request, which must not be another test's.
+        let hostile = thread::spawn(|| Worker::start("hostile", |_| {}));
+        let broken = thread::spawn(|| {
+            Worker::start("broken-config", |config| {
+                let vars = config["vars"].as_table_mut().unwrap();
+                let tasks = vars["TASKS"].as_table_mut().unwrap();
+                tasks.insert(
+                    "broken".into(),
+                    toml::Value::Table(
+                        toml::toml! { endpoint = "https://example.com" maxAttempts = 0 },
+                    ),
+                );
+            })
+        });
+        let worker = Worker::start("main", |_| {});
+        let broken = broken.join().expect("the broken-config worker starts");
+        let hostile = hostile.join().expect("the hostile-input worker starts");
+        (
+            Some(Arc::new(worker)),
+            Some(Arc::new(broken)),
+            Some(Arc::new(hostile)),
+        )
+    };
+
+    let mut trials: Vec<Trial> = cases
+        .iter()
+        .map(|&(name, check)| {
+            let worker = worker.clone();
+            Trial::test(name, move || {
+                check(worker.as_deref().expect("worker started"))
+            })
+        })
+        .collect();
+    let broken_worker = broken.clone();
+    trials.push(Trial::test(
+        "malformed_task_declaration_fails_loudly_with_500_naming_task_and_field",
+        move || {
+            malformed_task_declaration_fails_loudly(
+                broken_worker.as_deref().expect("worker started"),
+            )
+        },
+    ));
+
+    let hostile_worker = hostile.clone();
+    trials.push(Trial::test(
+        "body_over_3_mib_is_413_with_or_without_content_length",
+        move || {
+            body_over_3_mib_is_413_with_or_without_content_length(
+                hostile_worker.as_deref().expect("worker started"),
+            )
+        },
+    ));
+
+    let conclusion = libtest_mimic::run(&args, trials);
+    drop(worker);
+    drop(broken);
+    drop(hostile);
+    conclusion.exit();
+}
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+
+fn ensure(condition: bool, message: impl Into<String>) -> Result<(), Failed> {
+    if condition {
+        Ok(())
+    } else {
+        Err(message.into().into())
+    }
+}
+
+fn ensure_eq<T: PartialEq + std::fmt::Debug>(got: T, want: T, what: &str) -> Result<(), Failed> {
+    ensure(got == want, format!("{what}: got {got:?}, want {want:?}"))
+}
+
+fn auth(key: &str) -> String {
+    format!("Bearer {key}")
+}
+
+fn trigger_raw(w: &Worker, task: &str, body: &[u8], extra: &[(&str, &str)]) -> Answer {
+    let authorization = auth(DEV_KEY);
+    let mut headers = vec![
+        ("authorization", authorization.as_str()),
+        ("content-type", "application/json"),
+    ];
+    headers.extend_from_slice(extra);
+    request(
+        "POST",
+        &w.url(&format!("/api/v1/tasks/{task}/batch")),
+        &headers,
+        body,
+    )
+}
+
+fn trigger(w: &Worker, body: &Value) -> Answer {
+    trigger_raw(w, "hello-world", body.to_string().as_bytes(), &[])
+}
+
+/// Triggers and expects a 200; returns the run ids.
+fn trigger_ok(w: &Worker, body: &Value) -> Result<(String, Vec<String>), Failed> {
+    let answer = trigger(w, body);
+    ensure_eq(
+        answer.status,
+        200,
+        &format!("status of a batch ({})", answer.body),
+    )?;
+    let json = answer.json();
+    let runs = json["runs"].as_array().ok_or("runs is an array")?;
+    let runs = runs
+        .iter()
+        .map(|r| r.as_str().unwrap_or_default().to_owned())
+        .collect();
+    Ok((
+        json["batchId"].as_str().unwrap_or_default().to_owned(),
+        runs,
+    ))
+}
+
+fn read_run(w: &Worker, id: &str) -> Answer {
+    get(&w.url(&format!("/api/v3/runs/{id}")), Some(DEV_KEY))
+}
+
+fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{prefix}-{nanos}-{:?}", thread::current().id())
+}
+
+fn is_run_id(id: &str) -> bool {
+    id.len() == 25
+        && id.starts_with("run_")
+        && id[4..]
+            .bytes()
+            .all(|c| b"123456789abcdefghijkmnopqrstuvwxyz".contains(&c))
+}
+
+// ---------------------------------------------------------------------------------------
+// The batch endpoint (API.md section 2)
+
+fn batch_of_100_items_returns_100_distinct_ids_in_order_each_readable(
+    w: &Worker,
+) -> Result<(), Failed> {
+    let tag = unique("hundred");
+    let items: Vec<Value> = (0..100)
+        .map(|i| json!({"payload": {"i": i}, "options": {"tags": [tag]}}))
+        .collect();
+    let (batch_id, runs) = trigger_ok(w, &json!({ "items": items }))?;
+    ensure_eq(runs.len(), 100, "run count")?;
+    ensure_eq(
+        runs.iter().collect::<HashSet<_>>().len(),
+        100,
+        "distinct ids",
+    )?;
+    ensure(
+        runs.iter().all(|r| is_run_id(r)),
+        format!("run id format: {runs:?}"),
+    )?;
+    ensure(
+        batch_id.starts_with("batch_") && batch_id.len() == 27,
+        format!("batch id {batch_id}"),
+    )?;
+    for (i, id) in runs.iter().enumerate() {
+        let run = read_run(w, id);
+        ensure_eq(run.status, 200, "read status")?;
+        let run = run.json();
+        ensure_eq(&run["payload"], &json!({"i": i}), "payload in item order")?;
+        ensure_eq(&run["status"], &json!("QUEUED"), "status")?;
+        ensure_eq(&run["batchId"], &json!(batch_id), "batchId")?;
+        ensure_eq(&run["taskIdentifier"], &json!("hello-world"), "task")?;
+        ensure_eq(&run["tags"], &json!([tag]), "tags")?;
+    }
+    let batch = get(
+        &w.url(&format!("/api/v1/batches/{batch_id}")),
+        Some(DEV_KEY),
+    )
+    .json();
+    ensure_eq(&batch["runCount"], &json!(100), "batch runCount")?;
+    ensure_eq(&batch["runs"], &json!(runs), "batch runs")
+}
+
+fn batch_with_101_items_is_rejected_with_400(w: &Worker) -> Result<(), Failed> {
+    let items: Vec<Value> = (0..101).map(|i| json!({"payload": i})).collect();
+    let answer = trigger(w, &json!({ "items": items }));
+    ensure_eq(answer.status, 400, "status")?;
+    ensure_eq(
+        answer.error(),
+        "Too many items. Maximum allowed batch size is 100.".into(),
+        "message",
+    )
+}
+
+fn missing_malformed_and_unknown_keys_are_401(w: &Worker) -> Result<(), Failed> {
+    let url = w.url("/api/v1/tasks/hello-world/batch");
+    let body = br#"{"items":[{}]}"#;
+    for (headers, message) in [
+        (vec![], "Invalid or Missing API key"),
+        (
+            vec![("authorization", "Basic abc")],
+            "Invalid or Missing API key",
+        ),
+        (
+            vec![("authorization", "Bearer")],
+            "Invalid or Missing API key",
+        ),
+        (
+            vec![("authorization", "Bearer tr_dev_not_a_configured_key")],
+            "Invalid API key",
+        ),
+    ] {
+        let answer = request("POST", &url, &headers, body);
+        ensure_eq(answer.status, 401, &format!("status for {headers:?}"))?;
+        ensure_eq(answer.error(), message.to_owned(), "message")?;
+    }
+    let read = get(
+        &w.url("/api/v3/runs/run_123456789abcdefghijkm"),
+        Some("tr_dev_wrong"),
+    );
+    ensure_eq(read.status, 401, "reads need a key too")
+}
+
+fn undeclared_task_is_404(w: &Worker) -> Result<(), Failed> {
+    let answer = trigger_raw(w, "no-such-task", br#"{"items":[{"payload":1}]}"#, &[]);
+    ensure_eq(answer.status, 404, "status")?;
+    ensure_eq(answer.error(), "Task not found".into(), "message")
+}
+
+fn body_over_3_mib_is_413_with_or_without_content_length(w: &Worker) -> Result<(), Failed> {
+    let big = format!(r#"{{"items":[{{"payload":"{}"}}]}}"#, "x".repeat(4 << 20));
+    let answer = trigger_raw(w, "hello-world", big.as_bytes(), &[]);
+    ensure_eq(answer.status, 413, "status with content-length")?;
+    ensure_eq(answer.error(), "Request body too large".into(), "message")?;
+
+    let authorization = auth(DEV_KEY);
+    let headers = [
+        ("authorization", authorization.as_str()),
+        ("content-type", "application/json"),
+    ];
+    let answer = request_chunked(
+        &w.url("/api/v1/tasks/hello-world/batch"),
+        &headers,
+        big.as_bytes(),
+    );
+    // The worker stops reading at 3 MiB; the client may see the 413 or a closed socket.
+    ensure(
+        answer.status == 413 || answer.status == 0,
+        format!("chunked status {}", answer.status),
+    )?;
+    if answer.status == 413 {
+        ensure_eq(
+            answer.error(),
+            "Request body too large".into(),
+            "chunked message",
+        )?;
+    }
+    Ok(())
+}
+
+fn invalid_json_empty_body_and_wrong_types_are_400(w: &Worker) -> Result<(), Failed> {
+    for (body, message) in [
+        (&b""[..], "Request body is empty"),
+        (b"{\"items\": [", "Invalid JSON"),
+        (b"not json", "Invalid JSON"),
+        (br#"{"items": []}"#, "No items to trigger"),
+        (br#"{"items": "abc"}"#, "Validation error: items: expected an array"),
+        (br#"{"items": [{"options": {"tags": 5}}]}"#, "Validation error: items[0].options.tags: expected a string or an array of strings"),
+        (br#"{"items": [{}, {}, {}, {"options": {"tags": ["a","b","c","d","e","f"]}}]}"#, "Validation error: items[3].options.tags: at most 5 tags per run"),
+        (br#"{"items": [{"options": {"delay": "1.5h"}}]}"#, "Validation error: items[0].options.delay: expected a duration like 1h42m (units w, d, h or hr, m, s) or an ISO-8601 date-time like 2030-01-01T00:00:00Z"),
+        (br#"{"items": [{"options": {"queue": {"concurrencyLimit": 5000}}}]}"#, "Validation error: items[0].options.queue.concurrencyLimit: must be an integer from 0 to 1000"),
+    ] {
+        let answer = trigger_raw(w, "hello-world", body, &[]);
+        ensure_eq(answer.status, 400, &format!("status for {:?}: {answer:?}", String::from_utf8_lossy(body)))?;
+        ensure_eq(answer.error(), message.to_owned(), "message")?;
+    }
+    Ok(())
+}
+
+fn same_key_twice_in_one_batch_is_one_run_with_its_id_twice(w: &Worker) -> Result<(), Failed> {
+    let key = unique("in-batch");
+    let (batch_id, runs) = trigger_ok(
+        w,
+        &json!({"items": [
+            {"payload": "first", "options": {"idempotencyKey": key}},
+            {"payload": "other"},
+            {"payload": "second", "options": {"idempotencyKey": key}}
+        ]}),
+    )?;
+    ensure_eq(
+        runs[0].clone(),
+        runs[2].clone(),
+        "both positions carry one id",
+    )?;
+    ensure(runs[0] != runs[1], "the unkeyed item is its own run")?;
+    let run = read_run(w, &runs[0]).json();
+    ensure_eq(
+        &run["payload"],
+        &json!("first"),
+        "the first item made the run",
+    )?;
+    ensure_eq(&run["idempotencyKey"], &json!(key), "the key is on the run")?;
+    let batch = get(
+        &w.url(&format!("/api/v1/batches/{batch_id}")),
+        Some(DEV_KEY),
+    )
+    .json();
+    ensure_eq(&batch["runs"], &json!(runs), "the batch lists the id twice")
+}
+
+fn same_key_in_a_later_batch_returns_the_same_run(w: &Worker) -> Result<(), Failed> {
+    let key = unique("later");
+    let (_, first) = trigger_ok(
+        w,
+        &json!({"items": [{"payload": 1, "options": {"idempotencyKey": key}}]}),
+    )?;
+    let (_, second) = trigger_ok(
+        w,
+        &json!({"items": [{"payload": 2, "options": {"idempotencyKey": key}}, {"payload": 3}]}),
+    )?;
+    ensure_eq(
+        second[0].clone(),
+        first[0].clone(),
+        "the later batch gets the existing run",
+    )?;
+    ensure_eq(
+        &read_run(w, &first[0]).json()["payload"],
+        &json!(1),
+        "the run is unchanged",
+    )
+}
+
+fn twenty_concurrent_requests_racing_on_one_key_create_one_run(w: &Worker) -> Result<(), Failed> {
+    let key = unique("race");
+    let ids: Vec<Result<Vec<String>, String>> = thread::scope(|s| {
+        let handles: Vec<_> = (0..20)
+            .map(|i| {
+                let key = key.clone();
+                s.spawn(move || {
+                    trigger_ok(
+                        w,
+                        &json!({"items": [{"payload": i, "options": {"idempotencyKey": key}}]}),
+                    )
+                    .map(|(_, runs)| runs)
+                    .map_err(|e| format!("{e:?}"))
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut distinct = HashSet::new();
+    for result in ids {
+        distinct.insert(result.map_err(Failed::from)?[0].clone());
+    }
+    ensure_eq(distinct.len(), 1, "distinct runs across 20 racing requests")
+}
+
+fn repeated_batch_key_header_replays_and_a_different_body_is_422(w: &Worker) -> Result<(), Failed> {
+    let key = unique("batch-key");
+    let body = json!({"items": [{"payload": 1}, {"payload": 2}]}).to_string();
+    let headers = [
+        ("idempotency-key", key.as_str()),
+        ("idempotency-key-ttl", "1h"),
+    ];
+    let first = trigger_raw(w, "hello-world", body.as_bytes(), &headers);
+    ensure_eq(first.status, 200, "first status")?;
+    let again = trigger_raw(w, "hello-world", body.as_bytes(), &headers);
+    ensure_eq(again.status, 200, "repeat status")?;
+    ensure_eq(again.json(), first.json(), "identical response")?;
+    let batch_id = first.json()["batchId"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let batch = get(
+        &w.url(&format!("/api/v1/batches/{batch_id}")),
+        Some(DEV_KEY),
+    )
+    .json();
+    ensure_eq(&batch["idempotencyKey"], &json!(key), "key on the batch")?;
+
+    let other = json!({"items": [{"payload": 3}]}).to_string();
+    let conflict = trigger_raw(w, "hello-world", other.as_bytes(), &headers);
+    ensure_eq(conflict.status, 422, "different body")?;
+    ensure_eq(
+        conflict.error(),
+        "Idempotency key was already used for a different batch".into(),
+        "message",
+    )
+}
+
+fn another_environments_key_cannot_read_a_run_or_batch(w: &Worker) -> Result<(), Failed> {
+    let (batch_id, runs) = trigger_ok(w, &json!({"items": [{"payload": "dev only"}]}))?;
+    ensure_eq(read_run(w, &runs[0]).status, 200, "own environment reads")?;
+    let as_prod = get(&w.url(&format!("/api/v3/runs/{}", runs[0])), Some(PROD_KEY));
+    ensure_eq(as_prod.status, 404, "other environment")?;
+    ensure_eq(as_prod.error(), "Run not found".into(), "message")?;
+    let batch = get(
+        &w.url(&format!("/api/v1/batches/{batch_id}")),
+        Some(PROD_KEY),
+    );
+    ensure_eq(batch.status, 404, "other environment's batch")
+}
+
+fn delayed_and_ttl_runs_show_delayed_until_and_ttl(w: &Worker) -> Result<(), Failed> {
+    let (_, runs) = trigger_ok(
+        w,
+        &json!({"items": [
+            {"payload": 1, "options": {"delay": "1h", "ttl": "10m"}},
+            {"payload": 2, "options": {"delay": "2030-01-01T00:00:00.000Z", "ttl": 3600}},
+            {"payload": 3, "options": {"delay": "2001-01-01T00:00:00Z"}}
+        ]}),
+    )?;
+    let hour = read_run(w, &runs[0]).json();
+    ensure_eq(&hour["status"], &json!("DELAYED"), "delay 1h")?;
+    ensure_eq(&hour["ttl"], &json!("10m"), "ttl string")?;
+    let until = hour["delayedUntil"].as_str().ok_or("delayedUntil is set")?;
+    ensure(
+        until.ends_with('Z') && until.len() == 24,
+        format!("delayedUntil is ISO with ms: {until}"),
+    )?;
+    let date = read_run(w, &runs[1]).json();
+    ensure_eq(
+        &date["delayedUntil"],
+        &json!("2030-01-01T00:00:00.000Z"),
+        "delay date",
+    )?;
+    ensure_eq(&date["ttl"], &json!("3600s"), "ttl seconds")?;
+    let past = read_run(w, &runs[2]).json();
+    ensure_eq(&past["status"], &json!("QUEUED"), "a past date runs now")?;
+    ensure(
+        past.get("delayedUntil").is_none(),
+        "no delayedUntil for a past date",
+    )
+}
+
+fn every_accepted_run_is_delivered_to_the_queue_consumer(w: &Worker) -> Result<(), Failed> {
+    let mut all = Vec::new();
+    for round in 0..3 {
+        let items: Vec<Value> = (0..50).map(|i| json!({"payload": [round, i]})).collect();
+        all.extend(trigger_ok(w, &json!({ "items": items }))?.1);
+    }
+    eventually(
+        Duration::from_secs(60),
+        "every run delivered to the consumer",
+        || {
+            let log = w.log();
+            all.iter()
+                .all(|id| log.contains(&format!("queue: delivered {id} ")))
+                .then_some(())
+        },
+    );
+    Ok(())
+}
+
+fn payload_of_2_5_mib_round_trips_byte_for_byte(w: &Worker) -> Result<(), Failed> {
+    // Larger than a SQLite row may hold: the store splits and rejoins it.
+    let text: String = (0..(2_621_440 / 10))
+        .map(|i| format!("{:09}é", i % 1_000_000_000))
+        .collect();
+    let payload = format!(r#"{{"blob" : "{text}", "n": 1.50}}"#);
+    let body = format!(
+        r#"{{"items":[{{"payload":{payload},"options":{{"payloadType":"application/json"}}}}]}}"#
+    );
+    let answer = trigger_raw(w, "hello-world", body.as_bytes(), &[]);
+    ensure_eq(
+        answer.status,
+        200,
+        &format!("status ({})", &answer.body[..answer.body.len().min(200)]),
+    )?;
+    let id = answer.json()["runs"][0]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let run = read_run(w, &id);
+    ensure_eq(run.status, 200, "read")?;
+    ensure(
+        run.body.contains(&format!(r#""payload":{payload}"#)),
+        "the payload comes back exactly as sent",
+    )
+}
+
+// ---------------------------------------------------------------------------------------
+// Reads and the rest of section 1
+
+fn status_names_follow_the_api_version_header(w: &Worker) -> Result<(), Failed> {
+    let (_, runs) = trigger_ok(
+        w,
+        &json!({"items": [{"payload": 1, "options": {"delay": "1h"}}]}),
+    )?;
+    let url = w.url(&format!("/api/v3/runs/{}", runs[0]));
+    let v4 = get_with(
+        &url,
+        Some(DEV_KEY),
+        &[("x-trigger-api-version", "2025-07-16")],
+    )
+    .json();
+    ensure_eq(&v4["status"], &json!("DELAYED"), "4.x name")?;
+    ensure_eq(&v4["isWaiting"], &json!(false), "isWaiting present")?;
+    let malformed = get(&w.url("/api/v3/runs/run_not-an-id"), Some(DEV_KEY));
+    ensure_eq(malformed.status, 404, "malformed id")?;
+    ensure_eq(malformed.error(), "Run not found".into(), "message")
+}
+
+fn wrong_method_is_405_and_unknown_path_is_404(w: &Worker) -> Result<(), Failed> {
+    let answer = get(&w.url("/api/v1/tasks/hello-world/batch"), Some(DEV_KEY));
+    ensure_eq(answer.status, 405, "GET on the batch endpoint")?;
+    ensure_eq(answer.header("allow"), Some("POST"), "Allow header")?;
+    let missing = get(&w.url("/api/v9/nothing"), Some(DEV_KEY));
+    ensure_eq(missing.status, 404, "unknown path")?;
+    ensure_eq(missing.error(), "Not found".into(), "message")
+}
+
+fn malformed_task_declaration_fails_loudly(w: &Worker) -> Result<(), Failed> {
+    let answer = request(
+        "POST",
+        &w.url("/api/v1/tasks/hello-world/batch"),
+        &[("authorization", &auth(DEV_KEY))],
+        br#"{"items":[{}]}"#,
+    );
+    ensure_eq(answer.status, 500, "status")?;
+    let message = answer.error();
+    ensure(
+        message.contains(r#"TASKS["broken"].maxAttempts"#) && message.contains("1 to 100"),
+        format!("the message names the task and the field: {message}"),
+    )?;
+    ensure_eq(
+        answer.header("x-should-retry"),
+        Some("false"),
+        "not retryable",
+    )?;
+    eventually(Duration::from_secs(10), "the error in the log", || {
+        w.log()
+            .contains(r#"TASKS["broken"].maxAttempts"#)
+            .then_some(())
+    });
+    Ok(())
+}
