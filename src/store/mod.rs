@@ -176,6 +176,19 @@ impl RunStore {
     async fn trigger_batch(&self, cmd: TriggerBatch) -> Result<StoreReply> {
         let now = now();
         let sql = self.sql();
+        // Arm the alarm first, for the earliest moment any item could need it: if the
+        // commit below fails, a spare wake-up is harmless. After this await, the batch-key
+        // check, the key reads, the plan and the write run with no await at all, so no
+        // other request can interleave with an idempotency decision.
+        let earliest = cmd
+            .items
+            .iter()
+            .map(|item| item.delay_until.unwrap_or(now + REDELIVER_AFTER_MS))
+            .min();
+        if let Some(at) = earliest {
+            self.ensure_alarm(at).await?;
+        }
+
         if let Some(key) = &cmd.batch_key {
             let held = sql
                 .exec(
@@ -212,18 +225,6 @@ impl RunStore {
             .collect();
         let held = self.held_keys(&cmd.task, &keys)?;
         let outcomes = plan_items(&keys, &cmd.run_ids, &held, now);
-
-        // Arm the alarm first: if the commit below fails, a spare wake-up is harmless.
-        let earliest = cmd
-            .items
-            .iter()
-            .zip(&outcomes)
-            .filter(|(_, o)| o.created)
-            .map(|(item, _)| item.delay_until.unwrap_or(now + REDELIVER_AFTER_MS))
-            .min();
-        if let Some(at) = earliest {
-            self.ensure_alarm(at).await?;
-        }
 
         let runs: Vec<String> = outcomes.iter().map(|o| o.run_id.clone()).collect();
         let send_now: Vec<String> = cmd
