@@ -1,57 +1,151 @@
 //! The queue consumer. Each message carries the references of runs of one store
-//! (`domain::delivery::RunRefs`). For now a delivery is logged and acknowledged to its
-//! store, which takes the runs out of its outbox; executing them is the next step.
+//! (`domain::delivery::RunRefs`). For a batch of messages the consumer
+//! 1. asks each store which of its runs should wait for a slot (`Claim`),
+//! 2. offers them to their queues' gates, one call per gate for the whole batch, and the
+//!    gates start executors for the runs they admit,
+//! 3. acknowledges the runs to their stores (out of the outbox) and acks the message.
 //!
-//! Every message is parsed on its own and gets an explicit ack or retry: one poison
-//! message never fails the batch.
+//! It never executes anything itself, so a batch takes milliseconds however long tasks
+//! run. Every message is parsed on its own and gets an explicit ack or retry: one poison
+//! message never fails the batch, and a message whose runs did not all reach their gates
+//! is retried (a repeat is harmless: stores claim idempotently, gates ignore duplicates).
 
-use worker::{console_error, console_log, MessageBatch, MessageExt};
+use std::collections::{BTreeMap, HashSet};
+
+use worker::{console_error, console_log, Env, MessageBatch, MessageExt, RawMessage};
 
 use crate::domain::delivery::RunRefs;
-use crate::store::client::RunStoreClient;
-use crate::store::protocol::{StoreCommand, StoreReply};
+use crate::domain::execution::LEASE_MARGIN_MS;
+use crate::domain::gate::{LimitUpdate, Ticket};
+use crate::gate::client::{gate_name, QueueGateClient};
+use crate::gate::protocol::GateCommand;
+use crate::store::client::{env_of_store, RunStoreClient};
+use crate::store::protocol::{ClaimedRun, StoreCommand, StoreReply};
 
-pub async fn consume(batch: MessageBatch<serde_json::Value>, env: worker::Env) {
+struct Delivery {
+    message: RawMessage,
+    refs: RunRefs,
+    /// The gates this message's runs go to.
+    gates: HashSet<String>,
+    ok: bool,
+}
+
+pub async fn consume(batch: MessageBatch<serde_json::Value>, env: Env) {
+    let mut deliveries = Vec::new();
     for message in batch.raw_iter() {
-        let refs: RunRefs = match serde_wasm_bindgen::from_value(message.body()) {
-            Ok(refs) => refs,
+        match serde_wasm_bindgen::from_value::<RunRefs>(message.body()) {
+            Ok(refs) => deliveries.push(Delivery {
+                message,
+                refs,
+                gates: HashSet::new(),
+                ok: true,
+            }),
             Err(e) => {
                 // Retrying cannot make it readable: log it and let it go.
                 console_error!("queue: dropping an unreadable message: {e}");
                 message.ack();
-                continue;
             }
-        };
-        match acknowledge(&env, &refs).await {
-            Ok(removed) => {
-                for run in &refs.runs {
-                    console_log!("queue: delivered {run} from {}", refs.store);
+        }
+    }
+
+    // 1. Claims, per message.
+    let mut offers: BTreeMap<String, (Vec<Ticket>, Option<LimitUpdate>)> = BTreeMap::new();
+    for delivery in &mut deliveries {
+        match claim(&env, &delivery.refs).await {
+            Ok(runs) => {
+                for run in runs {
+                    let gate = gate_name(env_of_store(&delivery.refs.store), &run.queue);
+                    let offer = offers.entry(gate.clone()).or_default();
+                    if let Some(limit) = run.queue_limit {
+                        let update = LimitUpdate {
+                            limit,
+                            set_at: run.limit_set_at,
+                        };
+                        if offer.1.is_none_or(|u| u.set_at <= update.set_at) {
+                            offer.1 = Some(update);
+                        }
+                    }
+                    offer.0.push(ticket(&delivery.refs.store, run));
+                    delivery.gates.insert(gate);
                 }
-                console_log!(
-                    "queue: acknowledged {} runs of {} ({removed} left the outbox)",
-                    refs.runs.len(),
-                    refs.store
-                );
-                message.ack();
             }
             Err(e) => {
                 console_error!(
-                    "queue: acknowledging to {} failed, retrying: {e}",
-                    refs.store
+                    "queue: claiming runs of {} failed: {e}",
+                    delivery.refs.store
                 );
-                message.retry();
+                delivery.ok = false;
             }
+        }
+    }
+
+    // 2. One offer per gate.
+    let mut failed_gates = HashSet::new();
+    for (gate, (tickets, limit)) in offers {
+        let count = tickets.len();
+        let command = GateCommand::Offer {
+            gate: gate.clone(),
+            tickets,
+            limit,
+        };
+        let result = match QueueGateClient::new(&env, &gate) {
+            Ok(client) => client.call(&command).await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => console_log!("queue: offered {count} runs to {gate}"),
+            Err(e) => {
+                console_error!("queue: offering runs to {gate} failed: {e}");
+                failed_gates.insert(gate);
+            }
+        }
+    }
+
+    // 3. Acknowledge and ack what fully reached its gates; retry the rest.
+    for delivery in deliveries {
+        let reached = delivery.ok && delivery.gates.is_disjoint(&failed_gates);
+        if reached && acknowledge(&env, &delivery.refs).await.is_ok() {
+            for run in &delivery.refs.runs {
+                console_log!("queue: delivered {run} from {}", delivery.refs.store);
+            }
+            delivery.message.ack();
+        } else {
+            delivery.message.retry();
         }
     }
 }
 
-async fn acknowledge(env: &worker::Env, refs: &RunRefs) -> Result<usize, String> {
+/// A run's place at its gate. The lease lasts the run's `maxDuration` (fixed when it was
+/// accepted) plus a margin.
+fn ticket(store: &str, run: ClaimedRun) -> Ticket {
+    Ticket {
+        run_id: run.run_id,
+        store: store.to_owned(),
+        concurrency_key: run.concurrency_key.unwrap_or_default(),
+        queued_at: run.queued_at,
+        expires_at: run.expires_at,
+        lease_ms: u64::from(run.max_duration_secs) * 1000 + LEASE_MARGIN_MS,
+    }
+}
+
+async fn claim(env: &Env, refs: &RunRefs) -> Result<Vec<ClaimedRun>, String> {
+    let client = RunStoreClient::new(env, &refs.store).map_err(|e| e.detail)?;
+    let command = StoreCommand::Claim {
+        run_ids: refs.runs.clone(),
+    };
+    match client.call(&command).await.map_err(|e| e.detail)? {
+        StoreReply::Claimed { runs } => Ok(runs),
+        other => Err(format!("unexpected reply {other:?}")),
+    }
+}
+
+async fn acknowledge(env: &Env, refs: &RunRefs) -> Result<(), String> {
     let client = RunStoreClient::new(env, &refs.store).map_err(|e| e.detail)?;
     let command = StoreCommand::Acknowledge {
         run_ids: refs.runs.clone(),
     };
     match client.call(&command).await.map_err(|e| e.detail)? {
-        StoreReply::Acknowledged { removed } => Ok(removed),
+        StoreReply::Acknowledged { .. } => Ok(()),
         other => Err(format!("unexpected reply {other:?}")),
     }
 }

@@ -1,25 +1,35 @@
 //! A Trigger.dev-compatible task-queue API on Cloudflare Workers.
 //!
 //! Map of the crate:
-//! - [`domain`]: the functional core. Every rule (auth, validation, durations, ids,
-//!   idempotency, statuses, delivery packing, response shapes) as plain Rust with no
-//!   `worker` types, unit-tested on the host.
+//! - [`domain`]: the functional core. Every rule (auth, configuration, validation,
+//!   durations, ids, idempotency, statuses and transitions, the gate's admission state
+//!   machine, retry backoff, signatures, delivery packing, response shapes) as plain Rust
+//!   with no `worker` types, unit-tested on the host.
 //! - [`http`]: the stateless edge. Routes a request, checks its key, parses and validates
-//!   the body with the core, and calls the store that owns the task.
-//! - [`store`]: the `RunStore` Durable Object (SQLite): runs, batches, idempotency keys,
-//!   queue limits and the delivery outbox of one environment and route, with its typed
-//!   client and protocol.
-//! - [`consumer`]: the queue consumer that receives run references.
+//!   the body with the core, and calls the object that owns it.
+//! - [`store`]: the `RunStore` Durable Object (SQLite): runs, batches, idempotency keys and
+//!   the delivery outbox of one environment and route; every status change of a run.
+//! - [`gate`]: the `QueueGate` Durable Object: one queue's limit, waiting runs and leases.
+//! - [`executor`]: the `RunExecutor` Durable Object: one admitted attempt, run from an
+//!   alarm, and the signed call to the task's endpoint.
+//! - [`consumer`]: the queue consumer that takes delivered runs to their gates.
+//! - [`rpc`] and [`settings`]: the Durable Object call and the cached configuration.
 //!
 //! `docs/ARCHITECTURE.md` explains the data flow and where each invariant is enforced.
 
 pub mod consumer;
 pub mod domain;
+pub mod executor;
+pub mod gate;
 pub mod http;
+pub mod rpc;
+pub mod settings;
 pub mod store;
 
 use worker::{event, Context, Env, MessageBatch, Request, Response};
 
+pub use executor::RunExecutor;
+pub use gate::QueueGate;
 pub use store::RunStore;
 
 #[event(start)]

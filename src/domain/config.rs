@@ -35,7 +35,28 @@ pub struct Config {
     pub keys: ApiKeys,
     pub tasks: HashMap<String, TaskSettings>,
     pub max_batch_items: usize,
+    pub signing_secret: SigningSecret,
 }
+
+/// The key of the HMAC signature on calls to task endpoints. Never printed.
+#[derive(Clone)]
+pub struct SigningSecret(String);
+
+impl SigningSecret {
+    pub fn as_bytes(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl std::fmt::Debug for SigningSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SigningSecret(…)")
+    }
+}
+
+/// The longest attempt a task may declare: attempts run inside a Durable Object alarm,
+/// which may take 15 minutes of wall time; a minute is kept for the bookkeeping.
+pub const MAX_DURATION_SECS: u32 = 840;
 
 /// The configuration as the environment holds it, before checking.
 #[derive(Debug, Default)]
@@ -46,6 +67,8 @@ pub struct RawConfig {
     pub tasks: Option<Value>,
     /// Var `MAX_BATCH_ITEMS`, a number or a string of digits.
     pub max_batch_items: Option<Value>,
+    /// Secret `TASK_SIGNING_SECRET`.
+    pub signing_secret: Option<String>,
 }
 
 /// Where a task's attempts execute.
@@ -58,7 +81,7 @@ pub enum Target {
 }
 
 /// Exponential backoff between attempts (Trigger.dev's names).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, Deserialize)]
 pub struct RetryPolicy {
     pub factor: f64,
     pub min_timeout_ms: u64,
@@ -125,10 +148,18 @@ impl Config {
         let keys = ApiKeys::parse(raw.secret_keys.as_deref().unwrap_or_default())?;
         let tasks = parse_tasks(raw.tasks.as_ref())?;
         let max_batch_items = parse_max_batch_items(raw.max_batch_items.as_ref())?;
+        let signing_secret = match raw.signing_secret {
+            Some(secret) if secret.trim().len() >= 16 => SigningSecret(secret.trim().to_owned()),
+            Some(_) => return Err("TASK_SIGNING_SECRET: use at least 16 characters".into()),
+            None => {
+                return Err("TASK_SIGNING_SECRET: not set (a secret; locally in .dev.vars)".into())
+            }
+        };
         Ok(Config {
             keys,
             tasks,
             max_batch_items,
+            signing_secret,
         })
     }
 }
@@ -237,8 +268,10 @@ fn task_settings(id: &str, wire: TaskWire) -> Result<TaskSettings, String> {
         return Err("maxAttempts: must be an integer from 1 to 100".into());
     }
     let max_duration_secs = wire.max_duration.unwrap_or(300);
-    if max_duration_secs < 1 {
-        return Err("maxDuration: must be at least 1 second".into());
+    if !(1..=MAX_DURATION_SECS).contains(&max_duration_secs) {
+        return Err(format!(
+            "maxDuration: must be from 1 to {MAX_DURATION_SECS} seconds"
+        ));
     }
     let ttl_ms = match wire.ttl {
         None => None,
@@ -296,6 +329,7 @@ mod tests {
             secret_keys: Some("tr_dev_k".into()),
             tasks: Some(tasks),
             max_batch_items: None,
+            signing_secret: Some("a-signing-secret-of-some-length".into()),
         }
     }
 
@@ -350,6 +384,7 @@ mod tests {
             (json!({"t": {"endpoint": "https://x", "ttl": "1 hour"}}), "TASKS[\"t\"].ttl: not a duration like 1h or 30m"),
             (json!({"t": {"endpoint": "https://x", "queue": {"concurrencyLimit": 1001}}}), "TASKS[\"t\"].queue.concurrencyLimit: must be an integer from 0 to 1000"),
             (json!({"t": {"endpoint": "https://x", "retry": {"factor": 0.5}}}), "TASKS[\"t\"].retry.factor: must be a number from 1 to 10"),
+            (json!({"t": {"endpoint": "https://x", "maxDuration": 900}}), "TASKS[\"t\"].maxDuration: must be from 1 to 840 seconds"),
             (json!({"t": {"endpoint": "https://x", "maxAtempts": 3}}), "TASKS[\"t\"].maxAtempts: unknown field `maxAtempts`"),
             (json!({"t": {"endpoint": "https://x", "queue": {"limit": 3}}}), "TASKS[\"t\"].queue.limit: unknown field `limit`"),
             (json!({"has space": {"endpoint": "https://x"}}), "TASKS[\"has space\"]: a task id has 1 to 128 characters and no spaces or control characters"),

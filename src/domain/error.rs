@@ -11,6 +11,8 @@ pub enum ApiError {
     MissingApiKey,
     /// 401 `Invalid API key`: a key that is not configured.
     InvalidApiKey,
+    /// 401 with a fixed message (an unsigned call to the example task).
+    Unauthorized(String),
     /// 400 with a fixed message (`Request body is empty`, `Invalid JSON`, ...).
     BadRequest(String),
     /// 400 `Validation error: <path>: <reason>`.
@@ -50,7 +52,7 @@ impl ApiError {
 
     pub fn status(&self) -> u16 {
         match self {
-            ApiError::MissingApiKey | ApiError::InvalidApiKey => 401,
+            ApiError::MissingApiKey | ApiError::InvalidApiKey | ApiError::Unauthorized(_) => 401,
             ApiError::BadRequest(_) | ApiError::Validation { .. } => 400,
             ApiError::NotFound(_) => 404,
             ApiError::MethodNotAllowed { .. } => 405,
@@ -65,7 +67,9 @@ impl ApiError {
         match self {
             ApiError::MissingApiKey => "Invalid or Missing API key".into(),
             ApiError::InvalidApiKey => "Invalid API key".into(),
-            ApiError::BadRequest(m) | ApiError::Unprocessable(m) => m.clone(),
+            ApiError::BadRequest(m) | ApiError::Unprocessable(m) | ApiError::Unauthorized(m) => {
+                m.clone()
+            }
             ApiError::Validation { path, reason } => format!("Validation error: {path}: {reason}"),
             ApiError::NotFound(what) => (*what).into(),
             ApiError::MethodNotAllowed { .. } => "Method not allowed".into(),

@@ -6,6 +6,8 @@ pub mod config;
 pub mod delivery;
 pub mod duration;
 pub mod error;
+pub mod execution;
+pub mod gate;
 pub mod idempotency;
 pub mod ids;
 pub mod queue_name;

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use super::config::TaskSettings;
+use super::config::{RetryPolicy, TaskSettings};
 use super::duration::{parse_duration, parse_key_ttl};
 use super::error::ApiError;
 use super::queue_name::{clean_queue_name, default_queue_name};
@@ -54,6 +54,8 @@ pub struct RunRequest {
     pub delay_until: Option<Millis>,
     pub tags: Vec<String>,
     pub max_attempts: Option<u32>,
+    /// The task's backoff, fixed when the run is accepted.
+    pub retry: Option<RetryPolicy>,
     pub metadata: Option<Box<RawValue>>,
     pub machine: Option<Box<RawValue>>,
     pub priority: Option<f64>,
@@ -216,6 +218,7 @@ pub fn parse_item(raw: &RawValue, path: &str, now: Millis) -> Result<RunRequest,
         delay_until: None,
         tags: Vec::new(),
         max_attempts: None,
+        retry: None,
         metadata: None,
         machine: None,
         priority: None,
@@ -353,8 +356,13 @@ pub fn parse_item(raw: &RawValue, path: &str, now: Millis) -> Result<RunRequest,
     Ok(run)
 }
 
-/// Fills in what the task declares: its queue and that queue's limit, its default TTL.
+/// Fills in what the task declares: its queue and that queue's limit, its default TTL,
+/// attempts, attempt duration and backoff. A run keeps these even if the declaration
+/// changes later.
 pub fn apply_task_defaults(run: &mut RunRequest, task: &str, settings: &TaskSettings) {
+    run.max_attempts.get_or_insert(settings.max_attempts);
+    run.max_duration.get_or_insert(settings.max_duration_secs);
+    run.retry = Some(settings.retry.clone());
     if run.queue.is_none() {
         run.queue = Some(
             settings
@@ -469,7 +477,7 @@ fn parse_tags(raw: &RawValue, path: &str) -> Result<Vec<String>, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::config::{RetryPolicy, Target};
+    use crate::domain::config::Target;
     use serde_json::json;
 
     const NOW: Millis = 1_795_885_291_123;
@@ -759,7 +767,9 @@ mod tests {
             }))
         );
 
-        let mut own = one(json!({"queue": {"name": "other"}, "ttl": 0})).unwrap();
+        let mut own =
+            one(json!({"queue": {"name": "other"}, "ttl": 0, "maxAttempts": 7, "maxDuration": 9}))
+                .unwrap();
         apply_task_defaults(&mut own, "t", &settings);
         assert_eq!(own.queue.as_deref(), Some("other"));
         assert_eq!(
@@ -767,6 +777,11 @@ mod tests {
             "the task's limit belongs to the task's queue"
         );
         assert_eq!(own.ttl, Some(None), "an explicit 0 keeps no TTL");
+        assert_eq!(
+            (own.max_attempts, own.max_duration),
+            (Some(7), Some(9)),
+            "the item's own win"
+        );
 
         let bare = TaskSettings {
             queue: None,

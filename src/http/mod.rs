@@ -3,19 +3,16 @@
 //! `{"error"}` response through `ApiError::render`.
 
 mod batches;
+mod example;
 pub mod routes;
 mod runs;
 
-use std::cell::OnceCell;
-use std::rc::Rc;
-
 use futures_util::StreamExt;
 use serde::Serialize;
-use serde_json::Value;
 use worker::{console_error, Env, Request, Response};
 
 use crate::domain::auth::{AuthError, Environment};
-use crate::domain::config::{Config, RawConfig};
+use crate::domain::config::Config;
 use crate::domain::error::ApiError;
 use routes::{route, NoRoute, Route};
 
@@ -33,7 +30,11 @@ async fn dispatch(req: Request, env: &Env) -> Result<Response, ApiError> {
         NoRoute::NotFound => ApiError::NotFound("Not found"),
         NoRoute::MethodNotAllowed { allow } => ApiError::MethodNotAllowed { allow },
     })?;
-    let config = config(env)?;
+    let config = crate::settings::config(env).map_err(ApiError::Misconfigured)?;
+    if let Route::ExampleTask { task } = &route {
+        // Called by this worker's executors, signed; it takes no API key.
+        return example::run_example(&config, req, task).await;
+    }
     let environment = authenticate(&req, &config)?;
     let ctx = Ctx {
         env,
@@ -44,6 +45,8 @@ async fn dispatch(req: Request, env: &Env) -> Result<Response, ApiError> {
         Route::TriggerBatch { task } => batches::trigger_batch(&ctx, req, &task).await,
         Route::RetrieveRun { run_id } => runs::retrieve_run(&ctx, &req, &run_id).await,
         Route::RetrieveBatch { batch_id } => runs::retrieve_batch(&ctx, &batch_id).await,
+        Route::CancelRun { run_id } => runs::cancel_run(&ctx, &run_id).await,
+        Route::ExampleTask { .. } => unreachable!("served before authentication"),
     }
 }
 
@@ -52,31 +55,6 @@ pub struct Ctx<'a> {
     pub env: &'a Env,
     pub config: &'a Config,
     pub environment: Environment,
-}
-
-thread_local! {
-    /// The configuration, read once per isolate: bindings do not change while it lives.
-    static CONFIG: OnceCell<Result<Rc<Config>, String>> = const { OnceCell::new() };
-}
-
-fn config(env: &Env) -> Result<Rc<Config>, ApiError> {
-    let loaded = CONFIG.with(|cell| cell.get_or_init(|| load_config(env).map(Rc::new)).clone());
-    loaded.map_err(|message| {
-        console_error!("configuration error: {message}");
-        ApiError::Misconfigured(message)
-    })
-}
-
-fn load_config(env: &Env) -> Result<Config, String> {
-    let json_var = |name: &str| -> Option<Value> { env.object_var::<Value>(name).ok() };
-    Config::from_raw(RawConfig {
-        secret_keys: env
-            .secret("TRIGGER_SECRET_KEYS")
-            .ok()
-            .map(|s| s.to_string()),
-        tasks: json_var("TASKS"),
-        max_batch_items: json_var("MAX_BATCH_ITEMS"),
-    })
 }
 
 fn authenticate(req: &Request, config: &Config) -> Result<Environment, ApiError> {

@@ -9,6 +9,10 @@ pub enum Route {
     RetrieveRun { run_id: String },
     /// `GET /api/v1/batches/{batchId}` (section 4).
     RetrieveBatch { batch_id: String },
+    /// `POST /api/v2/runs/{runId}/cancel` (section 5).
+    CancelRun { run_id: String },
+    /// `POST /examples/{task}`: the built-in example task endpoint (signed, not keyed).
+    ExampleTask { task: String },
 }
 
 /// Why no route matched.
@@ -40,6 +44,18 @@ pub fn route(method: &str, path: &str) -> Result<Route, NoRoute> {
             "GET",
             Route::RetrieveBatch {
                 batch_id: percent_decode(id).ok_or(NoRoute::NotFound)?,
+            },
+        ),
+        ["api", "v2", "runs", id, "cancel"] => (
+            "POST",
+            Route::CancelRun {
+                run_id: percent_decode(id).ok_or(NoRoute::NotFound)?,
+            },
+        ),
+        ["examples", task] => (
+            "POST",
+            Route::ExampleTask {
+                task: percent_decode(task).ok_or(NoRoute::NotFound)?,
             },
         ),
         _ => return Err(NoRoute::NotFound),

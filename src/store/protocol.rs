@@ -1,9 +1,12 @@
-//! The run store's protocol: commands the edge sends to a `RunStore` object and its
-//! replies. Plain serde types (externally tagged, so raw JSON payloads pass through
-//! without being buffered into a tree).
+//! The run store's protocol: commands the edge, the consumer, the gates and the executors
+//! send to a `RunStore` object, and its replies. Plain serde types, externally tagged so
+//! raw JSON payloads pass through without being buffered into a tree.
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
+use crate::domain::status::RunStatus;
+use crate::domain::time::Millis;
 use crate::domain::trigger::RunRequest;
 use crate::domain::view::{BatchRecord, RunRecord};
 
@@ -18,9 +21,33 @@ pub enum StoreCommand {
     GetBatch {
         batch_id: String,
     },
-    /// The queue consumer has received these runs: take them out of the outbox.
+    /// The consumer received these runs: which of them should go to their queue's gate?
+    Claim {
+        run_ids: Vec<String>,
+    },
+    /// The gates hold these runs now: take them out of the outbox.
     Acknowledge {
         run_ids: Vec<String>,
+    },
+    /// An executor holding lease `token` wants to start the run's next attempt.
+    StartAttempt {
+        run_id: String,
+        token: u64,
+    },
+    /// The attempt `attempt` ended.
+    FinishAttempt {
+        run_id: String,
+        attempt: u32,
+        outcome: AttemptOutcome,
+    },
+    /// A gate reclaimed lease `token`: its holder is presumed dead.
+    LeaseExpired {
+        run_id: String,
+        token: u64,
+    },
+    /// `POST /api/v2/runs/{id}/cancel`.
+    Cancel {
+        run_id: String,
     },
 }
 
@@ -47,6 +74,50 @@ pub struct BatchKey {
     pub body_hash: String,
 }
 
+/// How an attempt ended, as the executor saw it.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptOutcome {
+    /// The endpoint answered 2xx; its JSON body (absent when empty).
+    Succeeded { output: Option<Box<RawValue>> },
+    /// Anything else: `{"name", "message"}`.
+    Failed { error: Box<RawValue> },
+}
+
+/// A run the consumer may offer to its queue's gate.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClaimedRun {
+    pub run_id: String,
+    pub queue: String,
+    pub concurrency_key: Option<String>,
+    /// The `concurrencyLimit` its trigger asked for, and when (the newest wins).
+    pub queue_limit: Option<u32>,
+    pub limit_set_at: Millis,
+    /// When it (re-)entered the queue: FIFO order.
+    pub queued_at: Millis,
+    /// The end of its TTL, if any.
+    pub expires_at: Option<Millis>,
+    pub max_duration_secs: u32,
+}
+
+/// What an executor needs to make the call.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AttemptStart {
+    pub run_id: String,
+    pub task: String,
+    pub attempt: u32,
+    pub payload: Option<Box<RawValue>>,
+    pub payload_type: String,
+    pub context: Option<Box<RawValue>>,
+    pub tags: Vec<String>,
+    pub batch_id: Option<String>,
+    pub idempotency_key: Option<String>,
+    pub queue: String,
+    pub concurrency_key: Option<String>,
+    pub created_at: Millis,
+    pub max_duration_secs: u32,
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StoreReply {
@@ -59,7 +130,36 @@ pub enum StoreReply {
     Run(Box<RunRecord>),
     Batch(BatchRecord),
     NotFound,
+    Claimed {
+        runs: Vec<ClaimedRun>,
+    },
     Acknowledged {
         removed: usize,
+    },
+    Started(Box<AttemptStart>),
+    /// The executor holding this lease already started attempt `attempt` and restarted.
+    AlreadyStarted {
+        attempt: u32,
+    },
+    /// The run may not start (cancelled, expired, finished, or not due).
+    NotStartable {
+        status: RunStatus,
+    },
+    /// The attempt's result was recorded; the run is now `status`.
+    Finished {
+        status: RunStatus,
+    },
+    /// The report was late (the run moved on): nothing changed.
+    Ignored {
+        status: RunStatus,
+    },
+    /// The lease ended before its run started: the gate should queue it again.
+    Requeue,
+    Canceled {
+        previous: RunStatus,
+        queue: String,
+    },
+    AlreadyFinal {
+        status: RunStatus,
     },
 }

@@ -40,7 +40,11 @@ pub const MIGRATIONS: &[&str] = &[
         expired_at INTEGER,
         attempt_count INTEGER NOT NULL DEFAULT 0,
         output TEXT,
-        error TEXT
+        error TEXT,
+        expires_at INTEGER,
+        retry_at INTEGER,
+        lease_token INTEGER,
+        retry TEXT
     )",
     "CREATE TABLE IF NOT EXISTS run_chunks (
         run_id TEXT NOT NULL,
@@ -90,6 +94,20 @@ pub const MIGRATIONS: &[&str] = &[
     )",
 ];
 
+/// Columns added after the first release, for stores created before them.
+pub const ADDED_COLUMNS: &[&str] = &[
+    "ALTER TABLE runs ADD COLUMN expires_at INTEGER",
+    "ALTER TABLE runs ADD COLUMN retry_at INTEGER",
+    "ALTER TABLE runs ADD COLUMN lease_token INTEGER",
+    "ALTER TABLE runs ADD COLUMN retry TEXT",
+];
+
+/// Indexes, created after the columns they cover exist.
+pub const INDEXES: &[&str] = &[
+    // QUEUED runs with a TTL, for the expiry sweep.
+    "CREATE INDEX IF NOT EXISTS runs_expiry ON runs (expires_at) WHERE status = 'QUEUED' AND expires_at IS NOT NULL",
+];
+
 /// Rows of `payload`/`context` text beyond this size are split into `run_chunks`.
 pub const CHUNK_BYTES: usize = 512 * 1024;
 
@@ -98,8 +116,8 @@ pub const INSERT_RUN: &str = "INSERT INTO runs (
     id, task, status, batch_id, idempotency_key, payload, payload_chunks, payload_type,
     context, context_chunks, queue, queue_limit, concurrency_key, tags, ttl, ttl_ms,
     delayed_until, max_attempts, metadata, machine, priority, max_duration, is_test,
-    trigger_function, created_at, updated_at, queued_at
-) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+    trigger_function, created_at, updated_at, queued_at, expires_at, retry
+) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 
 pub const SELECT_RUN: &str = "SELECT id, task, status, batch_id, idempotency_key, payload,
     payload_chunks, payload_type, queue, concurrency_key, tags, ttl, delayed_until,

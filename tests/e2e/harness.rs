@@ -18,6 +18,7 @@ use serde_json::Value;
 /// API keys the test workers accept.
 pub const DEV_KEY: &str = "tr_dev_e2e_test_key";
 pub const PROD_KEY: &str = "tr_prod_e2e_test_key";
+pub const SIGNING_SECRET: &str = "e2e-signing-secret-0123456789";
 
 pub struct Worker {
     child: Child,
@@ -54,11 +55,25 @@ impl Worker {
         let mut config: toml::Table = text.parse().expect("wrangler.toml parses");
         config.remove("build");
         config.insert("main".into(), built.to_string_lossy().into_owned().into());
+        // A name of its own, so that its SELF binding (and wrangler's dev registry) never
+        // reaches another worker started by these tests or by `scripts/dev`.
+        let shipped = config["name"].as_str().unwrap_or_default().to_owned();
+        let own = format!("{shipped}-e2e-{name}-{}", std::process::id());
+        config.insert("name".into(), own.clone().into());
+        if let Some(services) = config.get_mut("services").and_then(|s| s.as_array_mut()) {
+            for service in services.iter_mut().filter_map(|s| s.as_table_mut()) {
+                if service.get("service").and_then(|v| v.as_str()) == Some(shipped.as_str()) {
+                    service.insert("service".into(), own.clone().into());
+                }
+            }
+        }
         tweak(&mut config);
         fs::write(dir.join("wrangler.toml"), toml::to_string(&config).unwrap()).unwrap();
         fs::write(
             dir.join(".dev.vars"),
-            format!("TRIGGER_SECRET_KEYS={DEV_KEY},{PROD_KEY}\n"),
+            format!(
+                "TRIGGER_SECRET_KEYS={DEV_KEY},{PROD_KEY}\nTASK_SIGNING_SECRET={SIGNING_SECRET}\n"
+            ),
         )
         .unwrap();
 

@@ -1,0 +1,360 @@
+//! `QueueGate`: the Durable Object that holds one (environment, queue)'s concurrency
+//! limit, the runs waiting for a slot, and the leases of the runs executing
+//! (DESIGN invariants 4 and 6). Named `<env>:<queue>`.
+//!
+//! The decisions are `domain::gate::GateState`'s; this object keeps that state in memory,
+//! writes every change through to SQLite in the same synchronous step (so memory and
+//! storage never disagree across an await), starts an executor for every admitted run,
+//! and wakes by alarm to reclaim expired leases and forget waiting runs past their TTL.
+
+pub mod client;
+pub mod protocol;
+
+use std::cell::{Cell, RefCell};
+
+use futures_util::future::join_all;
+use serde::Deserialize;
+use worker::{
+    console_error, durable_object, DurableObject, Env, Request, Response, Result, SqlStorage, State,
+};
+
+use crate::domain::gate::{Changes, GateState, Lease, Waiting};
+use crate::domain::time::Millis;
+use crate::executor::client::start_executor;
+use crate::store::client::RunStoreClient;
+use crate::store::protocol::{StoreCommand, StoreReply};
+use crate::store::sql::transaction;
+use protocol::{GateCommand, GateReply};
+
+const SCHEMA: &[&str] = &[
+    // `limit` (absent: unlimited), `limit_set_at`, `name`.
+    "CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    // Runs waiting for a slot: the ticket as JSON, and the arrival order.
+    "CREATE TABLE IF NOT EXISTS waiting (run_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, ticket TEXT NOT NULL)",
+    // Runs holding a slot: the lease as JSON.
+    "CREATE TABLE IF NOT EXISTS running (run_id TEXT PRIMARY KEY, lease TEXT NOT NULL)",
+];
+
+#[durable_object]
+pub struct QueueGate {
+    state: State,
+    env: Env,
+    /// The gate's state, loaded from storage on first use; every change is written through.
+    gate: RefCell<Option<GateState>>,
+    /// The alarm time last set, if known (memory only).
+    alarm_at: Cell<Option<Millis>>,
+}
+
+fn now() -> Millis {
+    worker::Date::now().as_millis() as Millis
+}
+
+fn internal(message: impl Into<String>) -> worker::Error {
+    worker::Error::RustError(message.into())
+}
+
+#[derive(Deserialize)]
+struct SettingRow {
+    key: String,
+    value: String,
+}
+
+#[derive(Deserialize)]
+struct WaitingRow {
+    seq: i64,
+    ticket: String,
+}
+
+#[derive(Deserialize)]
+struct RunningRow {
+    lease: String,
+}
+
+impl DurableObject for QueueGate {
+    fn new(state: State, env: Env) -> Self {
+        let sql = state.storage().sql();
+        for statement in SCHEMA {
+            if let Err(e) = sql.exec(statement, None) {
+                console_error!("queue gate: schema failed: {e}");
+            }
+        }
+        QueueGate {
+            state,
+            env,
+            gate: RefCell::new(None),
+            alarm_at: Cell::new(None),
+        }
+    }
+
+    async fn fetch(&self, mut req: Request) -> Result<Response> {
+        let body = req.bytes().await?;
+        let command: GateCommand = serde_json::from_slice(&body)
+            .map_err(|e| internal(format!("bad gate command: {e}")))?;
+        let now = now();
+        let (name, changes) = match command {
+            GateCommand::Offer {
+                gate,
+                tickets,
+                limit,
+            } => {
+                self.remember_name(&gate)?;
+                (gate, self.apply(|g| g.offer(tickets, limit, now))?)
+            }
+            GateCommand::Release { run_id, token } => (
+                self.name()?,
+                self.apply(|g| g.release(&run_id, Some(token), now))?,
+            ),
+            GateCommand::Remove { run_id } => {
+                (self.name()?, self.apply(|g| g.remove(&run_id, now))?)
+            }
+        };
+        let count = changes.admitted.len();
+        self.rearm().await?;
+        self.launch(&name, changes.admitted).await;
+        let reply = serde_json::to_vec(&GateReply::Admitted { count })
+            .map_err(|e| internal(e.to_string()))?;
+        Response::from_bytes(reply)
+    }
+
+    async fn alarm(&self) -> Result<Response> {
+        self.alarm_at.set(None);
+        let now = now();
+        let name = self.name()?;
+        self.apply(|g| g.drop_expired_waiting(now))?;
+        let expired = self.with_gate(|g| g.expired_leases(now))?;
+        let mut admitted = Vec::new();
+        for lease in expired {
+            match self.reclaim(&lease).await {
+                Ok(requeue) => {
+                    let changes = self.apply(|g| {
+                        let mut changes = g.release(&lease.ticket.run_id, Some(lease.token), now);
+                        if requeue {
+                            let again = g.offer(vec![lease.ticket.clone()], None, now);
+                            merge(&mut changes, again);
+                        }
+                        changes
+                    })?;
+                    admitted.extend(changes.admitted);
+                }
+                Err(e) => console_error!(
+                    "queue gate {name}: reclaiming {} failed, retrying later: {e}",
+                    lease.ticket.run_id
+                ),
+            }
+        }
+        self.rearm().await?;
+        self.launch(&name, admitted).await;
+        Response::ok("")
+    }
+}
+
+/// Folds the changes of a second operation into the first.
+fn merge(into: &mut Changes, other: Changes) {
+    into.waiting_added.extend(other.waiting_added);
+    into.waiting_removed.extend(other.waiting_removed);
+    into.admitted.extend(other.admitted);
+    into.running_removed.extend(other.running_removed);
+    into.limit_changed |= other.limit_changed;
+}
+
+impl QueueGate {
+    fn sql(&self) -> SqlStorage {
+        self.state.storage().sql()
+    }
+
+    fn remember_name(&self, name: &str) -> Result<()> {
+        self.sql().exec(
+            "INSERT OR IGNORE INTO settings (key, value) VALUES ('name', ?)",
+            vec![name.into()],
+        )?;
+        Ok(())
+    }
+
+    fn name(&self) -> Result<String> {
+        self.settings()?
+            .into_iter()
+            .find(|r| r.key == "name")
+            .map(|r| r.value)
+            .ok_or_else(|| internal("this gate was never offered a run"))
+    }
+
+    fn settings(&self) -> Result<Vec<SettingRow>> {
+        self.sql()
+            .exec("SELECT key, value FROM settings", None)?
+            .to_array::<SettingRow>()
+    }
+
+    fn load(&self) -> Result<GateState> {
+        let settings = self.settings()?;
+        let setting = |key: &str| {
+            settings
+                .iter()
+                .find(|r| r.key == key)
+                .map(|r| r.value.clone())
+        };
+        let limit = setting("limit").and_then(|v| v.parse().ok());
+        let limit_set_at = setting("limit_set_at")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let sql = self.sql();
+        let waiting = sql
+            .exec("SELECT seq, ticket FROM waiting", None)?
+            .to_array::<WaitingRow>()?
+            .into_iter()
+            .map(|r| {
+                Ok(Waiting {
+                    ticket: serde_json::from_str(&r.ticket).map_err(|e| internal(e.to_string()))?,
+                    seq: r.seq.max(0) as u64,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let running = sql
+            .exec("SELECT lease FROM running", None)?
+            .to_array::<RunningRow>()?
+            .into_iter()
+            .map(|r| serde_json::from_str::<Lease>(&r.lease).map_err(|e| internal(e.to_string())))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(GateState::restore(limit, limit_set_at, waiting, running))
+    }
+
+    fn with_gate<T>(&self, read: impl FnOnce(&GateState) -> T) -> Result<T> {
+        let mut slot = self.gate.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(self.load()?);
+        }
+        Ok(read(slot.as_ref().expect("loaded above")))
+    }
+
+    /// Runs one state-machine operation and writes its changes in one transaction. If the
+    /// write fails, the in-memory state is dropped and reloaded from storage next time.
+    fn apply(&self, operation: impl FnOnce(&mut GateState) -> Changes) -> Result<Changes> {
+        let mut slot = self.gate.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(self.load()?);
+        }
+        let gate = slot.as_mut().expect("loaded above");
+        let changes = operation(gate);
+        let (limit, limit_set_at) = (gate.limit(), gate.limit_set_at());
+        let sql = self.sql();
+        let written = changes.clone();
+        let result = transaction(&self.state.storage(), move || {
+            persist(&sql, &written, limit, limit_set_at)
+        });
+        if let Err(e) = result {
+            *slot = None;
+            return Err(e);
+        }
+        Ok(changes)
+    }
+
+    /// Sets the alarm for the gate's next deadline, if it moved earlier.
+    async fn rearm(&self) -> Result<()> {
+        let Some(at) = self.with_gate(GateState::next_wake)? else {
+            return Ok(());
+        };
+        if self.alarm_at.get().is_some_and(|known| known <= at) {
+            return Ok(());
+        }
+        let storage = self.state.storage();
+        let current = storage.get_alarm().await?;
+        if current.is_none_or(|c| c > at) {
+            storage
+                .set_alarm(worker::ScheduledTime::new(js_sys::Date::new(
+                    &(at as f64).into(),
+                )))
+                .await?;
+            self.alarm_at.set(Some(at));
+        } else {
+            self.alarm_at.set(current);
+        }
+        Ok(())
+    }
+
+    /// Tells the store that owns a run its lease expired. `true`: the run never started
+    /// and should wait for a slot again.
+    async fn reclaim(&self, lease: &Lease) -> std::result::Result<bool, String> {
+        let store = RunStoreClient::new(&self.env, &lease.ticket.store).map_err(|e| e.detail)?;
+        let command = StoreCommand::LeaseExpired {
+            run_id: lease.ticket.run_id.clone(),
+            token: lease.token,
+        };
+        match store.call(&command).await.map_err(|e| e.detail)? {
+            StoreReply::Requeue => Ok(true),
+            _ => Ok(false),
+        }
+    }
+
+    /// Starts an executor for every admitted run. One that cannot be started keeps its
+    /// lease until it expires; the alarm then gives the run back its place.
+    async fn launch(&self, gate: &str, admitted: Vec<Lease>) {
+        let starts = admitted.into_iter().map(|lease| async move {
+            if let Err(e) = start_executor(&self.env, gate, &lease).await {
+                console_error!(
+                    "queue gate {gate}: starting {} failed: {e}",
+                    lease.ticket.run_id
+                );
+            }
+        });
+        join_all(starts).await;
+    }
+}
+
+fn to_json(value: &impl serde::Serialize) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| internal(e.to_string()))
+}
+
+fn persist(
+    sql: &SqlStorage,
+    changes: &Changes,
+    limit: Option<u32>,
+    limit_set_at: Millis,
+) -> Result<()> {
+    for run_id in &changes.waiting_removed {
+        sql.exec(
+            "DELETE FROM waiting WHERE run_id = ?",
+            vec![run_id.as_str().into()],
+        )?;
+    }
+    for run_id in &changes.running_removed {
+        sql.exec(
+            "DELETE FROM running WHERE run_id = ?",
+            vec![run_id.as_str().into()],
+        )?;
+    }
+    for waiting in &changes.waiting_added {
+        // A run admitted in the same step was added and removed: keep it out.
+        if changes
+            .admitted
+            .iter()
+            .any(|l| l.ticket.run_id == waiting.ticket.run_id)
+        {
+            continue;
+        }
+        sql.exec(
+            "INSERT OR REPLACE INTO waiting (run_id, seq, ticket) VALUES (?, ?, ?)",
+            vec![
+                waiting.ticket.run_id.as_str().into(),
+                (waiting.seq as i64).into(),
+                to_json(&waiting.ticket)?.into(),
+            ],
+        )?;
+    }
+    for lease in &changes.admitted {
+        sql.exec(
+            "DELETE FROM waiting WHERE run_id = ?",
+            vec![lease.ticket.run_id.as_str().into()],
+        )?;
+        sql.exec(
+            "INSERT OR REPLACE INTO running (run_id, lease) VALUES (?, ?)",
+            vec![lease.ticket.run_id.as_str().into(), to_json(lease)?.into()],
+        )?;
+    }
+    if changes.limit_changed {
+        let limit = limit.map_or(String::new(), |n| n.to_string());
+        sql.exec(
+            "INSERT OR REPLACE INTO settings (key, value) VALUES ('limit', ?), ('limit_set_at', ?)",
+            vec![limit.into(), limit_set_at.to_string().into()],
+        )?;
+    }
+    Ok(())
+}

@@ -1,0 +1,28 @@
+//! The queue gate's protocol.
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::gate::{LimitUpdate, Ticket};
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GateCommand {
+    /// Runs that should wait for a slot (one call per consumer batch and queue).
+    Offer {
+        /// The gate's own name (`<env>:<queue>`), which executors call back.
+        gate: String,
+        tickets: Vec<Ticket>,
+        limit: Option<LimitUpdate>,
+    },
+    /// The attempt under lease `token` ended: free the slot.
+    Release { run_id: String, token: u64 },
+    /// The run was cancelled: forget it, waiting or running.
+    Remove { run_id: String },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GateReply {
+    /// How many runs this call admitted (their executors were started).
+    Admitted { count: usize },
+}

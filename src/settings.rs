@@ -1,0 +1,34 @@
+//! The configuration of this isolate, read once from its bindings (vars and secrets do
+//! not change while an isolate lives) and checked by `domain::config`.
+
+use std::cell::OnceCell;
+use std::rc::Rc;
+
+use serde_json::Value;
+use worker::{console_error, Env};
+
+use crate::domain::config::{Config, RawConfig};
+
+thread_local! {
+    static CONFIG: OnceCell<Result<Rc<Config>, String>> = const { OnceCell::new() };
+}
+
+/// The validated configuration, or the message that says what is wrong with it (logged).
+pub fn config(env: &Env) -> Result<Rc<Config>, String> {
+    let loaded = CONFIG.with(|cell| cell.get_or_init(|| load(env).map(Rc::new)).clone());
+    if let Err(message) = &loaded {
+        console_error!("configuration error: {message}");
+    }
+    loaded
+}
+
+fn load(env: &Env) -> Result<Config, String> {
+    let json_var = |name: &str| -> Option<Value> { env.object_var::<Value>(name).ok() };
+    let secret = |name: &str| env.secret(name).ok().map(|s| s.to_string());
+    Config::from_raw(RawConfig {
+        secret_keys: secret("TRIGGER_SECRET_KEYS"),
+        tasks: json_var("TASKS"),
+        max_batch_items: json_var("MAX_BATCH_ITEMS"),
+        signing_secret: secret("TASK_SIGNING_SECRET"),
+    })
+}

@@ -1,0 +1,332 @@
+//! Accepting a batch (API.md section 2): batch keys, idempotency decisions, and the
+//! one transaction that writes runs, keys, queue limits, outbox rows and the batch.
+
+use std::collections::HashMap;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use worker::{Result, SqlStorage, SqlStorageValue};
+
+use super::protocol::{StoreReply, TriggerBatch};
+use super::sql::{exec_in_chunks, opt_i64, transaction};
+use super::{internal, now, schema, RunStore};
+use crate::domain::delivery::{self, REDELIVER_AFTER_MS};
+use crate::domain::idempotency::{
+    decide_batch_key, plan_items, BatchKeyDecision, HeldBatchKey, HeldKey, ItemOutcome,
+};
+use crate::domain::status::RunStatus;
+use crate::domain::time::Millis;
+use crate::domain::trigger::RunRequest;
+
+#[derive(Deserialize)]
+struct HeldKeyRow {
+    key: String,
+    run_id: String,
+    expires_at: Millis,
+    status: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct HeldBatchKeyRow {
+    batch_id: String,
+    body_hash: String,
+    expires_at: Millis,
+}
+
+impl RunStore {
+    /// API.md section 2: create the batch, or replay it for a repeated batch key.
+    pub(super) async fn trigger_batch(&self, cmd: TriggerBatch) -> Result<StoreReply> {
+        let now = now();
+        let sql = self.sql();
+        // Arm the alarm first, for the earliest moment any item could need it: if the
+        // commit below fails, a spare wake-up is harmless. After this await, the batch-key
+        // check, the key reads, the plan and the write run with no await at all, so no
+        // other request can interleave with an idempotency decision.
+        let earliest = cmd
+            .items
+            .iter()
+            .map(|item| {
+                let ttl_end = item
+                    .ttl
+                    .clone()
+                    .flatten()
+                    .map(|t| now.saturating_add(t.ms.min(i64::MAX as u64) as i64));
+                let due = item.delay_until.unwrap_or(now + REDELIVER_AFTER_MS);
+                ttl_end.map_or(due, |end| end.min(due))
+            })
+            .min();
+        if let Some(at) = earliest {
+            self.ensure_alarm(at).await?;
+        }
+
+        if let Some(key) = &cmd.batch_key {
+            let held = sql
+                .exec(
+                    "SELECT batch_id, body_hash, expires_at FROM batch_keys WHERE task = ? AND key = ?",
+                    vec![cmd.task.as_str().into(), key.key.as_str().into()],
+                )?
+                .to_array::<HeldBatchKeyRow>()?
+                .into_iter()
+                .next()
+                .map(|r| HeldBatchKey {
+                    batch_id: r.batch_id,
+                    body_hash: r.body_hash,
+                    expires_at: r.expires_at,
+                });
+            match decide_batch_key(held.as_ref(), &key.body_hash, now) {
+                BatchKeyDecision::Replay { batch_id } => {
+                    let batch = self
+                        .load_batch(&batch_id)?
+                        .ok_or_else(|| internal("batch key without batch"))?;
+                    return Ok(StoreReply::Triggered {
+                        batch_id,
+                        runs: batch.runs,
+                    });
+                }
+                BatchKeyDecision::Conflict => return Ok(StoreReply::BatchKeyConflict),
+                BatchKeyDecision::Fresh => {}
+            }
+        }
+
+        let keys: Vec<Option<&str>> = cmd
+            .items
+            .iter()
+            .map(|i| i.idempotency_key.as_deref())
+            .collect();
+        let held = self.held_keys(&cmd.task, &keys)?;
+        let outcomes = plan_items(&keys, &cmd.run_ids, &held, now);
+
+        let runs: Vec<String> = outcomes.iter().map(|o| o.run_id.clone()).collect();
+        let send_now: Vec<String> = cmd
+            .items
+            .iter()
+            .zip(&outcomes)
+            .filter(|(item, o)| o.created && item.delay_until.is_none())
+            .map(|(_, o)| o.run_id.clone())
+            .collect();
+        let batch_id = cmd.batch_id.clone();
+        let write_sql = sql.clone();
+        let reply_runs = runs.clone();
+        transaction(&self.state.storage(), move || {
+            write_batch(&write_sql, &cmd, &outcomes, &reply_runs, now)
+        })?;
+
+        self.send(&send_now, now).await;
+        Ok(StoreReply::Triggered { batch_id, runs })
+    }
+
+    /// The stored keys among `keys`, with their runs' statuses.
+    pub(super) fn held_keys(
+        &self,
+        task: &str,
+        keys: &[Option<&str>],
+    ) -> Result<HashMap<String, HeldKey>> {
+        let mut wanted: Vec<String> = keys.iter().flatten().map(|k| (*k).to_owned()).collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let mut held = HashMap::with_capacity(wanted.len());
+        exec_in_chunks(
+            &self.sql(),
+            "SELECT k.key AS key, k.run_id AS run_id, k.expires_at AS expires_at, r.status AS status
+             FROM idempotency_keys k LEFT JOIN runs r ON r.id = k.run_id
+             WHERE k.task = ? AND k.key IN ({list})",
+            &[task.into()],
+            &wanted,
+            |cursor| {
+                for row in cursor.to_array::<HeldKeyRow>()? {
+                    // A key whose run is gone holds nothing.
+                    let Some(status) = row.status.as_deref().and_then(RunStatus::parse) else {
+                        continue;
+                    };
+                    held.insert(
+                        row.key,
+                        HeldKey {
+                            run_id: row.run_id,
+                            expires_at: row.expires_at,
+                            run_status: status,
+                        },
+                    );
+                }
+                Ok(())
+            },
+        )?;
+        Ok(held)
+    }
+}
+
+/// Writes a planned batch. Runs inside `transactionSync`; any error rolls it all back.
+fn write_batch(
+    sql: &SqlStorage,
+    cmd: &TriggerBatch,
+    outcomes: &[ItemOutcome],
+    runs: &[String],
+    now: Millis,
+) -> Result<()> {
+    for (item, outcome) in cmd.items.iter().zip(outcomes) {
+        if !outcome.created {
+            continue;
+        }
+        insert_run(sql, cmd, item, &outcome.run_id, now)?;
+        if let Some(key) = &item.idempotency_key {
+            let expires_at =
+                now.saturating_add(item.idempotency_key_ttl_ms.min(i64::MAX as u64) as i64);
+            sql.exec(
+                "INSERT OR REPLACE INTO idempotency_keys (task, key, run_id, expires_at) VALUES (?, ?, ?, ?)",
+                vec![cmd.task.as_str().into(), key.as_str().into(), outcome.run_id.as_str().into(), expires_at.into()],
+            )?;
+        }
+        if let Some(limit) = item.queue_limit {
+            sql.exec(
+                "INSERT INTO queues (name, concurrency_limit, updated_at) VALUES (?, ?, ?)
+                 ON CONFLICT (name) DO UPDATE SET concurrency_limit = excluded.concurrency_limit,
+                 updated_at = excluded.updated_at",
+                vec![
+                    item.queue.as_deref().unwrap_or_default().into(),
+                    i64::from(limit).into(),
+                    now.into(),
+                ],
+            )?;
+        }
+        sql.exec(
+            "INSERT INTO outbox (run_id, due_at, sent_at) VALUES (?, ?, NULL)",
+            vec![
+                outcome.run_id.as_str().into(),
+                item.delay_until.unwrap_or(now).into(),
+            ],
+        )?;
+    }
+    sql.exec(
+        "INSERT OR IGNORE INTO meta (key, value) VALUES ('name', ?)",
+        vec![cmd.store.as_str().into()],
+    )?;
+    let runs_json = serde_json::to_string(runs).map_err(|e| internal(e.to_string()))?;
+    let batch_key = cmd.batch_key.as_ref();
+    sql.exec(
+        "INSERT INTO batches (id, task, status, idempotency_key, runs, created_at, updated_at)
+         VALUES (?, ?, 'PENDING', ?, ?, ?, ?)",
+        vec![
+            cmd.batch_id.as_str().into(),
+            cmd.task.as_str().into(),
+            batch_key.map(|k| k.key.as_str()).into(),
+            runs_json.into(),
+            now.into(),
+            now.into(),
+        ],
+    )?;
+    if let Some(key) = batch_key {
+        let expires_at = now.saturating_add(key.ttl_ms.min(i64::MAX as u64) as i64);
+        sql.exec(
+            "INSERT OR REPLACE INTO batch_keys (task, key, batch_id, body_hash, expires_at) VALUES (?, ?, ?, ?, ?)",
+            vec![
+                cmd.task.as_str().into(),
+                key.key.as_str().into(),
+                cmd.batch_id.as_str().into(),
+                key.body_hash.as_str().into(),
+                expires_at.into(),
+            ],
+        )?;
+    }
+    Ok(())
+}
+
+/// Stores text in the column when it is small, else in `run_chunks`; returns the column
+/// value and the number of chunks.
+fn store_text(
+    sql: &SqlStorage,
+    run_id: &str,
+    part: &str,
+    text: Option<&str>,
+) -> Result<(SqlStorageValue, i64)> {
+    match text {
+        None => Ok((SqlStorageValue::Null, 0)),
+        Some(t) if t.len() <= schema::CHUNK_BYTES => Ok((t.into(), 0)),
+        Some(t) => {
+            let pieces = delivery::split_utf8(t, schema::CHUNK_BYTES);
+            for (seq, piece) in pieces.iter().enumerate() {
+                sql.exec(
+                    "INSERT INTO run_chunks (run_id, part, seq, data) VALUES (?, ?, ?, ?)",
+                    vec![
+                        run_id.into(),
+                        part.into(),
+                        (seq as i64).into(),
+                        (*piece).into(),
+                    ],
+                )?;
+            }
+            Ok((SqlStorageValue::Null, pieces.len() as i64))
+        }
+    }
+}
+
+fn insert_run(
+    sql: &SqlStorage,
+    cmd: &TriggerBatch,
+    item: &RunRequest,
+    run_id: &str,
+    now: Millis,
+) -> Result<()> {
+    let (payload, payload_chunks) = store_text(
+        sql,
+        run_id,
+        "payload",
+        item.payload.as_deref().map(RawValue::get),
+    )?;
+    let (context, context_chunks) = store_text(
+        sql,
+        run_id,
+        "context",
+        item.context.as_deref().map(RawValue::get),
+    )?;
+    let (status, queued_at) = match item.delay_until {
+        Some(_) => (RunStatus::Delayed, None),
+        None => (RunStatus::Queued, Some(now)),
+    };
+    let ttl = item.ttl.clone().flatten();
+    let tags = serde_json::to_string(&item.tags).map_err(|e| internal(e.to_string()))?;
+    let retry = item
+        .retry
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|e| internal(e.to_string()))?;
+    let params: Vec<SqlStorageValue> = vec![
+        run_id.into(),
+        cmd.task.as_str().into(),
+        status.as_str().into(),
+        cmd.batch_id.as_str().into(),
+        item.idempotency_key.as_deref().into(),
+        payload,
+        payload_chunks.into(),
+        item.payload_type.as_str().into(),
+        context,
+        context_chunks.into(),
+        item.queue.as_deref().unwrap_or_default().into(),
+        opt_i64(item.queue_limit),
+        item.concurrency_key.as_deref().into(),
+        tags.into(),
+        ttl.as_ref().map(|t| t.text.as_str()).into(),
+        ttl.as_ref()
+            .map(|t| t.ms.min(i64::MAX as u64) as i64)
+            .into(),
+        item.delay_until.into(),
+        opt_i64(item.max_attempts),
+        item.metadata.as_deref().map(RawValue::get).into(),
+        item.machine.as_deref().map(RawValue::get).into(),
+        item.priority.into(),
+        opt_i64(item.max_duration),
+        i64::from(item.is_test).into(),
+        cmd.trigger_function.as_str().into(),
+        now.into(),
+        now.into(),
+        queued_at.into(),
+        // A TTL runs from the moment the run is QUEUED; a delayed run gets its deadline
+        // when the alarm queues it.
+        queued_at
+            .zip(ttl.as_ref())
+            .map(|(at, t)| at.saturating_add(t.ms.min(i64::MAX as u64) as i64))
+            .into(),
+        retry.into(),
+    ];
+    sql.exec(schema::INSERT_RUN, params)?;
+    Ok(())
+}

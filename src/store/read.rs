@@ -1,0 +1,181 @@
+//! Reading runs and batches back (API.md section 4).
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use worker::Result;
+
+use super::protocol::StoreReply;
+use super::sql::exec_in_chunks;
+use super::{internal, schema, RunStore};
+use crate::domain::execution::batch_status;
+use crate::domain::status::RunStatus;
+use crate::domain::time::Millis;
+use crate::domain::view::{BatchRecord, RunRecord};
+
+#[derive(Deserialize)]
+struct BatchRow {
+    id: String,
+    task: String,
+    status: String,
+    idempotency_key: Option<String>,
+    runs: String,
+    created_at: Millis,
+    updated_at: Millis,
+}
+
+#[derive(Deserialize)]
+struct RunRow {
+    id: String,
+    task: String,
+    status: String,
+    batch_id: Option<String>,
+    idempotency_key: Option<String>,
+    payload: Option<String>,
+    payload_chunks: i64,
+    payload_type: String,
+    queue: String,
+    concurrency_key: Option<String>,
+    tags: String,
+    ttl: Option<String>,
+    delayed_until: Option<Millis>,
+    created_at: Millis,
+    updated_at: Millis,
+    started_at: Option<Millis>,
+    finished_at: Option<Millis>,
+    expired_at: Option<Millis>,
+    metadata: Option<String>,
+    is_test: i64,
+    trigger_function: String,
+    attempt_count: i64,
+    output: Option<String>,
+    error: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ChunkRow {
+    data: String,
+}
+
+impl RunStore {
+    pub(super) fn load_batch(&self, batch_id: &str) -> Result<Option<BatchRecord>> {
+        let row = self
+            .sql()
+            .exec(
+                "SELECT id, task, status, idempotency_key, runs, created_at, updated_at FROM batches WHERE id = ?",
+                vec![batch_id.into()],
+            )?
+            .to_array::<BatchRow>()?
+            .into_iter()
+            .next();
+        row.map(|r| {
+            Ok(BatchRecord {
+                runs: serde_json::from_str(&r.runs).map_err(|e| internal(e.to_string()))?,
+                id: r.id,
+                task: r.task,
+                status: r.status,
+                idempotency_key: r.idempotency_key,
+                created_at: r.created_at,
+                updated_at: r.updated_at,
+            })
+        })
+        .transpose()
+    }
+
+    /// The statuses of `run_ids` (a batch's runs), for its derived status.
+    fn statuses(&self, run_ids: &[String]) -> Result<Vec<RunStatus>> {
+        #[derive(Deserialize)]
+        struct Row {
+            status: String,
+        }
+        let mut unique = run_ids.to_vec();
+        unique.sort_unstable();
+        unique.dedup();
+        let mut statuses = Vec::with_capacity(unique.len());
+        exec_in_chunks(
+            &self.sql(),
+            "SELECT status FROM runs WHERE id IN ({list})",
+            &[],
+            &unique,
+            |cursor| {
+                for row in cursor.to_array::<Row>()? {
+                    statuses.push(
+                        RunStatus::parse(&row.status)
+                            .ok_or_else(|| internal("unknown stored status"))?,
+                    );
+                }
+                Ok(())
+            },
+        )?;
+        Ok(statuses)
+    }
+
+    pub(super) fn get_batch(&self, batch_id: &str) -> Result<StoreReply> {
+        let Some(mut batch) = self.load_batch(batch_id)? else {
+            return Ok(StoreReply::NotFound);
+        };
+        // Derived on read from the runs, so finishing a run never writes to its batch.
+        batch.status = batch_status(&self.statuses(&batch.runs)?).to_owned();
+        Ok(StoreReply::Batch(batch))
+    }
+
+    pub(super) fn get_run(&self, run_id: &str) -> Result<StoreReply> {
+        let sql = self.sql();
+        let Some(row) = sql
+            .exec(schema::SELECT_RUN, vec![run_id.into()])?
+            .to_array::<RunRow>()?
+            .into_iter()
+            .next()
+        else {
+            return Ok(StoreReply::NotFound);
+        };
+        let payload = if row.payload_chunks > 0 {
+            Some(self.read_chunks(run_id, "payload")?)
+        } else {
+            row.payload
+        };
+        let raw = |text: Option<String>| -> Result<Option<Box<RawValue>>> {
+            text.map(|t| {
+                RawValue::from_string(t).map_err(|e| internal(format!("stored JSON: {e}")))
+            })
+            .transpose()
+        };
+        let status =
+            RunStatus::parse(&row.status).ok_or_else(|| internal("unknown stored status"))?;
+        Ok(StoreReply::Run(Box::new(RunRecord {
+            id: row.id,
+            task: row.task,
+            status,
+            batch_id: row.batch_id,
+            idempotency_key: row.idempotency_key,
+            payload: raw(payload)?,
+            payload_type: row.payload_type,
+            queue: row.queue,
+            concurrency_key: row.concurrency_key,
+            tags: serde_json::from_str(&row.tags).map_err(|e| internal(e.to_string()))?,
+            ttl: row.ttl,
+            delayed_until: row.delayed_until,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+            started_at: row.started_at,
+            finished_at: row.finished_at,
+            expired_at: row.expired_at,
+            metadata: raw(row.metadata)?,
+            is_test: row.is_test != 0,
+            trigger_function: row.trigger_function,
+            attempt_count: row.attempt_count.max(0) as u32,
+            output: raw(row.output)?,
+            error: raw(row.error)?,
+        })))
+    }
+
+    pub(super) fn read_chunks(&self, run_id: &str, part: &str) -> Result<String> {
+        let rows = self
+            .sql()
+            .exec(
+                "SELECT data FROM run_chunks WHERE run_id = ? AND part = ? ORDER BY seq",
+                vec![run_id.into(), part.into()],
+            )?
+            .to_array::<ChunkRow>()?;
+        Ok(rows.into_iter().map(|r| r.data).collect())
+    }
+}
