@@ -41,9 +41,15 @@ pub async fn consume(batch: MessageBatch<serde_json::Value>, env: Env) {
                 ok: true,
             }),
             Err(e) => {
-                // Retrying cannot make it readable: log it and let it go.
-                console_error!("queue: dropping an unreadable message: {e}");
-                message.ack();
+                // Retrying cannot make it readable: set it aside for a person to look at.
+                console_error!("queue: an unreadable message goes to the dead-letter queue: {e}");
+                match dead_letter(&env, &message).await {
+                    Ok(()) => message.ack(),
+                    Err(e) => {
+                        console_error!("queue: dead-lettering failed, retrying: {e}");
+                        message.retry();
+                    }
+                }
             }
         }
     }
@@ -113,6 +119,18 @@ pub async fn consume(batch: MessageBatch<serde_json::Value>, env: Env) {
             delivery.message.retry();
         }
     }
+}
+
+/// The queue binding where unreadable messages are set aside.
+pub const DEAD_LETTERS: &str = "DEAD_LETTERS";
+
+async fn dead_letter(env: &Env, message: &RawMessage) -> worker::Result<()> {
+    let body = js_sys::JSON::stringify(&message.body())
+        .map(String::from)
+        .unwrap_or_else(|_| "unprintable".to_owned());
+    env.queue(DEAD_LETTERS)?
+        .send(serde_json::json!({ "unreadable": body }))
+        .await
 }
 
 /// A run's place at its gate. The lease lasts the run's `maxDuration` (fixed when it was

@@ -179,6 +179,13 @@ fn agent() -> ureq::Agent {
         .build()
 }
 
+/// Every response body and header the tests received, for the secrets check.
+static ANSWERS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+pub fn answers() -> Vec<String> {
+    ANSWERS.lock().unwrap().clone()
+}
+
 fn finish(result: Result<ureq::Response, ureq::Error>) -> Answer {
     let response = match result {
         Ok(r) => r,

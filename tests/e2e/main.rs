@@ -3,7 +3,9 @@
 //! isolates itself with unique task payloads and keys, and polls with a deadline for
 //! effects of the queue consumer.
 
+mod execution;
 mod harness;
+mod task_server;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -16,71 +18,39 @@ use serde_json::{json, Value};
 use harness::{
     eventually, get, get_with, request, request_chunked, Answer, Worker, DEV_KEY, PROD_KEY,
 };
+use task_server::TaskServer;
 
 type Check = fn(&Worker) -> Result<(), Failed>;
 
+/// `(name, function)` pairs: a test is named after its function.
+#[macro_export]
+macro_rules! cases {
+    ($($case:ident),* $(,)?) => {
+        vec![$((stringify!($case), $case as _)),*]
+    };
+}
+
 fn main() {
     let args = Arguments::from_args();
-    let cases: &[(&str, Check)] = &[
-        (
-            "batch_of_100_items_returns_100_distinct_ids_in_order_each_readable",
-            batch_of_100_items_returns_100_distinct_ids_in_order_each_readable,
-        ),
-        (
-            "batch_with_101_items_is_rejected_with_400",
-            batch_with_101_items_is_rejected_with_400,
-        ),
-        (
-            "missing_malformed_and_unknown_keys_are_401",
-            missing_malformed_and_unknown_keys_are_401,
-        ),
-        ("undeclared_task_is_404", undeclared_task_is_404),
-        (
-            "invalid_json_empty_body_and_wrong_types_are_400",
-            invalid_json_empty_body_and_wrong_types_are_400,
-        ),
-        (
-            "same_key_twice_in_one_batch_is_one_run_with_its_id_twice",
-            same_key_twice_in_one_batch_is_one_run_with_its_id_twice,
-        ),
-        (
-            "same_key_in_a_later_batch_returns_the_same_run",
-            same_key_in_a_later_batch_returns_the_same_run,
-        ),
-        (
-            "twenty_concurrent_requests_racing_on_one_key_create_one_run",
-            twenty_concurrent_requests_racing_on_one_key_create_one_run,
-        ),
-        (
-            "repeated_batch_key_header_replays_and_a_different_body_is_422",
-            repeated_batch_key_header_replays_and_a_different_body_is_422,
-        ),
-        (
-            "another_environments_key_cannot_read_a_run_or_batch",
-            another_environments_key_cannot_read_a_run_or_batch,
-        ),
-        (
-            "delayed_and_ttl_runs_show_delayed_until_and_ttl",
-            delayed_and_ttl_runs_show_delayed_until_and_ttl,
-        ),
-        (
-            "every_accepted_run_is_delivered_to_the_queue_consumer",
-            every_accepted_run_is_delivered_to_the_queue_consumer,
-        ),
-        (
-            "payload_of_2_5_mib_round_trips_byte_for_byte",
-            payload_of_2_5_mib_round_trips_byte_for_byte,
-        ),
-        (
-            "status_names_follow_the_api_version_header",
-            status_names_follow_the_api_version_header,
-        ),
-        (
-            "wrong_method_is_405_and_unknown_path_is_404",
-            wrong_method_is_405_and_unknown_path_is_404,
-        ),
+    let cases: Vec<(&str, Check)> = cases![
+        batch_of_100_items_returns_100_distinct_ids_in_order_each_readable,
+        batch_with_101_items_is_rejected_with_400,
+        missing_malformed_and_unknown_keys_are_401,
+        undeclared_task_is_404,
+        invalid_json_empty_body_and_wrong_types_are_400,
+        same_key_twice_in_one_batch_is_one_run_with_its_id_twice,
+        same_key_in_a_later_batch_returns_the_same_run,
+        twenty_concurrent_requests_racing_on_one_key_create_one_run,
+        repeated_batch_key_header_replays_and_a_different_body_is_422,
+        another_environments_key_cannot_read_a_run_or_batch,
+        delayed_and_ttl_runs_show_delayed_until_and_ttl,
+        every_accepted_run_is_delivered_to_the_queue_consumer,
+        payload_of_2_5_mib_round_trips_byte_for_byte,
+        status_names_follow_the_api_version_header,
+        wrong_method_is_405_and_unknown_path_is_404,
     ];
 
+    let tasks = TaskServer::start();
     let (worker, broken, hostile) = if args.list {
         (None, None, None)
     } else {
@@ -100,7 +70,7 @@ fn main() {
                 );
             })
         });
-        let worker = Worker::start("main", |_| {});
+        let worker = Worker::start("main", |config| execution::declare_task(config, &tasks));
         let broken = broken.join().expect("the broken-config worker starts");
         let hostile = hostile.join().expect("the hostile-input worker starts");
         (
@@ -111,8 +81,8 @@ fn main() {
     };
 
     let mut trials: Vec<Trial> = cases
-        .iter()
-        .map(|&(name, check)| {
+        .into_iter()
+        .map(|(name, check)| {
             let worker = worker.clone();
             Trial::test(name, move || {
                 check(worker.as_deref().expect("worker started"))
@@ -129,6 +99,12 @@ fn main() {
         },
     ));
 
+    for (name, case) in execution::cases() {
+        let (worker, tasks) = (worker.clone(), tasks.clone());
+        trials.push(Trial::test(name, move || {
+            case(worker.as_deref().expect("worker started"), &tasks)
+        }));
+    }
     let hostile_worker = hostile.clone();
     trials.push(Trial::test(
         "body_over_3_mib_is_413_with_or_without_content_length",
@@ -208,12 +184,15 @@ fn read_run(w: &Worker, id: &str) -> Answer {
     get(&w.url(&format!("/api/v3/runs/{id}")), Some(DEV_KEY))
 }
 
+/// A name no other test uses, made of characters that survive queue-name cleaning.
 fn unique(prefix: &str) -> String {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos();
-    format!("{prefix}-{nanos}-{:?}", thread::current().id())
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{prefix}-{nanos}-{n}")
 }
 
 fn is_run_id(id: &str) -> bool {

@@ -1,0 +1,187 @@
+//! A task endpoint for the tests: a small HTTP server on 127.0.0.1 that records every
+//! call (run, attempt, queue, concurrency key, start and end) and answers as the run's
+//! payload asks: `{"sleepMs": n}` answers after n ms, `{"failTimes": k}` fails the first k
+//! attempts, `{"alwaysFail": true}` always fails. It also tracks how many calls of each
+//! queue and (queue, key) were in flight at once, the number the limits are about.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub run_id: String,
+    pub attempt: u64,
+    pub started_ms: u64,
+    pub ended_ms: Option<u64>,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+#[derive(Default)]
+struct State {
+    calls: Vec<Call>,
+    attempts: HashMap<String, u64>,
+    in_flight: HashMap<String, i64>,
+    max_in_flight: HashMap<String, i64>,
+}
+
+#[derive(Clone)]
+pub struct TaskServer {
+    pub port: u16,
+    state: Arc<Mutex<State>>,
+}
+
+pub fn epoch_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+impl TaskServer {
+    pub fn start() -> TaskServer {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the task server");
+        let port = listener.local_addr().unwrap().port();
+        let server = TaskServer {
+            port,
+            state: Arc::default(),
+        };
+        let handle = server.clone();
+        thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let handle = handle.clone();
+                thread::spawn(move || handle.serve(stream));
+            }
+        });
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/task", self.port)
+    }
+
+    /// Every call of `run_id`, in order.
+    pub fn calls_of(&self, run_id: &str) -> Vec<Call> {
+        let state = self.state.lock().unwrap();
+        state
+            .calls
+            .iter()
+            .filter(|c| c.run_id == run_id)
+            .cloned()
+            .collect()
+    }
+
+    pub fn all_calls(&self) -> Vec<Call> {
+        self.state.lock().unwrap().calls.clone()
+    }
+
+    /// The most calls of `queue` (or of `queue` with key `key`) in flight at once.
+    pub fn max_in_flight(&self, queue: &str, key: Option<&str>) -> i64 {
+        let name = match key {
+            Some(key) => format!("{queue}\u{0}{key}"),
+            None => queue.to_owned(),
+        };
+        self.state
+            .lock()
+            .unwrap()
+            .max_in_flight
+            .get(&name)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn serve(&self, stream: TcpStream) {
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+        let mut reader = BufReader::new(stream.try_clone().expect("clone the socket"));
+        let mut line = String::new();
+        if reader.read_line(&mut line).is_err() {
+            return;
+        }
+        let mut headers = Vec::new();
+        let mut length = 0usize;
+        loop {
+            let mut header = String::new();
+            if reader.read_line(&mut header).is_err() || header.trim().is_empty() {
+                break;
+            }
+            if let Some((name, value)) = header.trim_end().split_once(':') {
+                let (name, value) = (name.trim().to_ascii_lowercase(), value.trim().to_owned());
+                if name == "content-length" {
+                    length = value.parse().unwrap_or(0);
+                }
+                headers.push((name, value));
+            }
+        }
+        let mut body = vec![0u8; length];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        let (status, answer) = self.handle(headers, body);
+        let mut stream = stream;
+        let _ = write!(
+            stream,
+            "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
+            answer.len()
+        );
+        let _ = stream.flush();
+    }
+
+    fn handle(&self, headers: Vec<(String, String)>, body: Vec<u8>) -> (u16, String) {
+        let call: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let text = |field: &str| call[field].as_str().unwrap_or_default().to_owned();
+        let (run_id, queue, key) = (text("id"), text("queue"), text("concurrencyKey"));
+        let payload = call["payload"].clone();
+        let index;
+        let attempt;
+        {
+            let mut state = self.state.lock().unwrap();
+            let count = state.attempts.entry(run_id.clone()).or_insert(0);
+            *count += 1;
+            attempt = *count;
+            for name in [queue.clone(), format!("{queue}\u{0}{key}")] {
+                let now = {
+                    let n = state.in_flight.entry(name.clone()).or_insert(0);
+                    *n += 1;
+                    *n
+                };
+                let max = state.max_in_flight.entry(name).or_insert(0);
+                *max = (*max).max(now);
+            }
+            index = state.calls.len();
+            state.calls.push(Call {
+                run_id: run_id.clone(),
+                attempt: call["attempt"].as_u64().unwrap_or(0),
+                started_ms: epoch_ms(),
+                ended_ms: None,
+                headers,
+                body,
+            });
+        }
+        if let Some(ms) = payload["sleepMs"].as_u64() {
+            thread::sleep(Duration::from_millis(ms));
+        }
+        let fail = payload["alwaysFail"].as_bool() == Some(true)
+            || payload["failTimes"].as_u64().is_some_and(|k| attempt <= k);
+        {
+            let mut state = self.state.lock().unwrap();
+            for name in [queue.clone(), format!("{queue}\u{0}{key}")] {
+                *state.in_flight.entry(name).or_insert(0) -= 1;
+            }
+            state.calls[index].ended_ms = Some(epoch_ms());
+        }
+        if fail {
+            (
+                500,
+                format!(r#"{{"error":"failing attempt {attempt} on purpose"}}"#),
+            )
+        } else {
+            (200, format!(r#"{{"ok":true,"attempt":{attempt}}}"#))
+        }
+    }
+}
