@@ -23,6 +23,7 @@ pub mod executor;
 pub mod gate;
 pub mod http;
 pub mod rpc;
+pub mod runtime;
 pub mod settings;
 pub mod store;
 

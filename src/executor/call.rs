@@ -16,7 +16,7 @@ use crate::domain::execution::{
     sign, TaskCall, HEADER_ATTEMPT, HEADER_RUN_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP,
     MAX_OUTPUT_BYTES,
 };
-use crate::domain::time::{format_iso, Millis};
+use crate::domain::time::format_iso;
 use crate::store::protocol::{AttemptOutcome, AttemptStart};
 
 fn failure(name: &str, message: impl Into<String>) -> AttemptOutcome {
@@ -89,7 +89,7 @@ async fn send(
     body: Vec<u8>,
     signal: AbortSignal,
 ) -> worker::Result<Response> {
-    let timestamp = worker::Date::now().as_millis() as Millis;
+    let timestamp = crate::runtime::now();
     let headers = Headers::new();
     headers.set("content-type", "application/json")?;
     headers.set(HEADER_RUN_ID, &start.run_id)?;

@@ -21,6 +21,7 @@ use worker::{
 use crate::domain::gate::{Changes, GateState, Lease, Waiting};
 use crate::domain::time::Millis;
 use crate::executor::client::start_executor;
+use crate::runtime::{ensure_alarm, internal, now};
 use crate::store::client::RunStoreClient;
 use crate::store::protocol::{StoreCommand, StoreReply};
 use crate::store::sql::transaction;
@@ -43,14 +44,6 @@ pub struct QueueGate {
     gate: RefCell<Option<GateState>>,
     /// The alarm time last set, if known (memory only).
     alarm_at: Cell<Option<Millis>>,
-}
-
-fn now() -> Millis {
-    worker::Date::now().as_millis() as Millis
-}
-
-fn internal(message: impl Into<String>) -> worker::Error {
-    worker::Error::RustError(message.into())
 }
 
 #[derive(Deserialize)]
@@ -249,25 +242,10 @@ impl QueueGate {
 
     /// Sets the alarm for the gate's next deadline, if it moved earlier.
     async fn rearm(&self) -> Result<()> {
-        let Some(at) = self.with_gate(GateState::next_wake)? else {
-            return Ok(());
-        };
-        if self.alarm_at.get().is_some_and(|known| known <= at) {
-            return Ok(());
+        match self.with_gate(GateState::next_wake)? {
+            Some(at) => ensure_alarm(&self.state.storage(), &self.alarm_at, at).await,
+            None => Ok(()),
         }
-        let storage = self.state.storage();
-        let current = storage.get_alarm().await?;
-        if current.is_none_or(|c| c > at) {
-            storage
-                .set_alarm(worker::ScheduledTime::new(js_sys::Date::new(
-                    &(at as f64).into(),
-                )))
-                .await?;
-            self.alarm_at.set(Some(at));
-        } else {
-            self.alarm_at.set(current);
-        }
-        Ok(())
     }
 
     /// Tells the store that owns a run its lease expired. `true`: the run never started

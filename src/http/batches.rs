@@ -8,7 +8,6 @@ use super::{json_response, read_body, Ctx, MAX_BODY_BYTES};
 use crate::domain::duration::parse_key_ttl;
 use crate::domain::error::ApiError;
 use crate::domain::ids::{new_id, IdKind, Route};
-use crate::domain::time::Millis;
 use crate::domain::trigger::{
     apply_task_defaults, parse_batch_body, DEFAULT_KEY_TTL_MS, MAX_IDEMPOTENCY_KEY_CHARS,
 };
@@ -28,7 +27,7 @@ pub async fn trigger_batch(
     task: &str,
 ) -> Result<Response, ApiError> {
     let body = read_body(&mut req, MAX_BODY_BYTES).await?;
-    let now = worker::Date::now().as_millis() as Millis;
+    let now = crate::runtime::now();
     let mut items = parse_batch_body(&body, ctx.config.max_batch_items, now)?;
     let batch_key = batch_key(&req, &body)?;
     let settings = ctx

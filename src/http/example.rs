@@ -10,7 +10,6 @@ use super::{json_response, read_body};
 use crate::domain::config::Config;
 use crate::domain::error::ApiError;
 use crate::domain::execution::{verify, HEADER_SIGNATURE, HEADER_TIMESTAMP, MAX_OUTPUT_BYTES};
-use crate::domain::time::Millis;
 
 #[derive(Deserialize)]
 struct Call {
@@ -27,7 +26,7 @@ pub async fn run_example(
     }
     let body = read_body(&mut req, MAX_OUTPUT_BYTES).await?;
     let header = |name: &str| req.headers().get(name).ok().flatten().unwrap_or_default();
-    let now = worker::Date::now().as_millis() as Millis;
+    let now = crate::runtime::now();
     let signed = verify(
         config.signing_secret.as_bytes(),
         &header(HEADER_TIMESTAMP),

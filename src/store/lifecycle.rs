@@ -10,6 +10,7 @@ use serde_json::value::RawValue;
 use worker::Result;
 
 use super::protocol::{AttemptOutcome, AttemptStart, StoreReply};
+use super::read::raw;
 use super::{internal, jitter, now, RunStore};
 use crate::domain::config::RetryPolicy;
 use crate::domain::execution::{after_failure, AfterFailure};
@@ -52,11 +53,6 @@ struct CallRow {
 
 fn status_of(row: &StateRow) -> Result<RunStatus> {
     RunStatus::parse(&row.status).ok_or_else(|| internal("unknown stored status"))
-}
-
-fn raw(text: Option<String>) -> Result<Option<Box<RawValue>>> {
-    text.map(|t| RawValue::from_string(t).map_err(|e| internal(format!("stored JSON: {e}"))))
-        .transpose()
 }
 
 impl RunStore {
@@ -116,16 +112,8 @@ impl RunStore {
                 vec![run_id.into()],
             )?
             .one::<CallRow>()?;
-        let payload = if call.payload_chunks > 0 {
-            Some(self.read_chunks(run_id, "payload")?)
-        } else {
-            call.payload
-        };
-        let context = if call.context_chunks > 0 {
-            Some(self.read_chunks(run_id, "context")?)
-        } else {
-            call.context
-        };
+        let payload = self.stored_text(run_id, "payload", call.payload, call.payload_chunks)?;
+        let context = self.stored_text(run_id, "context", call.context, call.context_chunks)?;
         Ok(StoreReply::Started(Box::new(AttemptStart {
             run_id: call.id,
             task: call.task,

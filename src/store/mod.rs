@@ -27,6 +27,7 @@ use worker::{
 };
 
 use crate::domain::time::Millis;
+use crate::runtime::{ensure_alarm, internal, now};
 use protocol::StoreCommand;
 
 /// The queue binding that carries run references to the consumer.
@@ -50,10 +51,6 @@ fn jitter() -> f64 {
     getrandom::getrandom(&mut bytes).map_or(0.5, |_| {
         (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
     })
-}
-
-fn now() -> Millis {
-    worker::Date::now().as_millis() as Millis
 }
 
 impl DurableObject for RunStore {
@@ -113,10 +110,6 @@ impl DurableObject for RunStore {
     }
 }
 
-fn internal(message: impl Into<String>) -> worker::Error {
-    worker::Error::RustError(message.into())
-}
-
 impl RunStore {
     pub(super) fn sql(&self) -> SqlStorage {
         self.state.storage().sql()
@@ -124,22 +117,7 @@ impl RunStore {
 
     /// Sets the alarm to `at` unless one is already due no later.
     pub(super) async fn ensure_alarm(&self, at: Millis) -> Result<()> {
-        let storage = self.state.storage();
-        let current = match self.alarm_at.get() {
-            Some(known) => Some(known),
-            None => storage.get_alarm().await?,
-        };
-        if current.is_none_or(|c| c > at) {
-            storage
-                .set_alarm(worker::ScheduledTime::new(js_sys::Date::new(
-                    &(at as f64).into(),
-                )))
-                .await?;
-            self.alarm_at.set(Some(at));
-        } else {
-            self.alarm_at.set(current);
-        }
-        Ok(())
+        ensure_alarm(&self.state.storage(), &self.alarm_at, at).await
     }
 
     /// This object's name (`<env>:<route>`), recorded by its first batch.

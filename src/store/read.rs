@@ -128,17 +128,7 @@ impl RunStore {
         else {
             return Ok(StoreReply::NotFound);
         };
-        let payload = if row.payload_chunks > 0 {
-            Some(self.read_chunks(run_id, "payload")?)
-        } else {
-            row.payload
-        };
-        let raw = |text: Option<String>| -> Result<Option<Box<RawValue>>> {
-            text.map(|t| {
-                RawValue::from_string(t).map_err(|e| internal(format!("stored JSON: {e}")))
-            })
-            .transpose()
-        };
+        let payload = self.stored_text(run_id, "payload", row.payload, row.payload_chunks)?;
         let status =
             RunStatus::parse(&row.status).ok_or_else(|| internal("unknown stored status"))?;
         Ok(StoreReply::Run(Box::new(RunRecord {
@@ -168,7 +158,17 @@ impl RunStore {
         })))
     }
 
-    pub(super) fn read_chunks(&self, run_id: &str, part: &str) -> Result<String> {
+    /// A stored `payload` or `context`: the column's text, or its chunks joined.
+    pub(super) fn stored_text(
+        &self,
+        run_id: &str,
+        part: &str,
+        inline: Option<String>,
+        chunks: i64,
+    ) -> Result<Option<String>> {
+        if chunks == 0 {
+            return Ok(inline);
+        }
         let rows = self
             .sql()
             .exec(
@@ -176,6 +176,12 @@ impl RunStore {
                 vec![run_id.into(), part.into()],
             )?
             .to_array::<ChunkRow>()?;
-        Ok(rows.into_iter().map(|r| r.data).collect())
+        Ok(Some(rows.into_iter().map(|r| r.data).collect()))
     }
+}
+
+/// Stored JSON text back as raw JSON.
+pub(super) fn raw(text: Option<String>) -> Result<Option<Box<RawValue>>> {
+    text.map(|t| RawValue::from_string(t).map_err(|e| internal(format!("stored JSON: {e}"))))
+        .transpose()
 }
