@@ -32,15 +32,6 @@ impl RunStatus {
             _ => false,
         }
     }
-
-    /// Every status that may become `next`, for `WHERE status IN (…)` guards.
-    pub fn sources_of(next: RunStatus) -> Vec<RunStatus> {
-        use RunStatus::*;
-        [Delayed, Queued, Executing, Reattempting]
-            .into_iter()
-            .filter(|s| s.can_become(next))
-            .collect()
-    }
 }
 
 /// The delay before the attempt after failed attempt number `attempt` (1-based):
@@ -173,21 +164,7 @@ mod tests {
     use super::*;
     use RunStatus::*;
 
-    const ALL: [RunStatus; 12] = [
-        Delayed,
-        Queued,
-        Executing,
-        Reattempting,
-        Completed,
-        Canceled,
-        Failed,
-        Crashed,
-        SystemFailure,
-        TimedOut,
-        Expired,
-        Interrupted,
-    ];
-
+    const ALL: [RunStatus; 12] = RunStatus::ALL;
     #[test]
     fn legal_transitions_follow_the_lifecycle() {
         for (from, to) in [
@@ -229,11 +206,6 @@ mod tests {
                 "{from:?} is final"
             );
         }
-        assert_eq!(
-            RunStatus::sources_of(Canceled),
-            [Delayed, Queued, Executing, Reattempting]
-        );
-        assert_eq!(RunStatus::sources_of(Executing), [Queued, Reattempting]);
     }
 
     #[test]

@@ -53,6 +53,22 @@ fn is_date(text: &str) -> bool {
 }
 
 impl RunStatus {
+    /// Every status, in lifecycle order.
+    pub const ALL: [RunStatus; 12] = [
+        RunStatus::Delayed,
+        RunStatus::Queued,
+        RunStatus::Executing,
+        RunStatus::Reattempting,
+        RunStatus::Completed,
+        RunStatus::Canceled,
+        RunStatus::Failed,
+        RunStatus::Crashed,
+        RunStatus::SystemFailure,
+        RunStatus::TimedOut,
+        RunStatus::Expired,
+        RunStatus::Interrupted,
+    ];
+
     /// The stored (3.x) name.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -119,21 +135,7 @@ impl RunStatus {
 mod tests {
     use super::*;
 
-    const ALL: [RunStatus; 12] = [
-        RunStatus::Delayed,
-        RunStatus::Queued,
-        RunStatus::Executing,
-        RunStatus::Reattempting,
-        RunStatus::Completed,
-        RunStatus::Canceled,
-        RunStatus::Failed,
-        RunStatus::Crashed,
-        RunStatus::SystemFailure,
-        RunStatus::TimedOut,
-        RunStatus::Expired,
-        RunStatus::Interrupted,
-    ];
-
+    const ALL: [RunStatus; 12] = RunStatus::ALL;
     #[test]
     fn names_round_trip() {
         for status in ALL {

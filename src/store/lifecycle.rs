@@ -92,7 +92,7 @@ impl RunStore {
             RunStatus::Reattempting if row.retry_at.is_some_and(|at| at > now + RETRY_SLACK_MS) => {
                 return Ok(StoreReply::NotStartable { status });
             }
-            RunStatus::Queued | RunStatus::Reattempting => {}
+            s if s.can_become(RunStatus::Executing) => {}
             _ => return Ok(StoreReply::NotStartable { status }),
         }
         let sql = self.sql();
@@ -152,18 +152,8 @@ impl RunStore {
         }
         match outcome {
             AttemptOutcome::Succeeded { output } => {
-                self.sql().exec(
-                    "UPDATE runs SET status = 'COMPLETED', output = ?, error = NULL, finished_at = ?,
-                         updated_at = ?, lease_token = NULL
-                     WHERE id = ? AND status = 'EXECUTING' AND attempt_count = ?",
-                    vec![
-                        output.as_deref().map(RawValue::get).into(),
-                        now.into(),
-                        now.into(),
-                        run_id.into(),
-                        i64::from(attempt).into(),
-                    ],
-                )?;
+                let output = output.as_deref().map(RawValue::get);
+                self.end_attempt(run_id, attempt, RunStatus::Completed, output, None, now)?;
                 Ok(StoreReply::Finished {
                     status: RunStatus::Completed,
                 })
@@ -223,23 +213,39 @@ impl RunStore {
                 })
             }
             AfterFailure::Fail => {
-                self.sql().exec(
-                    "UPDATE runs SET status = 'FAILED', error = ?, finished_at = ?, updated_at = ?,
-                         lease_token = NULL
-                     WHERE id = ? AND status = 'EXECUTING' AND attempt_count = ?",
-                    vec![
-                        error.into(),
-                        now.into(),
-                        now.into(),
-                        run_id.into(),
-                        i64::from(attempt).into(),
-                    ],
-                )?;
+                self.end_attempt(run_id, attempt, RunStatus::Failed, None, Some(error), now)?;
                 Ok(StoreReply::Finished {
                     status: RunStatus::Failed,
                 })
             }
         }
+    }
+
+    /// Ends attempt `attempt` with a final status, if it is still the run's current one.
+    fn end_attempt(
+        &self,
+        run_id: &str,
+        attempt: u32,
+        status: RunStatus,
+        output: Option<&str>,
+        error: Option<&str>,
+        now: Millis,
+    ) -> Result<()> {
+        self.sql().exec(
+            "UPDATE runs SET status = ?, output = ?, error = ?, finished_at = ?, updated_at = ?,
+                 lease_token = NULL
+             WHERE id = ? AND status = 'EXECUTING' AND attempt_count = ?",
+            vec![
+                status.as_str().into(),
+                output.into(),
+                error.into(),
+                now.into(),
+                now.into(),
+                run_id.into(),
+                i64::from(attempt).into(),
+            ],
+        )?;
+        Ok(())
     }
 
     /// A gate reclaimed a lease whose holder went silent. If the holder had started an
