@@ -10,6 +10,7 @@ pub mod execution;
 pub mod gate;
 pub mod idempotency;
 pub mod ids;
+pub mod list;
 pub mod queue_name;
 pub mod status;
 pub mod time;

@@ -24,6 +24,8 @@ pub const MAX_TAG_CHARS: usize = 64;
 pub const MAX_METADATA_BYTES: usize = 256 * 1024;
 pub const MAX_QUEUE_LIMIT: u64 = 1000;
 pub const DEFAULT_PAYLOAD_TYPE: &str = "application/json";
+/// Why a `delay` was refused.
+pub const DELAY_REASON: &str = "expected a duration like 1h42m (units w, d, h or hr, m, s) or an ISO-8601 date-time like 2030-01-01T00:00:00Z";
 /// Deepest nesting of arrays and objects accepted anywhere in a body.
 pub const MAX_JSON_DEPTH: usize = 128;
 
@@ -202,7 +204,16 @@ pub fn nesting_depth(json: &[u8]) -> usize {
     deepest
 }
 
-/// One `TriggerTaskRequestBody` at `path` (`items[3]`).
+/// The body of `POST /api/v1/tasks/{task}/trigger`: one `TriggerTaskRequestBody`.
+pub fn parse_trigger_body(body: &[u8], now: Millis) -> Result<RunRequest, ApiError> {
+    if body.is_empty() {
+        return Err(ApiError::BadRequest("Request body is empty".into()));
+    }
+    let raw: &RawValue = parse_top_object(body)?;
+    parse_item(raw, "", now)
+}
+
+/// One `TriggerTaskRequestBody` at `path` (`items[3]`, or `""` for a single trigger).
 pub fn parse_item(raw: &RawValue, path: &str, now: Millis) -> Result<RunRequest, ApiError> {
     let item: ItemWire = parse_object(raw, path)?;
     let mut run = RunRequest {
@@ -228,8 +239,14 @@ pub fn parse_item(raw: &RawValue, path: &str, now: Millis) -> Result<RunRequest,
     let Some(options) = item.options else {
         return Ok(run);
     };
-    let at = |field: &str| format!("{path}.options.{field}");
-    let o: OptionsWire = parse_object(options, &format!("{path}.options"))?;
+    // `items[3].options.tags` in a batch, `options.tags` for a single trigger.
+    let options_path = if path.is_empty() {
+        "options".to_owned()
+    } else {
+        format!("{path}.options")
+    };
+    let at = |field: &str| format!("{options_path}.{field}");
+    let o: OptionsWire = parse_object(options, &options_path)?;
 
     if let Some(queue) = o.queue {
         let q: QueueWire = parse_object(queue, &at("queue"))?;
@@ -293,12 +310,8 @@ pub fn parse_item(raw: &RawValue, path: &str, now: Millis) -> Result<RunRequest,
         })?);
     }
     if let Some(delay) = o.delay {
-        run.delay_until = parse_delay(delay, now).ok_or_else(|| {
-            ApiError::validation(
-                at("delay"),
-                "expected a duration like 1h42m (units w, d, h or hr, m, s) or an ISO-8601 date-time like 2030-01-01T00:00:00Z",
-            )
-        })?;
+        run.delay_until = parse_delay(delay, now)
+            .ok_or_else(|| ApiError::validation(at("delay"), DELAY_REASON))?;
     }
     if let Some(tags) = o.tags {
         run.tags = parse_tags(tags, &at("tags"))?;
@@ -429,8 +442,8 @@ fn parse_ttl(raw: &RawValue) -> Option<Option<Ttl>> {
     Some((ttl.ms > 0).then_some(ttl))
 }
 
-/// `Some(None)`: valid, no delay (zero, or a date in the past).
-fn parse_delay(raw: &RawValue, now: Millis) -> Option<Option<Millis>> {
+/// A `delay`: `Some(None)` when valid but not in the future (zero, or a date in the past).
+pub fn parse_delay(raw: &RawValue, now: Millis) -> Option<Option<Millis>> {
     let text = as_string(raw)?;
     let until = match parse_duration(&text) {
         Some(ms) => now.checked_add(i64::try_from(ms).ok()?)?,
@@ -526,6 +539,30 @@ mod tests {
         assert_eq!(
             message(parse_batch_body(body.as_bytes(), 2, NOW)),
             "Too many items. Maximum allowed batch size is 2."
+        );
+    }
+
+    #[test]
+    fn a_single_trigger_names_fields_without_an_item_prefix() {
+        let err =
+            parse_trigger_body(br#"{"payload": 1, "options": {"tags": 7}}"#, NOW).unwrap_err();
+        assert_eq!(
+            err.message(),
+            "Validation error: options.tags: expected a string or an array of strings"
+        );
+        assert_eq!(
+            parse_trigger_body(b"", NOW).unwrap_err().message(),
+            "Request body is empty"
+        );
+        assert_eq!(
+            parse_trigger_body(b"[1]", NOW).unwrap_err().message(),
+            "Validation error: body: expected an object"
+        );
+        let run =
+            parse_trigger_body(br#"{"payload": {"a": 1}, "options": {"tags": "x"}}"#, NOW).unwrap();
+        assert_eq!(
+            (run.payload.unwrap().get(), run.tags),
+            (r#"{"a": 1}"#, vec!["x".to_owned()])
         );
     }
 

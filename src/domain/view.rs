@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use super::auth::Environment;
 use super::status::{RunStatus, StatusVocabulary};
 use super::time::{format_iso, Millis};
 
@@ -101,10 +102,19 @@ pub struct RunView<'a> {
     is_success: bool,
     is_failed: bool,
     is_cancelled: bool,
+    /// List items carry their environment (`GET /api/v1/runs`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    env: Option<EnvView>,
 }
 
 #[derive(Serialize)]
 struct Empty {}
+
+#[derive(Serialize)]
+struct EnvView {
+    id: &'static str,
+    name: &'static str,
+}
 
 impl<'a> RunView<'a> {
     pub fn new(run: &'a RunRecord, vocabulary: StatusVocabulary) -> RunView<'a> {
@@ -149,6 +159,22 @@ impl<'a> RunView<'a> {
             is_success: status.is_success(),
             is_failed: status.is_failed(),
             is_cancelled: status == RunStatus::Canceled,
+            env: None,
+        }
+    }
+
+    /// The run as an item of `GET /api/v1/runs`, which names its environment.
+    pub fn list_item(
+        run: &'a RunRecord,
+        vocabulary: StatusVocabulary,
+        env: Environment,
+    ) -> RunView<'a> {
+        RunView {
+            env: Some(EnvView {
+                id: env.slug(),
+                name: env.name(),
+            }),
+            ..RunView::new(run, vocabulary)
         }
     }
 }
@@ -165,6 +191,18 @@ pub struct BatchView<'a> {
     updated_at: String,
     run_count: usize,
     runs: &'a [String],
+    /// Only in `GET /api/v2/batches/{id}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    processing: Option<Processing>,
+}
+
+/// How a batch's items were processed (v2). Seed-endpoint batches are processed in the
+/// request that creates them, so they are complete at creation and have no errors.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Processing {
+    completed_at: String,
+    errors: [u8; 0],
 }
 
 impl<'a> BatchView<'a> {
@@ -177,6 +215,18 @@ impl<'a> BatchView<'a> {
             updated_at: format_iso(batch.updated_at),
             run_count: batch.runs.len(),
             runs: &batch.runs,
+            processing: None,
+        }
+    }
+
+    /// The v2 shape, with `processing`.
+    pub fn v2(batch: &'a BatchRecord) -> BatchView<'a> {
+        BatchView {
+            processing: Some(Processing {
+                completed_at: format_iso(batch.created_at),
+                errors: [],
+            }),
+            ..BatchView::new(batch)
         }
     }
 }
@@ -261,6 +311,19 @@ mod tests {
     }
 
     #[test]
+    fn list_items_name_their_environment() {
+        let run = record(RunStatus::Queued);
+        let item = serde_json::to_value(RunView::list_item(
+            &run,
+            StatusVocabulary::V4,
+            Environment::Production,
+        ))
+        .unwrap();
+        assert_eq!(item["env"], json!({"id": "prod", "name": "Production"}));
+        assert!(view(&run, StatusVocabulary::V3).get("env").is_none());
+    }
+
+    #[test]
     fn status_names_follow_the_vocabulary() {
         let run = record(RunStatus::Reattempting);
         assert_eq!(view(&run, StatusVocabulary::V3)["status"], "REATTEMPTING");
@@ -303,6 +366,12 @@ mod tests {
             runs: vec!["run_a".into(), "run_a".into()],
         };
         let json = serde_json::to_value(BatchView::new(&batch)).unwrap();
+        assert!(json.get("processing").is_none());
+        let v2 = serde_json::to_value(BatchView::v2(&batch)).unwrap();
+        assert_eq!(
+            v2["processing"],
+            json!({"completedAt": "1970-01-01T00:00:00.000Z", "errors": []})
+        );
         assert_eq!(json["runCount"], 2);
         assert_eq!(json["runs"], json!(["run_a", "run_a"]));
         assert_eq!(json["idempotencyKey"], "k");

@@ -1,4 +1,6 @@
-//! `POST /api/v1/tasks/{taskIdentifier}/batch` (API.md section 2).
+//! Triggering: `POST /api/v1/tasks/{taskIdentifier}/batch` (API.md section 2) and
+//! `POST /api/v1/tasks/{taskIdentifier}/trigger` (section 5). Both validate everything at
+//! the edge, then make one call to the store that owns the task.
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -9,7 +11,8 @@ use crate::domain::duration::parse_key_ttl;
 use crate::domain::error::ApiError;
 use crate::domain::ids::{new_id, IdKind, Route};
 use crate::domain::trigger::{
-    apply_task_defaults, parse_batch_body, DEFAULT_KEY_TTL_MS, MAX_IDEMPOTENCY_KEY_CHARS,
+    apply_task_defaults, parse_batch_body, parse_trigger_body, RunRequest, DEFAULT_KEY_TTL_MS,
+    MAX_IDEMPOTENCY_KEY_CHARS,
 };
 use crate::store::client::{store_name, RunStoreClient};
 use crate::store::protocol::{BatchKey, StoreCommand, StoreReply, TriggerBatch};
@@ -21,15 +24,62 @@ struct BatchTriggered {
     runs: Vec<String>,
 }
 
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Triggered {
+    id: String,
+    is_cached: bool,
+}
+
+/// What the store made of a trigger: the batch id (if a batch), each item's run, and
+/// whether each item reused an existing run.
+struct Submitted {
+    batch_id: Option<String>,
+    runs: Vec<String>,
+    cached: Vec<bool>,
+}
+
 pub async fn trigger_batch(
     ctx: &Ctx<'_>,
     mut req: Request,
     task: &str,
 ) -> Result<Response, ApiError> {
     let body = read_body(&mut req, MAX_BODY_BYTES).await?;
-    let now = crate::runtime::now();
-    let mut items = parse_batch_body(&body, ctx.config.max_batch_items, now)?;
+    let items = parse_batch_body(&body, ctx.config.max_batch_items, crate::runtime::now())?;
     let batch_key = batch_key(&req, &body)?;
+    let done = submit(ctx, task, items, true, batch_key).await?;
+    let batch_id = done.batch_id.ok_or(ApiError::Internal { retry: false })?;
+    json_response(
+        200,
+        &BatchTriggered {
+            batch_id,
+            runs: done.runs,
+        },
+    )
+}
+
+pub async fn trigger_task(
+    ctx: &Ctx<'_>,
+    mut req: Request,
+    task: &str,
+) -> Result<Response, ApiError> {
+    let body = read_body(&mut req, MAX_BODY_BYTES).await?;
+    let item = parse_trigger_body(&body, crate::runtime::now())?;
+    let done = submit(ctx, task, vec![item], false, None).await?;
+    let (Some(id), Some(&is_cached)) = (done.runs.into_iter().next(), done.cached.first()) else {
+        return Err(ApiError::Internal { retry: false });
+    };
+    json_response(200, &Triggered { id, is_cached })
+}
+
+/// Applies the task's defaults (404 for an undeclared task) and stores the runs.
+async fn submit(
+    ctx: &Ctx<'_>,
+    task: &str,
+    mut items: Vec<RunRequest>,
+    as_batch: bool,
+    batch_key: Option<BatchKey>,
+) -> Result<Submitted, ApiError> {
     let settings = ctx
         .config
         .tasks
@@ -38,27 +88,32 @@ pub async fn trigger_batch(
     for item in &mut items {
         apply_task_defaults(item, task, settings);
     }
-
     let route = Route::for_task(task);
     let store = store_name(ctx.environment, route);
     let command = StoreCommand::TriggerBatch(TriggerBatch {
         store: store.clone(),
         task: task.to_owned(),
-        batch_id: new_id(IdKind::Batch, route),
+        batch_id: as_batch.then(|| new_id(IdKind::Batch, route)),
         run_ids: items.iter().map(|_| new_id(IdKind::Run, route)).collect(),
         items,
         batch_key,
-        trigger_function: "batchTrigger".into(),
+        trigger_function: if as_batch { "batchTrigger" } else { "trigger" }.into(),
     });
     match RunStoreClient::new(ctx.env, &store)?.call(&command).await? {
-        StoreReply::Triggered { batch_id, runs } => {
-            json_response(200, &BatchTriggered { batch_id, runs })
-        }
+        StoreReply::Triggered {
+            batch_id,
+            runs,
+            cached,
+        } => Ok(Submitted {
+            batch_id,
+            runs,
+            cached,
+        }),
         StoreReply::BatchKeyConflict => Err(ApiError::Unprocessable(
             "Idempotency key was already used for a different batch".into(),
         )),
         other => {
-            worker::console_error!("run store answered a batch with {other:?}");
+            worker::console_error!("run store answered a trigger with {other:?}");
             Err(ApiError::Internal { retry: true })
         }
     }

@@ -43,6 +43,12 @@ async fn dispatch(req: Request, env: &Env) -> Result<Response, ApiError> {
     };
     match route {
         Route::TriggerBatch { task } => batches::trigger_batch(&ctx, req, &task).await,
+        Route::TriggerTask { task } => batches::trigger_task(&ctx, req, &task).await,
+        Route::ListRuns => runs::list_runs(&ctx, &req).await,
+        Route::RetrieveBatchV2 { batch_id } => runs::retrieve_batch_v2(&ctx, &batch_id).await,
+        Route::ReplayRun { run_id } => runs::replay_run(&ctx, &run_id).await,
+        Route::RescheduleRun { run_id } => runs::reschedule_run(&ctx, req, &run_id).await,
+        Route::ResetIdempotencyKey { key } => runs::reset_idempotency_key(&ctx, req, &key).await,
         Route::RetrieveRun { run_id } => runs::retrieve_run(&ctx, &req, &run_id).await,
         Route::RetrieveBatch { batch_id } => runs::retrieve_batch(&ctx, &batch_id).await,
         Route::CancelRun { run_id } => runs::cancel_run(&ctx, &run_id).await,

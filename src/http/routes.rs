@@ -9,8 +9,20 @@ pub enum Route {
     RetrieveRun { run_id: String },
     /// `GET /api/v1/batches/{batchId}` (section 4).
     RetrieveBatch { batch_id: String },
+    /// `POST /api/v1/tasks/{taskIdentifier}/trigger` (section 5).
+    TriggerTask { task: String },
+    /// `GET /api/v1/runs` (section 4).
+    ListRuns,
+    /// `GET /api/v2/batches/{batchId}` (section 4).
+    RetrieveBatchV2 { batch_id: String },
     /// `POST /api/v2/runs/{runId}/cancel` (section 5).
     CancelRun { run_id: String },
+    /// `POST /api/v1/runs/{runId}/replay` (section 5).
+    ReplayRun { run_id: String },
+    /// `POST /api/v1/runs/{runId}/reschedule` (section 5).
+    RescheduleRun { run_id: String },
+    /// `POST /api/v1/idempotencyKeys/{key}/reset` (section 5).
+    ResetIdempotencyKey { key: String },
     /// `POST /examples/{task}`: the built-in example task endpoint (signed, not keyed).
     ExampleTask { task: String },
 }
@@ -27,7 +39,36 @@ pub enum NoRoute {
 /// Matches a method and a raw (still percent-encoded) path.
 pub fn route(method: &str, path: &str) -> Result<Route, NoRoute> {
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let decode = |segment: &str| percent_decode(segment).ok_or(NoRoute::NotFound);
     let (allow, route) = match segments.as_slice() {
+        ["api", "v1", "tasks", task, "trigger"] => (
+            "POST",
+            Route::TriggerTask {
+                task: decode(task)?,
+            },
+        ),
+        ["api", "v1", "runs"] => ("GET", Route::ListRuns),
+        ["api", "v2", "batches", id] => (
+            "GET",
+            Route::RetrieveBatchV2 {
+                batch_id: decode(id)?,
+            },
+        ),
+        ["api", "v1", "runs", id, "replay"] => (
+            "POST",
+            Route::ReplayRun {
+                run_id: decode(id)?,
+            },
+        ),
+        ["api", "v1", "runs", id, "reschedule"] => (
+            "POST",
+            Route::RescheduleRun {
+                run_id: decode(id)?,
+            },
+        ),
+        ["api", "v1", "idempotencyKeys", key, "reset"] => {
+            ("POST", Route::ResetIdempotencyKey { key: decode(key)? })
+        }
         ["api", "v1", "tasks", task, "batch"] => (
             "POST",
             Route::TriggerBatch {

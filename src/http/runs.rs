@@ -1,12 +1,16 @@
 //! `GET /api/v3/runs/{runId}` and `GET /api/v1/batches/{batchId}` (API.md section 4).
 
+use futures_util::future::join_all;
+use serde_json::value::RawValue;
 use worker::{Request, Response};
 
-use super::{json_response, Ctx};
+use super::{json_response, read_body, Ctx};
 use crate::domain::error::ApiError;
-use crate::domain::ids::{parse_id, IdKind};
+use crate::domain::ids::{new_id, parse_id, IdKind, Route};
+use crate::domain::list::{merge_pages, parse_list_query, Cursor};
 use crate::domain::status::{RunStatus, StatusVocabulary};
-use crate::domain::view::{BatchView, RunView};
+use crate::domain::trigger::{parse_delay, parse_top_object, DELAY_REASON};
+use crate::domain::view::{BatchRecord, BatchView, RunRecord, RunView};
 use crate::gate::client::{gate_name_in, QueueGateClient};
 use crate::gate::protocol::GateCommand;
 use crate::store::client::{store_name, RunStoreClient};
@@ -25,26 +29,14 @@ pub async fn retrieve_run(
         run_id: run_id.to_owned(),
     };
     match RunStoreClient::new(ctx.env, &store)?.call(&command).await? {
-        StoreReply::Run(run) => {
-            let version = req.headers().get("x-trigger-api-version").ok().flatten();
-            let vocabulary = StatusVocabulary::from_api_version(version.as_deref());
-            json_response(200, &RunView::new(&run, vocabulary))
-        }
+        StoreReply::Run(run) => json_response(200, &RunView::new(&run, vocabulary(req))),
         _ => Err(NOT_FOUND),
     }
 }
 
 pub async fn retrieve_batch(ctx: &Ctx<'_>, batch_id: &str) -> Result<Response, ApiError> {
-    const NOT_FOUND: ApiError = ApiError::NotFound("Batch not found");
-    let route = parse_id(IdKind::Batch, batch_id).ok_or(NOT_FOUND)?;
-    let store = store_name(ctx.environment, route);
-    let command = StoreCommand::GetBatch {
-        batch_id: batch_id.to_owned(),
-    };
-    match RunStoreClient::new(ctx.env, &store)?.call(&command).await? {
-        StoreReply::Batch(batch) => json_response(200, &BatchView::new(&batch)),
-        _ => Err(NOT_FOUND),
-    }
+    let batch = load_batch(ctx, batch_id).await?;
+    json_response(200, &BatchView::new(&batch))
 }
 
 #[derive(serde::Serialize)]
@@ -87,5 +79,186 @@ pub async fn cancel_run(ctx: &Ctx<'_>, run_id: &str) -> Result<Response, ApiErro
         }
         StoreReply::AlreadyFinal { .. } => json_response(200, &Id { id: run_id }),
         _ => Err(NOT_FOUND),
+    }
+}
+
+/// `GET /api/v2/batches/{batchId}`: the v1 shape plus `processing`.
+pub async fn retrieve_batch_v2(ctx: &Ctx<'_>, batch_id: &str) -> Result<Response, ApiError> {
+    let batch = load_batch(ctx, batch_id).await?;
+    json_response(200, &BatchView::v2(&batch))
+}
+
+async fn load_batch(ctx: &Ctx<'_>, batch_id: &str) -> Result<BatchRecord, ApiError> {
+    const NOT_FOUND: ApiError = ApiError::NotFound("Batch not found");
+    let route = parse_id(IdKind::Batch, batch_id).ok_or(NOT_FOUND)?;
+    let store = store_name(ctx.environment, route);
+    let command = StoreCommand::GetBatch {
+        batch_id: batch_id.to_owned(),
+    };
+    match RunStoreClient::new(ctx.env, &store)?.call(&command).await? {
+        StoreReply::Batch(batch) => Ok(batch),
+        _ => Err(NOT_FOUND),
+    }
+}
+
+fn vocabulary(req: &Request) -> StatusVocabulary {
+    let version = req.headers().get("x-trigger-api-version").ok().flatten();
+    StatusVocabulary::from_api_version(version.as_deref())
+}
+
+/// `GET /api/v1/runs` (section 4): every store that holds runs of a declared task (or of
+/// the filtered tasks) answers its own newest page; the edge merges them.
+pub async fn list_runs(ctx: &Ctx<'_>, req: &Request) -> Result<Response, ApiError> {
+    let url = req.url().map_err(|_| ApiError::NotFound("Not found"))?;
+    let query = parse_list_query(url.query().unwrap_or_default(), crate::runtime::now())?;
+    let mut stores: Vec<String> = ctx
+        .config
+        .tasks
+        .keys()
+        .filter(|task| query.filter.tasks.is_empty() || query.filter.tasks.contains(task))
+        .map(|task| store_name(ctx.environment, Route::for_task(task)))
+        .collect();
+    stores.sort_unstable();
+    stores.dedup();
+    let command = StoreCommand::ListRuns {
+        filter: query.filter.clone(),
+        page: query.page.clone(),
+        limit: query.size + 1,
+    };
+    let calls = stores.iter().map(|store| async {
+        match RunStoreClient::new(ctx.env, store)?.call(&command).await? {
+            StoreReply::Listed { runs } => Ok(runs),
+            other => {
+                worker::console_error!("run store answered a list with {other:?}");
+                Err(ApiError::Internal { retry: true })
+            }
+        }
+    });
+    let mut pages = Vec::with_capacity(stores.len());
+    for page in join_all(calls).await {
+        let page: Vec<RunRecord> = page?;
+        pages.push(
+            page.into_iter()
+                .map(|run| {
+                    (
+                        Cursor {
+                            created_at: run.created_at,
+                            id: run.id.clone(),
+                        },
+                        run,
+                    )
+                })
+                .collect(),
+        );
+    }
+    let merged = merge_pages(pages, &query.page, query.size);
+    let vocabulary = vocabulary(req);
+    let data: Vec<RunView> = merged
+        .items
+        .iter()
+        .map(|run| RunView::list_item(run, vocabulary, ctx.environment))
+        .collect();
+    #[derive(serde::Serialize)]
+    struct Pagination {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        next: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        previous: Option<String>,
+    }
+    json_response(
+        200,
+        &serde_json::json!({
+            "data": data,
+            "pagination": Pagination { next: merged.next, previous: merged.previous },
+        }),
+    )
+}
+
+/// `POST /api/v1/runs/{runId}/replay` (section 5): a new run of the same task with the
+/// same payload, options and tags.
+pub async fn replay_run(ctx: &Ctx<'_>, run_id: &str) -> Result<Response, ApiError> {
+    const NOT_FOUND: ApiError = ApiError::NotFound("Run not found");
+    let route = parse_id(IdKind::Run, run_id).ok_or(NOT_FOUND)?;
+    let store = store_name(ctx.environment, route);
+    let command = StoreCommand::Replay {
+        run_id: run_id.to_owned(),
+        new_run_id: new_id(IdKind::Run, route),
+    };
+    match RunStoreClient::new(ctx.env, &store)?.call(&command).await? {
+        StoreReply::Replayed { id } => json_response(200, &Id { id: &id }),
+        _ => Err(NOT_FOUND),
+    }
+}
+
+/// `POST /api/v1/runs/{runId}/reschedule` (section 5), body `{"delay": duration | date}`.
+pub async fn reschedule_run(
+    ctx: &Ctx<'_>,
+    mut req: Request,
+    run_id: &str,
+) -> Result<Response, ApiError> {
+    const NOT_FOUND: ApiError = ApiError::NotFound("Run not found");
+    #[derive(serde::Deserialize)]
+    struct Body<'a> {
+        #[serde(borrow)]
+        delay: Option<&'a RawValue>,
+    }
+    let body = read_body(&mut req, 64 * 1024).await?;
+    if body.is_empty() {
+        return Err(ApiError::BadRequest("Request body is empty".into()));
+    }
+    let parsed: Body = parse_top_object(&body)?;
+    let delay = parsed
+        .delay
+        .ok_or_else(|| ApiError::validation("delay", "required"))?;
+    let now = crate::runtime::now();
+    let until =
+        parse_delay(delay, now).ok_or_else(|| ApiError::validation("delay", DELAY_REASON))?;
+    let route = parse_id(IdKind::Run, run_id).ok_or(NOT_FOUND)?;
+    let store = store_name(ctx.environment, route);
+    let command = StoreCommand::Reschedule {
+        run_id: run_id.to_owned(),
+        delay_until: until.unwrap_or(now),
+    };
+    match RunStoreClient::new(ctx.env, &store)?.call(&command).await? {
+        StoreReply::Run(run) => json_response(200, &RunView::new(&run, vocabulary(&req))),
+        StoreReply::NotDelayed => Err(ApiError::Unprocessable(
+            "Cannot reschedule a run that is not delayed".into(),
+        )),
+        _ => Err(NOT_FOUND),
+    }
+}
+
+/// `POST /api/v1/idempotencyKeys/{key}/reset` (section 5), body `{"taskIdentifier"}`.
+pub async fn reset_idempotency_key(
+    ctx: &Ctx<'_>,
+    mut req: Request,
+    key: &str,
+) -> Result<Response, ApiError> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Body {
+        task_identifier: Option<serde_json::Value>,
+    }
+    let body = read_body(&mut req, 64 * 1024).await?;
+    if body.is_empty() {
+        return Err(ApiError::BadRequest("Request body is empty".into()));
+    }
+    let parsed: Body = parse_top_object(&body)?;
+    let task = match parsed.task_identifier {
+        Some(serde_json::Value::String(task)) => task,
+        Some(_) => return Err(ApiError::validation("taskIdentifier", "expected a string")),
+        None => return Err(ApiError::validation("taskIdentifier", "required")),
+    };
+    if !ctx.config.tasks.contains_key(&task) {
+        return Err(ApiError::NotFound("Task not found"));
+    }
+    let store = store_name(ctx.environment, Route::for_task(&task));
+    let command = StoreCommand::ResetIdempotencyKey {
+        task,
+        key: key.to_owned(),
+    };
+    match RunStoreClient::new(ctx.env, &store)?.call(&command).await? {
+        StoreReply::KeyReset { removed: true } => json_response(200, &Id { id: key }),
+        _ => Err(ApiError::NotFound("Idempotency key not found")),
     }
 }

@@ -78,9 +78,11 @@ impl RunStore {
                     let batch = self
                         .load_batch(&batch_id)?
                         .ok_or_else(|| internal("batch key without batch"))?;
+                    let cached = vec![true; batch.runs.len()];
                     return Ok(StoreReply::Triggered {
-                        batch_id,
+                        batch_id: Some(batch_id),
                         runs: batch.runs,
+                        cached,
                     });
                 }
                 BatchKeyDecision::Conflict => return Ok(StoreReply::BatchKeyConflict),
@@ -97,6 +99,7 @@ impl RunStore {
         let outcomes = plan_items(&keys, &cmd.run_ids, &held, now);
 
         let runs: Vec<String> = outcomes.iter().map(|o| o.run_id.clone()).collect();
+        let cached: Vec<bool> = outcomes.iter().map(|o| !o.created).collect();
         let send_now: Vec<String> = cmd
             .items
             .iter()
@@ -112,7 +115,11 @@ impl RunStore {
         })?;
 
         self.send(&send_now, now).await;
-        Ok(StoreReply::Triggered { batch_id, runs })
+        Ok(StoreReply::Triggered {
+            batch_id,
+            runs,
+            cached,
+        })
     }
 
     /// The stored keys among `keys`, with their runs' statuses.
@@ -199,13 +206,16 @@ fn write_batch(
         "INSERT OR IGNORE INTO meta (key, value) VALUES ('name', ?)",
         vec![cmd.store.as_str().into()],
     )?;
+    let Some(batch_id) = &cmd.batch_id else {
+        return Ok(()); // a single trigger: no batch record
+    };
     let runs_json = serde_json::to_string(runs).map_err(|e| internal(e.to_string()))?;
     let batch_key = cmd.batch_key.as_ref();
     sql.exec(
         "INSERT INTO batches (id, task, status, idempotency_key, runs, created_at, updated_at)
          VALUES (?, ?, 'PENDING', ?, ?, ?, ?)",
         vec![
-            cmd.batch_id.as_str().into(),
+            batch_id.as_str().into(),
             cmd.task.as_str().into(),
             batch_key.map(|k| k.key.as_str()).into(),
             runs_json.into(),
@@ -220,7 +230,7 @@ fn write_batch(
             vec![
                 cmd.task.as_str().into(),
                 key.key.as_str().into(),
-                cmd.batch_id.as_str().into(),
+                batch_id.as_str().into(),
                 key.body_hash.as_str().into(),
                 expires_at.into(),
             ],
@@ -293,7 +303,7 @@ fn insert_run(
         run_id.into(),
         cmd.task.as_str().into(),
         status.as_str().into(),
-        cmd.batch_id.as_str().into(),
+        cmd.batch_id.as_deref().into(),
         item.idempotency_key.as_deref().into(),
         payload,
         payload_chunks.into(),

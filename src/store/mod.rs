@@ -14,6 +14,7 @@ mod accept;
 pub mod client;
 mod delivery;
 mod lifecycle;
+mod manage;
 pub mod protocol;
 mod read;
 pub mod schema;
@@ -97,6 +98,21 @@ impl DurableObject for RunStore {
                 self.lease_expired(&run_id, token).await?
             }
             StoreCommand::Cancel { run_id } => self.cancel(&run_id)?,
+            StoreCommand::Replay { run_id, new_run_id } => {
+                self.replay(&run_id, &new_run_id).await?
+            }
+            StoreCommand::Reschedule {
+                run_id,
+                delay_until,
+            } => self.reschedule(&run_id, delay_until).await?,
+            StoreCommand::ResetIdempotencyKey { task, key } => {
+                self.reset_idempotency_key(&task, &key)?
+            }
+            StoreCommand::ListRuns {
+                filter,
+                page,
+                limit,
+            } => self.list_runs(&filter, &page, limit)?,
         };
         let bytes =
             serde_json::to_vec(&reply).map_err(|e| worker::Error::RustError(e.to_string()))?;

@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use crate::domain::list::{Page, RunFilter};
 use crate::domain::status::RunStatus;
 use crate::domain::time::Millis;
 use crate::domain::trigger::RunRequest;
@@ -49,6 +50,28 @@ pub enum StoreCommand {
     Cancel {
         run_id: String,
     },
+    /// `POST /api/v1/runs/{id}/replay`: a new run `new_run_id` with the same task, payload,
+    /// options and tags.
+    Replay {
+        run_id: String,
+        new_run_id: String,
+    },
+    /// `POST /api/v1/runs/{id}/reschedule`: a delayed run's new time.
+    Reschedule {
+        run_id: String,
+        delay_until: Millis,
+    },
+    /// `POST /api/v1/idempotencyKeys/{key}/reset`.
+    ResetIdempotencyKey {
+        task: String,
+        key: String,
+    },
+    /// This store's page of `GET /api/v1/runs`: at most `limit` runs, in the page's order.
+    ListRuns {
+        filter: RunFilter,
+        page: Page,
+        limit: usize,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -56,7 +79,8 @@ pub struct TriggerBatch {
     /// The object's own name, `<env>:<route>`, carried on queue messages.
     pub store: String,
     pub task: String,
-    pub batch_id: String,
+    /// `None` for a single trigger (`POST /api/v1/tasks/{task}/trigger`): no batch record.
+    pub batch_id: Option<String>,
     /// One fresh id per item, used by the items that create a run.
     pub run_ids: Vec<String>,
     pub items: Vec<RunRequest>,
@@ -121,9 +145,11 @@ pub struct AttemptStart {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StoreReply {
+    /// One id per item, and whether that item reused an existing run.
     Triggered {
-        batch_id: String,
+        batch_id: Option<String>,
         runs: Vec<String>,
+        cached: Vec<bool>,
     },
     /// The batch key is held by a batch with another body.
     BatchKeyConflict,
@@ -161,5 +187,16 @@ pub enum StoreReply {
     },
     AlreadyFinal {
         status: RunStatus,
+    },
+    Replayed {
+        id: String,
+    },
+    /// Reschedule of a run that is not `DELAYED`.
+    NotDelayed,
+    KeyReset {
+        removed: bool,
+    },
+    Listed {
+        runs: Vec<RunRecord>,
     },
 }

@@ -8,9 +8,11 @@ use super::protocol::StoreReply;
 use super::sql::exec_in_chunks;
 use super::{internal, schema, RunStore};
 use crate::domain::execution::batch_status;
+use crate::domain::list::{Page, RunFilter};
 use crate::domain::status::RunStatus;
 use crate::domain::time::Millis;
 use crate::domain::view::{BatchRecord, RunRecord};
+use worker::SqlStorageValue;
 
 #[derive(Deserialize)]
 struct BatchRow {
@@ -128,10 +130,16 @@ impl RunStore {
         else {
             return Ok(StoreReply::NotFound);
         };
-        let payload = self.stored_text(run_id, "payload", row.payload, row.payload_chunks)?;
+        let payload =
+            self.stored_text(run_id, "payload", row.payload.clone(), row.payload_chunks)?;
+        Ok(StoreReply::Run(Box::new(self.record(row, payload)?)))
+    }
+
+    /// A stored row as a record, with its payload text.
+    fn record(&self, row: RunRow, payload: Option<String>) -> Result<RunRecord> {
         let status =
             RunStatus::parse(&row.status).ok_or_else(|| internal("unknown stored status"))?;
-        Ok(StoreReply::Run(Box::new(RunRecord {
+        Ok(RunRecord {
             id: row.id,
             task: row.task,
             status,
@@ -155,7 +163,7 @@ impl RunStore {
             attempt_count: row.attempt_count.max(0) as u32,
             output: raw(row.output)?,
             error: raw(row.error)?,
-        })))
+        })
     }
 
     /// A stored `payload` or `context`: the column's text, or its chunks joined.
@@ -177,6 +185,91 @@ impl RunStore {
             )?
             .to_array::<ChunkRow>()?;
         Ok(Some(rows.into_iter().map(|r| r.data).collect()))
+    }
+
+    /// This store's part of `GET /api/v1/runs`: the runs matching `filter` on `page`, at
+    /// most `limit`, newest first (`Before`: oldest first). Payloads and outputs are left
+    /// out of lists.
+    pub(super) fn list_runs(
+        &self,
+        filter: &RunFilter,
+        page: &Page,
+        limit: usize,
+    ) -> Result<StoreReply> {
+        let mut clauses: Vec<String> = Vec::new();
+        let mut params: Vec<SqlStorageValue> = Vec::new();
+        let mut any_of = |template: &str, values: &[String], clauses: &mut Vec<String>| {
+            if !values.is_empty() {
+                let list = super::sql::placeholders(values.len());
+                clauses.push(template.replace("{list}", &list));
+                params.extend(values.iter().map(|v| SqlStorageValue::from(v.as_str())));
+            }
+        };
+        let statuses: Vec<String> = filter
+            .statuses
+            .iter()
+            .map(|s| s.as_str().to_owned())
+            .collect();
+        any_of("status IN ({list})", &statuses, &mut clauses);
+        any_of("task IN ({list})", &filter.tasks, &mut clauses);
+        any_of("queue IN ({list})", &filter.queues, &mut clauses);
+        any_of(
+            "EXISTS (SELECT 1 FROM json_each(runs.tags) WHERE json_each.value IN ({list}))",
+            &filter.tags,
+            &mut clauses,
+        );
+        if let Some(batch) = &filter.batch {
+            clauses.push("batch_id = ?".into());
+            params.push(batch.as_str().into());
+        }
+        if let Some(from) = filter.created_from {
+            clauses.push("created_at >= ?".into());
+            params.push(from.into());
+        }
+        if let Some(to) = filter.created_to {
+            clauses.push("created_at <= ?".into());
+            params.push(to.into());
+        }
+        let order = match page {
+            Page::First => "DESC",
+            Page::After(c) => {
+                clauses.push("(created_at < ? OR (created_at = ? AND id < ?))".into());
+                params.extend([
+                    c.created_at.into(),
+                    c.created_at.into(),
+                    c.id.as_str().into(),
+                ]);
+                "DESC"
+            }
+            Page::Before(c) => {
+                clauses.push("(created_at > ? OR (created_at = ? AND id > ?))".into());
+                params.extend([
+                    c.created_at.into(),
+                    c.created_at.into(),
+                    c.id.as_str().into(),
+                ]);
+                "ASC"
+            }
+        };
+        let condition = if clauses.is_empty() {
+            "1 = 1".to_owned()
+        } else {
+            clauses.join(" AND ")
+        };
+        params.push((limit as i64).into());
+        let query = format!(
+            "SELECT id, task, status, batch_id, idempotency_key, NULL AS payload, 0 AS payload_chunks,
+                 payload_type, queue, concurrency_key, tags, ttl, delayed_until, created_at, updated_at,
+                 started_at, finished_at, expired_at, metadata, is_test, trigger_function, attempt_count,
+                 NULL AS output, NULL AS error
+             FROM runs WHERE {condition} ORDER BY created_at {order}, id {order} LIMIT ?"
+        );
+        let rows = self.sql().exec(&query, params)?.to_array::<RunRow>()?;
+        let runs = rows
+            .into_iter()
+            .map(|row| self.record(row, None))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(StoreReply::Listed { runs })
     }
 }
 

@@ -104,6 +104,8 @@ pub const ADDED_COLUMNS: &[&str] = &[
 
 /// Indexes, created after the columns they cover exist.
 pub const INDEXES: &[&str] = &[
+    // Newest-first listing (GET /api/v1/runs) and its cursors.
+    "CREATE INDEX IF NOT EXISTS runs_created ON runs (created_at, id)",
     // QUEUED runs with a TTL, for the expiry sweep.
     "CREATE INDEX IF NOT EXISTS runs_expiry ON runs (expires_at) WHERE status = 'QUEUED' AND expires_at IS NOT NULL",
 ];

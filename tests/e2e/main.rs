@@ -5,6 +5,7 @@
 
 mod execution;
 mod harness;
+mod sdk;
 mod task_server;
 
 use std::collections::HashSet;
@@ -99,7 +100,7 @@ fn main() {
         },
     ));
 
-    for (name, case) in execution::cases() {
+    for (name, case) in execution::cases().into_iter().chain(sdk::cases()) {
         let (worker, tasks) = (worker.clone(), tasks.clone());
         trials.push(Trial::test(name, move || {
             case(worker.as_deref().expect("worker started"), &tasks)

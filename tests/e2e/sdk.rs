@@ -1,0 +1,45 @@
+//! The official Trigger.dev SDKs, unchanged, against the worker: `tests/sdk3/run.mjs`
+//! (SDK 3.2.1) and `tests/sdk4/run.mjs` (SDK 4.x) run their checks with node and print
+//! `ok <check>` or `FAILED <check>: <why>` for each.
+
+use std::path::Path;
+use std::process::Command;
+
+use libtest_mimic::Failed;
+
+use crate::execution::Case;
+use crate::harness::{Worker, DEV_KEY};
+use crate::task_server::TaskServer;
+
+pub fn cases() -> Vec<(&'static str, Case)> {
+    crate::cases![sdk_3_2_triggers_reads_lists_and_manages_runs]
+}
+
+fn run_script(w: &Worker, folder: &str) -> Result<(), Failed> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join(folder);
+    let out = Command::new("node")
+        .arg("run.mjs")
+        .current_dir(&dir)
+        .env("TRIGGER_API_URL", &w.base)
+        .env("TRIGGER_SECRET_KEY", DEV_KEY)
+        .output()?;
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() && printed.lines().any(|l| l.starts_with("ok ")) {
+        Ok(())
+    } else {
+        Err(format!("{folder}/run.mjs failed:\n{printed}").into())
+    }
+}
+
+fn sdk_3_2_triggers_reads_lists_and_manages_runs(
+    w: &Worker,
+    _tasks: &TaskServer,
+) -> Result<(), Failed> {
+    run_script(w, "sdk3")
+}
