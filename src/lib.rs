@@ -22,6 +22,7 @@ pub mod domain;
 pub mod executor;
 pub mod gate;
 pub mod http;
+pub mod packets;
 pub mod rpc;
 pub mod runtime;
 pub mod settings;

@@ -23,6 +23,8 @@ pub enum ApiError {
     MethodNotAllowed { allow: &'static str },
     /// 413 `Request body too large`.
     PayloadTooLarge,
+    /// 415 `Content-Type must be application/x-ndjson`.
+    UnsupportedMediaType(&'static str),
     /// 422 with a fixed message (a conflicting batch idempotency key).
     Unprocessable(String),
     /// 500 `Server misconfigured: ...`, not retryable: the operator must fix the
@@ -57,6 +59,7 @@ impl ApiError {
             ApiError::NotFound(_) => 404,
             ApiError::MethodNotAllowed { .. } => 405,
             ApiError::PayloadTooLarge => 413,
+            ApiError::UnsupportedMediaType(_) => 415,
             ApiError::Unprocessable(_) => 422,
             ApiError::Misconfigured(_) | ApiError::Internal { .. } => 500,
             ApiError::Overloaded => 503,
@@ -71,7 +74,7 @@ impl ApiError {
                 m.clone()
             }
             ApiError::Validation { path, reason } => format!("Validation error: {path}: {reason}"),
-            ApiError::NotFound(what) => (*what).into(),
+            ApiError::NotFound(what) | ApiError::UnsupportedMediaType(what) => (*what).into(),
             ApiError::MethodNotAllowed { .. } => "Method not allowed".into(),
             ApiError::PayloadTooLarge => "Request body too large".into(),
             ApiError::Misconfigured(m) => format!("Server misconfigured: {m}"),

@@ -85,6 +85,29 @@ pub fn batch_status(statuses: &[RunStatus]) -> &'static str {
     }
 }
 
+/// A two-step batch's status follows the processing of its items: `PENDING` before any
+/// arrived, `PROCESSING` while some are missing, `COMPLETED` once all became runs,
+/// `PARTIAL_FAILED` once all arrived but some could not become runs, `ABORTED` when the
+/// batch was not sealed in time (the runs it had made go on).
+pub fn processing_status(
+    received: usize,
+    run_count: usize,
+    errors: usize,
+    aborted: bool,
+) -> &'static str {
+    if aborted {
+        "ABORTED"
+    } else if received == 0 {
+        "PENDING"
+    } else if received < run_count {
+        "PROCESSING"
+    } else if errors > 0 {
+        "PARTIAL_FAILED"
+    } else {
+        "COMPLETED"
+    }
+}
+
 /// The JSON body POSTed to a task's endpoint for one attempt.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -263,6 +286,15 @@ mod tests {
         assert_eq!(batch_status(&[Completed, Canceled]), "COMPLETED");
         assert_eq!(batch_status(&[Completed, Failed]), "PARTIAL_FAILED");
         assert_eq!(batch_status(&[Expired]), "PARTIAL_FAILED");
+    }
+
+    #[test]
+    fn two_step_batch_status_follows_its_items() {
+        assert_eq!(processing_status(0, 3, 0, false), "PENDING");
+        assert_eq!(processing_status(2, 3, 0, false), "PROCESSING");
+        assert_eq!(processing_status(3, 3, 0, false), "COMPLETED");
+        assert_eq!(processing_status(3, 3, 1, false), "PARTIAL_FAILED");
+        assert_eq!(processing_status(2, 3, 0, true), "ABORTED");
     }
 
     #[test]

@@ -40,6 +40,19 @@ impl Route {
         Route(code)
     }
 
+    /// The route of a two-step batch's record: by its idempotency key (so that a repeat
+    /// finds it), else random.
+    pub fn for_batch(key: Option<&str>) -> Route {
+        match key {
+            Some(key) => Route::for_task(&format!("\u{0}batch-key\u{0}{key}")),
+            None => {
+                let mut random = String::new();
+                fill_random(&mut random, 8);
+                Route::for_task(&random)
+            }
+        }
+    }
+
     pub fn as_str(&self) -> &str {
         // Only ALPHABET bytes are ever stored.
         std::str::from_utf8(&self.0).unwrap_or_default()

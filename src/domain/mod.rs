@@ -11,6 +11,8 @@ pub mod gate;
 pub mod idempotency;
 pub mod ids;
 pub mod list;
+pub mod ndjson;
+pub mod packets;
 pub mod queue_name;
 pub mod status;
 pub mod time;

@@ -48,6 +48,25 @@ pub struct BatchRecord {
     pub created_at: Millis,
     pub updated_at: Millis,
     pub runs: Vec<String>,
+    /// Items the batch was created for (two-step batches may still be receiving them).
+    pub run_count: usize,
+    /// When every item had been received and processed.
+    pub completed_at: Option<Millis>,
+    /// Items that could not become runs.
+    pub errors: Vec<ItemError>,
+    /// Created by `POST /api/v3/batches` (items streamed separately).
+    pub two_step: bool,
+}
+
+/// An item of a two-step batch that could not become a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ItemError {
+    pub index: u32,
+    pub task_identifier: String,
+    pub error: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<String>,
 }
 
 /// `GET /api/v3/runs/{runId}`.
@@ -193,16 +212,17 @@ pub struct BatchView<'a> {
     runs: &'a [String],
     /// Only in `GET /api/v2/batches/{id}`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    processing: Option<Processing>,
+    processing: Option<Processing<'a>>,
 }
 
 /// How a batch's items were processed (v2). Seed-endpoint batches are processed in the
 /// request that creates them, so they are complete at creation and have no errors.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct Processing {
-    completed_at: String,
-    errors: [u8; 0],
+struct Processing<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    completed_at: Option<String>,
+    errors: &'a [ItemError],
 }
 
 impl<'a> BatchView<'a> {
@@ -213,7 +233,7 @@ impl<'a> BatchView<'a> {
             idempotency_key: batch.idempotency_key.as_deref(),
             created_at: format_iso(batch.created_at),
             updated_at: format_iso(batch.updated_at),
-            run_count: batch.runs.len(),
+            run_count: batch.run_count,
             runs: &batch.runs,
             processing: None,
         }
@@ -223,8 +243,8 @@ impl<'a> BatchView<'a> {
     pub fn v2(batch: &'a BatchRecord) -> BatchView<'a> {
         BatchView {
             processing: Some(Processing {
-                completed_at: format_iso(batch.created_at),
-                errors: [],
+                completed_at: batch.completed_at.map(format_iso),
+                errors: &batch.errors,
             }),
             ..BatchView::new(batch)
         }
@@ -364,6 +384,10 @@ mod tests {
             created_at: 0,
             updated_at: 0,
             runs: vec!["run_a".into(), "run_a".into()],
+            run_count: 2,
+            completed_at: Some(0),
+            errors: vec![],
+            two_step: false,
         };
         let json = serde_json::to_value(BatchView::new(&batch)).unwrap();
         assert!(json.get("processing").is_none());

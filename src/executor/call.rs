@@ -19,7 +19,8 @@ use crate::domain::execution::{
 use crate::domain::time::format_iso;
 use crate::store::protocol::{AttemptOutcome, AttemptStart};
 
-fn failure(name: &str, message: impl Into<String>) -> AttemptOutcome {
+/// A failed attempt's outcome, with the run's error `{"name", "message"}`.
+pub fn failure(name: &str, message: impl Into<String>) -> AttemptOutcome {
     let error = serde_json::json!({ "name": name, "message": message.into() }).to_string();
     AttemptOutcome::Failed {
         error: RawValue::from_string(error).expect("json! is valid JSON"),

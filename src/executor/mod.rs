@@ -56,13 +56,10 @@ impl DurableObject for RunExecutor {
 }
 
 fn restarted_error() -> AttemptOutcome {
-    let error = serde_json::json!({
-        "name": "ExecutorRestarted",
-        "message": "the executor restarted during the attempt; its result is unknown",
-    });
-    AttemptOutcome::Failed {
-        error: serde_json::value::RawValue::from_string(error.to_string()).expect("valid JSON"),
-    }
+    call::failure(
+        "ExecutorRestarted",
+        "the executor restarted during the attempt; its result is unknown",
+    )
 }
 
 impl RunExecutor {
@@ -81,7 +78,10 @@ impl RunExecutor {
                     serde_json::from_str(&outcome).map_err(|e| e.to_string())?;
                 Some((attempt, outcome))
             }
-            None => self.attempt(&store, &start).await?,
+            None => {
+                let env_slug = crate::store::client::env_of_store(&ticket.store);
+                self.attempt(&store, &start, env_slug).await?
+            }
         };
         if let Some((attempt, outcome)) = finished {
             let finish = StoreCommand::FinishAttempt {
@@ -112,19 +112,16 @@ impl RunExecutor {
         &self,
         store: &RunStoreClient,
         start: &StoreCommand,
+        env_slug: &str,
     ) -> std::result::Result<Option<(u32, AttemptOutcome)>, String> {
         Ok(match store.call(start).await.map_err(|e| e.detail)? {
-            StoreReply::Started(attempt) => {
-                let outcome = match crate::settings::config(&self.env) {
-                    Ok(config) => call::call_task(&self.env, &config, &attempt).await,
-                    Err(message) => {
-                        let error =
-                            serde_json::json!({"name": "Misconfigured", "message": message});
-                        AttemptOutcome::Failed {
-                            error: serde_json::value::RawValue::from_string(error.to_string())
-                                .expect("valid JSON"),
-                        }
-                    }
+            StoreReply::Started(mut attempt) => {
+                let (payload, kind) = (&mut attempt.payload, &mut attempt.payload_type);
+                let resolved = crate::packets::resolve(&self.env, env_slug, payload, kind).await;
+                let outcome = match (resolved, crate::settings::config(&self.env)) {
+                    (Err(e), _) => call::failure("PayloadUnavailable", e.to_string()),
+                    (Ok(()), Ok(config)) => call::call_task(&self.env, &config, &attempt).await,
+                    (Ok(()), Err(message)) => call::failure("Misconfigured", message),
                 };
                 console_log!(
                     "executor: {} attempt {} ended",

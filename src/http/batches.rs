@@ -94,6 +94,7 @@ async fn submit(
         store: store.clone(),
         task: task.to_owned(),
         batch_id: as_batch.then(|| new_id(IdKind::Batch, route)),
+        batch_items: None,
         run_ids: items.iter().map(|_| new_id(IdKind::Run, route)).collect(),
         items,
         batch_key,

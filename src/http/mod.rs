@@ -4,8 +4,10 @@
 
 mod batches;
 mod example;
+mod packets;
 pub mod routes;
 mod runs;
+mod two_step;
 
 use futures_util::StreamExt;
 use serde::Serialize;
@@ -31,9 +33,14 @@ async fn dispatch(req: Request, env: &Env) -> Result<Response, ApiError> {
         NoRoute::MethodNotAllowed { allow } => ApiError::MethodNotAllowed { allow },
     })?;
     let config = crate::settings::config(env).map_err(ApiError::Misconfigured)?;
-    if let Route::ExampleTask { task } = &route {
+    match &route {
         // Called by this worker's executors, signed; it takes no API key.
-        return example::run_example(&config, req, task).await;
+        Route::ExampleTask { task } => return example::run_example(&config, req, task).await,
+        // The SDK's upload to a URL this worker signed; it takes no API key.
+        Route::UploadPacket { env: slug, path } => {
+            return packets::upload_packet(&config, env, req, slug, path).await;
+        }
+        _ => {}
     }
     let environment = authenticate(&req, &config)?;
     let ctx = Ctx {
@@ -49,10 +56,17 @@ async fn dispatch(req: Request, env: &Env) -> Result<Response, ApiError> {
         Route::ReplayRun { run_id } => runs::replay_run(&ctx, &run_id).await,
         Route::RescheduleRun { run_id } => runs::reschedule_run(&ctx, req, &run_id).await,
         Route::ResetIdempotencyKey { key } => runs::reset_idempotency_key(&ctx, req, &key).await,
+        Route::CreateBatch => two_step::create_batch(&ctx, req).await,
+        Route::CreatePacketUrl { filename } => {
+            packets::create_packet_url(&ctx, &req, &filename).await
+        }
+        Route::StreamBatchItems { batch_id } => two_step::stream_items(&ctx, req, &batch_id).await,
         Route::RetrieveRun { run_id } => runs::retrieve_run(&ctx, &req, &run_id).await,
         Route::RetrieveBatch { batch_id } => runs::retrieve_batch(&ctx, &batch_id).await,
         Route::CancelRun { run_id } => runs::cancel_run(&ctx, &run_id).await,
-        Route::ExampleTask { .. } => unreachable!("served before authentication"),
+        Route::ExampleTask { .. } | Route::UploadPacket { .. } => {
+            unreachable!("served before authentication")
+        }
     }
 }
 
@@ -104,6 +118,11 @@ pub async fn read_body(req: &mut Request, limit: usize) -> Result<Vec<u8>, ApiEr
 }
 
 pub fn json_response(status: u16, value: &impl Serialize) -> Result<Response, ApiError> {
+    bytes_json(status, value)
+}
+
+/// A JSON response with any status (202 for a created two-step batch).
+pub fn bytes_json(status: u16, value: &impl Serialize) -> Result<Response, ApiError> {
     let body = serde_json::to_vec(value).map_err(|e| {
         console_error!("encoding a response failed: {e}");
         ApiError::Internal { retry: false }

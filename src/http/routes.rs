@@ -23,6 +23,14 @@ pub enum Route {
     RescheduleRun { run_id: String },
     /// `POST /api/v1/idempotencyKeys/{key}/reset` (section 5).
     ResetIdempotencyKey { key: String },
+    /// `POST /api/v3/batches` (section 6).
+    CreateBatch,
+    /// `PUT /api/v2/packets/{filename}` (section 6): a signed upload URL.
+    CreatePacketUrl { filename: String },
+    /// `PUT /packets/{env}/{path}`: the signed upload itself (signed, not keyed).
+    UploadPacket { env: String, path: String },
+    /// `POST /api/v3/batches/{batchId}/items` (section 6).
+    StreamBatchItems { batch_id: String },
     /// `POST /examples/{task}`: the built-in example task endpoint (signed, not keyed).
     ExampleTask { task: String },
 }
@@ -48,6 +56,30 @@ pub fn route(method: &str, path: &str) -> Result<Route, NoRoute> {
             },
         ),
         ["api", "v1", "runs"] => ("GET", Route::ListRuns),
+        ["api", "v3", "batches"] => ("POST", Route::CreateBatch),
+        ["api", "v2", "packets", filename] => (
+            "PUT",
+            Route::CreatePacketUrl {
+                filename: decode(filename)?,
+            },
+        ),
+        ["packets", env, path @ ..] if !path.is_empty() => (
+            "PUT",
+            Route::UploadPacket {
+                env: decode(env)?,
+                path: path
+                    .iter()
+                    .map(|s| decode(s))
+                    .collect::<Result<Vec<_>, _>>()?
+                    .join("/"),
+            },
+        ),
+        ["api", "v3", "batches", id, "items"] => (
+            "POST",
+            Route::StreamBatchItems {
+                batch_id: decode(id)?,
+            },
+        ),
         ["api", "v2", "batches", id] => (
             "GET",
             Route::RetrieveBatchV2 {

@@ -29,7 +29,15 @@ pub async fn retrieve_run(
         run_id: run_id.to_owned(),
     };
     match RunStoreClient::new(ctx.env, &store)?.call(&command).await? {
-        StoreReply::Run(run) => json_response(200, &RunView::new(&run, vocabulary(req))),
+        StoreReply::Run(mut run) => {
+            let (payload, kind) = (&mut run.payload, &mut run.payload_type);
+            if let Err(e) =
+                crate::packets::resolve(ctx.env, ctx.environment.slug(), payload, kind).await
+            {
+                worker::console_error!("resolving the payload of {run_id} failed: {e}");
+            }
+            json_response(200, &RunView::new(&run, vocabulary(req)))
+        }
         _ => Err(NOT_FOUND),
     }
 }

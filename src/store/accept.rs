@@ -90,13 +90,33 @@ impl RunStore {
             }
         }
 
+        // Items of a two-step batch that were received before keep the run they made.
+        let recorded = match (&cmd.batch_id, &cmd.batch_items) {
+            (Some(batch_id), Some(indexes)) => self.batch_runs(batch_id, indexes)?,
+            _ => HashMap::new(),
+        };
+        let index_of = |i: usize| cmd.batch_items.as_ref().map(|ix| ix[i]);
         let keys: Vec<Option<&str>> = cmd
             .items
             .iter()
-            .map(|i| i.idempotency_key.as_deref())
+            .enumerate()
+            .map(
+                |(i, item)| match index_of(i).filter(|ix| recorded.contains_key(ix)) {
+                    Some(_) => None,
+                    None => item.idempotency_key.as_deref(),
+                },
+            )
             .collect();
         let held = self.held_keys(&cmd.task, &keys)?;
-        let outcomes = plan_items(&keys, &cmd.run_ids, &held, now);
+        let mut outcomes = plan_items(&keys, &cmd.run_ids, &held, now);
+        for (i, outcome) in outcomes.iter_mut().enumerate() {
+            if let Some(run_id) = index_of(i).and_then(|ix| recorded.get(&ix)) {
+                *outcome = ItemOutcome {
+                    run_id: run_id.clone(),
+                    created: false,
+                };
+            }
+        }
 
         let runs: Vec<String> = outcomes.iter().map(|o| o.run_id.clone()).collect();
         let cached: Vec<bool> = outcomes.iter().map(|o| !o.created).collect();
@@ -120,6 +140,30 @@ impl RunStore {
             runs,
             cached,
         })
+    }
+
+    /// The runs earlier deliveries of these items of two-step batch `batch_id` made.
+    fn batch_runs(&self, batch_id: &str, indexes: &[u32]) -> Result<HashMap<u32, String>> {
+        #[derive(Deserialize)]
+        struct Row {
+            idx: i64,
+            run_id: String,
+        }
+        let wanted: Vec<String> = indexes.iter().map(u32::to_string).collect();
+        let mut found = HashMap::new();
+        exec_in_chunks(
+            &self.sql(),
+            "SELECT idx, run_id FROM batch_runs WHERE batch_id = ? AND idx IN ({list})",
+            &[batch_id.into()],
+            &wanted,
+            |cursor| {
+                for row in cursor.to_array::<Row>()? {
+                    found.insert(row.idx.max(0) as u32, row.run_id);
+                }
+                Ok(())
+            },
+        )?;
+        Ok(found)
     }
 
     /// The stored keys among `keys`, with their runs' statuses.
@@ -209,6 +253,20 @@ fn write_batch(
     let Some(batch_id) = &cmd.batch_id else {
         return Ok(()); // a single trigger: no batch record
     };
+    if let Some(indexes) = &cmd.batch_items {
+        // Items of a two-step batch recorded elsewhere: remember each index's run here.
+        for (index, outcome) in indexes.iter().zip(outcomes) {
+            sql.exec(
+                "INSERT OR IGNORE INTO batch_runs (batch_id, idx, run_id) VALUES (?, ?, ?)",
+                vec![
+                    batch_id.as_str().into(),
+                    i64::from(*index).into(),
+                    outcome.run_id.as_str().into(),
+                ],
+            )?;
+        }
+        return Ok(());
+    }
     let runs_json = serde_json::to_string(runs).map_err(|e| internal(e.to_string()))?;
     let batch_key = cmd.batch_key.as_ref();
     sql.exec(

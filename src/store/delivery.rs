@@ -91,6 +91,7 @@ impl RunStore {
         let now = now();
         let sql = self.sql();
         self.expire_due(now)?;
+        self.abort_unsealed(now)?;
         let rows = sql
             .exec(
                 "SELECT run_id, due_at, sent_at FROM outbox
@@ -140,10 +141,10 @@ impl RunStore {
             )?
             .one::<NextRow>()?
             .next;
-        let next = match (next_send, next_expiry) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let next = [next_send, next_expiry, self.next_abort()?]
+            .into_iter()
+            .flatten()
+            .min();
         if let Some(at) = next {
             self.ensure_alarm(at.max(now + 1)).await?;
         }

@@ -11,6 +11,7 @@
 //!   is armed whenever the outbox is not empty (invariant 1).
 
 mod accept;
+mod batches;
 pub mod client;
 mod delivery;
 mod lifecycle;
@@ -107,6 +108,14 @@ impl DurableObject for RunStore {
             } => self.reschedule(&run_id, delay_until).await?,
             StoreCommand::ResetIdempotencyKey { task, key } => {
                 self.reset_idempotency_key(&task, &key)?
+            }
+            StoreCommand::CreateBatch {
+                batch_id,
+                run_count,
+                key,
+            } => self.create_batch(&batch_id, run_count, key).await?,
+            StoreCommand::RecordBatchItems { batch_id, entries } => {
+                self.record_batch_items(&batch_id, &entries)?
             }
             StoreCommand::ListRuns {
                 filter,

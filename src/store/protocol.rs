@@ -66,6 +66,17 @@ pub enum StoreCommand {
         task: String,
         key: String,
     },
+    /// `POST /api/v3/batches`: a two-step batch of `run_count` items, recorded here.
+    CreateBatch {
+        batch_id: String,
+        run_count: usize,
+        key: Option<BatchKey>,
+    },
+    /// Items of a two-step batch were stored in their tasks' stores (or failed).
+    RecordBatchItems {
+        batch_id: String,
+        entries: Vec<BatchEntry>,
+    },
     /// This store's page of `GET /api/v1/runs`: at most `limit` runs, in the page's order.
     ListRuns {
         filter: RunFilter,
@@ -81,6 +92,9 @@ pub struct TriggerBatch {
     pub task: String,
     /// `None` for a single trigger (`POST /api/v1/tasks/{task}/trigger`): no batch record.
     pub batch_id: Option<String>,
+    /// Items of a two-step batch recorded in another store: item i's index in that batch.
+    /// A resent index gets the run it made first; no batch record is written here.
+    pub batch_items: Option<Vec<u32>>,
     /// One fresh id per item, used by the items that create a run.
     pub run_ids: Vec<String>,
     pub items: Vec<RunRequest>,
@@ -96,6 +110,16 @@ pub struct BatchKey {
     pub ttl_ms: u64,
     /// SHA-256 of the request body, hex: a repeat with another body is a conflict.
     pub body_hash: String,
+}
+
+/// One received item of a two-step batch: the run it made, or why it made none.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BatchEntry {
+    pub index: u32,
+    pub task: String,
+    pub run_id: Option<String>,
+    pub error: Option<String>,
+    pub error_code: Option<String>,
 }
 
 /// How an attempt ended, as the executor saw it.
@@ -199,4 +223,17 @@ pub enum StoreReply {
     Listed {
         runs: Vec<RunRecord>,
     },
+    /// A two-step batch; `cached` when its idempotency key already named it.
+    BatchCreated {
+        batch_id: String,
+        run_count: usize,
+        cached: bool,
+    },
+    ItemsRecorded {
+        accepted: usize,
+        deduplicated: usize,
+        sealed: bool,
+    },
+    /// The two-step batch was aborted: it was not sealed in time.
+    BatchAborted,
 }

@@ -7,22 +7,25 @@ use worker::Result;
 use super::protocol::StoreReply;
 use super::sql::exec_in_chunks;
 use super::{internal, schema, RunStore};
-use crate::domain::execution::batch_status;
+use crate::domain::execution::{batch_status, processing_status};
 use crate::domain::list::{Page, RunFilter};
 use crate::domain::status::RunStatus;
 use crate::domain::time::Millis;
-use crate::domain::view::{BatchRecord, RunRecord};
+use crate::domain::view::{BatchRecord, ItemError, RunRecord};
 use worker::SqlStorageValue;
 
 #[derive(Deserialize)]
 struct BatchRow {
     id: String,
     task: String,
-    status: String,
     idempotency_key: Option<String>,
     runs: String,
     created_at: Millis,
     updated_at: Millis,
+    version: i64,
+    run_count: Option<i64>,
+    sealed_at: Option<Millis>,
+    aborted_at: Option<Millis>,
 }
 
 #[derive(Deserialize)]
@@ -60,27 +63,82 @@ struct ChunkRow {
 
 impl RunStore {
     pub(super) fn load_batch(&self, batch_id: &str) -> Result<Option<BatchRecord>> {
-        let row = self
-            .sql()
+        let sql = self.sql();
+        let Some(r) = sql
             .exec(
-                "SELECT id, task, status, idempotency_key, runs, created_at, updated_at FROM batches WHERE id = ?",
+                "SELECT id, task, status, idempotency_key, runs, created_at, updated_at, version,
+                     run_count, sealed_at, aborted_at
+                 FROM batches WHERE id = ?",
                 vec![batch_id.into()],
             )?
             .to_array::<BatchRow>()?
-            .into_iter()
-            .next();
-        row.map(|r| {
-            Ok(BatchRecord {
-                runs: serde_json::from_str(&r.runs).map_err(|e| internal(e.to_string()))?,
+            .pop()
+        else {
+            return Ok(None);
+        };
+        if r.version != 3 {
+            let runs: Vec<String> =
+                serde_json::from_str(&r.runs).map_err(|e| internal(e.to_string()))?;
+            // Derived on read from the runs, so finishing a run never writes to its batch.
+            let status = batch_status(&self.statuses(&runs)?).to_owned();
+            return Ok(Some(BatchRecord {
+                run_count: runs.len(),
+                runs,
                 id: r.id,
                 task: r.task,
-                status: r.status,
+                status,
                 idempotency_key: r.idempotency_key,
                 created_at: r.created_at,
                 updated_at: r.updated_at,
-            })
-        })
-        .transpose()
+                // Processed in the request that created it.
+                completed_at: Some(r.created_at),
+                errors: Vec::new(),
+                two_step: false,
+            }));
+        }
+        #[derive(Deserialize)]
+        struct ItemRow {
+            idx: i64,
+            task: String,
+            run_id: Option<String>,
+            error: Option<String>,
+            error_code: Option<String>,
+        }
+        let items = sql
+            .exec(
+                "SELECT idx, task, run_id, error, error_code FROM batch_items WHERE batch_id = ? ORDER BY idx",
+                vec![batch_id.into()],
+            )?
+            .to_array::<ItemRow>()?;
+        let received = items.len();
+        let mut runs = Vec::with_capacity(received);
+        let mut errors = Vec::new();
+        for item in items {
+            match (item.run_id, item.error) {
+                (Some(run), _) => runs.push(run),
+                (None, error) => errors.push(ItemError {
+                    index: item.idx.max(0) as u32,
+                    task_identifier: item.task,
+                    error: error.unwrap_or_default(),
+                    error_code: item.error_code,
+                }),
+            }
+        }
+        let run_count = r.run_count.unwrap_or(0).max(0) as usize;
+        let status = processing_status(received, run_count, errors.len(), r.aborted_at.is_some());
+        Ok(Some(BatchRecord {
+            id: r.id,
+            task: r.task,
+            status: status.to_owned(),
+            idempotency_key: r.idempotency_key,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            runs,
+            run_count,
+            completed_at: r.sealed_at,
+            errors,
+            two_step: true,
+        }))
     }
 
     /// The statuses of `run_ids` (a batch's runs), for its derived status.
@@ -112,12 +170,9 @@ impl RunStore {
     }
 
     pub(super) fn get_batch(&self, batch_id: &str) -> Result<StoreReply> {
-        let Some(mut batch) = self.load_batch(batch_id)? else {
-            return Ok(StoreReply::NotFound);
-        };
-        // Derived on read from the runs, so finishing a run never writes to its batch.
-        batch.status = batch_status(&self.statuses(&batch.runs)?).to_owned();
-        Ok(StoreReply::Batch(batch))
+        Ok(self
+            .load_batch(batch_id)?
+            .map_or(StoreReply::NotFound, StoreReply::Batch))
     }
 
     pub(super) fn get_run(&self, run_id: &str) -> Result<StoreReply> {

@@ -62,6 +62,9 @@ pub const MIGRATIONS: &[&str] = &[
         expires_at INTEGER NOT NULL,
         PRIMARY KEY (task, key)
     )",
+    // `version` 1: a seed-endpoint batch, its runs listed in `runs`. `version` 3: a
+    // two-step batch of `run_count` items, received into `batch_items`; sealed when all
+    // arrived, aborted when not sealed in time.
     "CREATE TABLE IF NOT EXISTS batches (
         id TEXT PRIMARY KEY,
         task TEXT NOT NULL,
@@ -69,7 +72,30 @@ pub const MIGRATIONS: &[&str] = &[
         idempotency_key TEXT,
         runs TEXT NOT NULL,
         created_at INTEGER NOT NULL,
-        updated_at INTEGER NOT NULL
+        updated_at INTEGER NOT NULL,
+        version INTEGER NOT NULL DEFAULT 1,
+        run_count INTEGER,
+        sealed_at INTEGER,
+        aborted_at INTEGER
+    )",
+    // The items a two-step batch received (in the batch's own store): the run each made,
+    // or why it made none.
+    "CREATE TABLE IF NOT EXISTS batch_items (
+        batch_id TEXT NOT NULL,
+        idx INTEGER NOT NULL,
+        task TEXT NOT NULL,
+        run_id TEXT,
+        error TEXT,
+        error_code TEXT,
+        PRIMARY KEY (batch_id, idx)
+    )",
+    // In the store of an item's task: the run each (batch, index) made, so a resent item
+    // gets the same run.
+    "CREATE TABLE IF NOT EXISTS batch_runs (
+        batch_id TEXT NOT NULL,
+        idx INTEGER NOT NULL,
+        run_id TEXT NOT NULL,
+        PRIMARY KEY (batch_id, idx)
     )",
     "CREATE TABLE IF NOT EXISTS batch_keys (
         task TEXT NOT NULL,
@@ -100,6 +126,10 @@ pub const ADDED_COLUMNS: &[&str] = &[
     "ALTER TABLE runs ADD COLUMN retry_at INTEGER",
     "ALTER TABLE runs ADD COLUMN lease_token INTEGER",
     "ALTER TABLE runs ADD COLUMN retry TEXT",
+    "ALTER TABLE batches ADD COLUMN version INTEGER NOT NULL DEFAULT 1",
+    "ALTER TABLE batches ADD COLUMN run_count INTEGER",
+    "ALTER TABLE batches ADD COLUMN sealed_at INTEGER",
+    "ALTER TABLE batches ADD COLUMN aborted_at INTEGER",
 ];
 
 /// Indexes, created after the columns they cover exist.

@@ -12,7 +12,10 @@ use crate::harness::{Worker, DEV_KEY};
 use crate::task_server::TaskServer;
 
 pub fn cases() -> Vec<(&'static str, Case)> {
-    crate::cases![sdk_3_2_triggers_reads_lists_and_manages_runs]
+    crate::cases![
+        sdk_3_2_triggers_reads_lists_and_manages_runs,
+        sdk_4_batches_in_two_steps_offloads_large_payloads_and_manages_runs,
+    ]
 }
 
 fn run_script(w: &Worker, folder: &str) -> Result<(), Failed> {
@@ -42,4 +45,18 @@ fn sdk_3_2_triggers_reads_lists_and_manages_runs(
     _tasks: &TaskServer,
 ) -> Result<(), Failed> {
     run_script(w, "sdk3")
+}
+
+fn sdk_4_batches_in_two_steps_offloads_large_payloads_and_manages_runs(
+    w: &Worker,
+    _tasks: &TaskServer,
+) -> Result<(), Failed> {
+    run_script(w, "sdk4")?;
+    // The 200 KiB payload went through the offload: a signed URL, then the upload.
+    let log = w.log();
+    if log.contains("PUT /api/v2/packets/") && log.contains("PUT /packets/dev/") {
+        Ok(())
+    } else {
+        Err("the SDK never offloaded a payload through /api/v2/packets".into())
+    }
 }

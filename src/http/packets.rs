@@ -1,0 +1,86 @@
+//! `PUT /api/v2/packets/{filename}` (API.md section 6) and the signed upload URL it
+//! returns, served by this worker at `PUT /packets/{env}/{path}`.
+
+use serde::Serialize;
+use worker::{Request, Response};
+
+use super::{json_response, read_body, Ctx};
+use crate::domain::config::Config;
+use crate::domain::error::ApiError;
+use crate::domain::packets::{
+    upload_query, valid_packet_path, verify_upload, MAX_PACKET_BYTES, UPLOAD_URL_TTL_MS,
+};
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PacketUrl {
+    presigned_url: String,
+    storage_path: String,
+}
+
+pub async fn create_packet_url(
+    ctx: &Ctx<'_>,
+    req: &Request,
+    filename: &str,
+) -> Result<Response, ApiError> {
+    if !valid_packet_path(filename) {
+        return Err(ApiError::validation(
+            "filename",
+            "expected 1 to 512 characters of letters, digits, _ - . /",
+        ));
+    }
+    let url = req.url().map_err(|_| ApiError::NotFound("Not found"))?;
+    let env = ctx.environment.slug();
+    let expires = crate::runtime::now() + UPLOAD_URL_TTL_MS;
+    let query = upload_query(ctx.config.signing_secret.as_bytes(), env, filename, expires);
+    let presigned_url = format!(
+        "{}/packets/{env}/{filename}?{query}",
+        url.origin().ascii_serialization()
+    );
+    json_response(
+        200,
+        &PacketUrl {
+            presigned_url,
+            storage_path: filename.to_owned(),
+        },
+    )
+}
+
+/// The upload itself: no API key, the URL's signature instead.
+pub async fn upload_packet(
+    config: &Config,
+    env: &worker::Env,
+    mut req: Request,
+    env_slug: &str,
+    path: &str,
+) -> Result<Response, ApiError> {
+    let url = req.url().map_err(|_| ApiError::NotFound("Not found"))?;
+    let query = url.query().unwrap_or_default();
+    if !valid_packet_path(path)
+        || !verify_upload(
+            config.signing_secret.as_bytes(),
+            env_slug,
+            path,
+            query,
+            crate::runtime::now(),
+        )
+    {
+        return Err(ApiError::Unauthorized(
+            "Invalid or expired upload URL".into(),
+        ));
+    }
+    let content_type = req
+        .headers()
+        .get("content-type")
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| "application/json".into());
+    let body = read_body(&mut req, MAX_PACKET_BYTES).await?;
+    crate::packets::store(env, env_slug, path, body, &content_type)
+        .await
+        .map_err(|e| {
+            worker::console_error!("storing packet {path} failed: {e}");
+            ApiError::Internal { retry: true }
+        })?;
+    json_response(200, &serde_json::json!({ "ok": true }))
+}

@@ -1,0 +1,187 @@
+// Drives the worker with the official Trigger.dev SDK 4.x, unchanged: only the base URL
+// and the key are configured. SDK 4 batches in two steps (POST /api/v3/batches, then the
+// items as an NDJSON stream) and offloads payloads of 128 KiB or more. Every check asserts
+// behaviour; the process exits non-zero if any fails. Run by tests/e2e (sdk_4_…).
+import assert from "node:assert/strict";
+import {
+  configure, tasks, runs, batch, idempotencyKeys, auth,
+  AuthenticationError, BadRequestError, BatchTriggerError,
+} from "@trigger.dev/sdk";
+
+configure({ baseURL: process.env.TRIGGER_API_URL, accessToken: process.env.TRIGGER_SECRET_KEY });
+
+const TASK = "hello-world";
+const unique = (name) => `${name}-${Date.now()}-${Math.random().toString(36).slice(2)}`;
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+// Like 3.2, SDK 4 hands a run's stored payload back as sent: objects as superjson text.
+const decoded = (payload) => JSON.parse(payload).json;
+
+async function until(what, check, ms = 30_000) {
+  const end = Date.now() + ms;
+  for (;;) {
+    const value = await check();
+    if (value) return value;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await sleep(200);
+  }
+}
+
+/** The run ids of a batch, in item order, once all items are in. */
+async function runsOf(batchId) {
+  const b = await until("the batch to be complete", async () => {
+    const b = await batch.retrieve(batchId);
+    return b.runs.length === b.runCount && b;
+  });
+  return b.runs;
+}
+
+const checks = {
+  async batchTriggerRunsAreReadableThroughBatchRetrieve() {
+    const tag = unique("tag");
+    const handle = await tasks.batchTrigger(TASK, [
+      { payload: { name: "Ada" }, options: { tags: [tag, "sdk:4"] } },
+      { payload: { name: "Grace" }, options: { tags: tag } },
+      { payload: "a plain string payload" },
+    ]);
+    assert.match(handle.batchId, /^batch_/);
+    assert.equal(handle.runCount, 3);
+    const ids = await runsOf(handle.batchId);
+    assert.equal(ids.length, 3);
+    const first = await runs.retrieve(ids[0]);
+    assert.equal(first.taskIdentifier, TASK);
+    assert.deepEqual([...first.tags].sort(), [tag, "sdk:4"].sort());
+    assert.deepEqual(decoded(first.payload), { name: "Ada" });
+    assert.equal((await runs.retrieve(ids[2])).payload, "a plain string payload");
+  },
+
+  async runsReachCompletedThroughTheExampleTask() {
+    const handle = await tasks.batchTrigger(TASK, [{ payload: { name: "Linus" } }, { payload: { name: "Ken" } }]);
+    for (const id of await runsOf(handle.batchId)) {
+      const done = await until("COMPLETED", async () => {
+        const run = await runs.retrieve(id);
+        return run.status === "COMPLETED" && run;
+      });
+      assert.match(done.output.message, /^Hello, (Linus|Ken)!$/);
+    }
+    const b = await batch.retrieve(handle.batchId);
+    assert.equal(b.status, "COMPLETED");
+  },
+
+  async aRepeatedItemKeyReturnsTheSameRun() {
+    const key = await idempotencyKeys.create(unique("order"));
+    const a = await tasks.trigger(TASK, { n: 1 }, { idempotencyKey: key });
+    const b = await tasks.batchTrigger(TASK, [{ payload: { n: 2 }, options: { idempotencyKey: key } }]);
+    assert.deepEqual(await runsOf(b.batchId), [a.id]);
+    const c = await tasks.trigger(TASK, { n: 3 }, { idempotencyKey: key });
+    assert.equal(c.id, a.id);
+  },
+
+  async aDuplicateKeyInsideOneBatchIsOneRun() {
+    const key = unique("dup");
+    const handle = await tasks.batchTrigger(TASK, [
+      { payload: { n: 1 }, options: { idempotencyKey: key } },
+      { payload: { n: 2 }, options: { idempotencyKey: key } },
+    ]);
+    const ids = await runsOf(handle.batchId);
+    assert.equal(ids[0], ids[1]);
+  },
+
+  async aRepeatedBatchKeyIsCachedAndSkipsTheItems() {
+    const key = unique("batch-key");
+    const a = await tasks.batchTrigger(TASK, [{ payload: { n: 1 } }], { idempotencyKey: key });
+    const b = await tasks.batchTrigger(TASK, [{ payload: { n: 2 } }], { idempotencyKey: key });
+    assert.equal(b.batchId, a.batchId);
+  },
+
+  async aDelayedRunIsDelayedCancelMakesItCanceledRescheduleMovesIt() {
+    const handle = await tasks.trigger(TASK, { n: 1 }, { delay: "1h" });
+    const delayed = await runs.retrieve(handle.id);
+    assert.equal(delayed.status, "DELAYED");
+    const moved = await runs.reschedule(handle.id, { delay: "3h" });
+    assert.ok(moved.delayedUntil.getTime() > delayed.delayedUntil.getTime() + 60 * 60 * 1000);
+    await runs.cancel(handle.id);
+    assert.equal((await runs.retrieve(handle.id)).status, "CANCELED");
+  },
+
+  async replayCreatesANewRun() {
+    const handle = await tasks.trigger(TASK, { name: "Replay" });
+    const replayed = await runs.replay(handle.id);
+    assert.notEqual(replayed.id, handle.id);
+    assert.deepEqual(decoded((await runs.retrieve(replayed.id)).payload), { name: "Replay" });
+  },
+
+  async listFilteredByTagFindsExactlyTheTaggedRuns() {
+    const tag = unique("list");
+    const handle = await tasks.batchTrigger(
+      TASK,
+      Array.from({ length: 5 }, (_, i) => ({ payload: { i }, options: { tags: [tag] } })),
+    );
+    const ids = await runsOf(handle.batchId);
+    const found = [];
+    for await (const run of runs.list({ tag, limit: 2 })) found.push(run.id);
+    assert.deepEqual(found.sort(), [...ids].sort());
+  },
+
+  async aWrongKeyIsAnAuthenticationError() {
+    await assert.rejects(
+      auth.withAuth({ accessToken: "tr_dev_not_the_key" }, () => runs.retrieve("run_123456789abcdefghijkm")),
+      AuthenticationError,
+    );
+  },
+
+  async tooManyTagsIsABadRequestWithoutRetries() {
+    const started = Date.now();
+    await assert.rejects(
+      tasks.trigger(TASK, {}, { tags: ["a", "b", "c", "d", "e", "f"] }),
+      (err) => err instanceof BadRequestError && /at most 5 tags/.test(err.message),
+    );
+    const handle = await tasks.batchTrigger(TASK, [{ payload: {}, options: { tags: ["a", "b", "c", "d", "e", "f"] } }])
+      .then(() => null, (err) => err);
+    assert.ok(handle instanceof BatchTriggerError, String(handle));
+    assert.match(String(handle.message), /at most 5 tags/);
+    // 4.x retries 5xx for about 9 s; a 400 answers at once.
+    assert.ok(Date.now() - started < 3000, `took ${Date.now() - started} ms`);
+  },
+
+  async aBatchOf1000ItemsIsAcceptedAndEveryRunIsReadable() {
+    const handle = await tasks.batchTrigger(
+      TASK,
+      Array.from({ length: 1000 }, (_, i) => ({ payload: { i }, options: { delay: "1h" } })),
+    );
+    assert.equal(handle.runCount, 1000);
+    const ids = await runsOf(handle.batchId);
+    assert.equal(new Set(ids).size, 1000);
+    for (const i of [0, 1, 499, 998, 999]) {
+      const run = await runs.retrieve(ids[i]);
+      assert.deepEqual(decoded(run.payload), { i });
+      assert.equal(run.status, "DELAYED");
+    }
+  },
+
+  async aPayloadOf200KiBRoundTrips() {
+    const blob = "x".repeat(200 * 1024);
+    const handle = await tasks.batchTrigger(TASK, [{ payload: { name: "Big", blob } }]);
+    const [id] = await runsOf(handle.batchId);
+    const run = await runs.retrieve(id);
+    // Offloaded by the SDK, stored in R2, resolved on read (tests/e2e checks the uploads).
+    assert.equal(decoded(run.payload).blob, blob);
+    assert.equal(decoded(run.payload).name, "Big");
+    const done = await until("COMPLETED", async () => {
+      const r = await runs.retrieve(id);
+      return r.status === "COMPLETED" && r;
+    });
+    assert.deepEqual(done.output, { message: "Hello, Big!" });
+  },
+};
+
+let failed = 0;
+for (const [name, check] of Object.entries(checks)) {
+  try {
+    await check();
+    console.log(`ok ${name}`);
+  } catch (err) {
+    failed += 1;
+    console.log(`FAILED ${name}: ${err?.stack ?? err}`);
+  }
+}
+process.exit(failed === 0 ? 0 : 1);
