@@ -163,7 +163,7 @@ async fn acknowledge(env: &Env, refs: &RunRefs) -> Result<(), String> {
         run_ids: refs.runs.clone(),
     };
     match client.call(&command).await.map_err(|e| e.detail)? {
-        StoreReply::Acknowledged { .. } => Ok(()),
+        StoreReply::Acknowledged => Ok(()),
         other => Err(format!("unexpected reply {other:?}")),
     }
 }

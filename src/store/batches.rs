@@ -118,31 +118,33 @@ impl RunStore {
         if state.aborted_at.is_some() {
             return Ok(StoreReply::BatchAborted);
         }
-        let mut accepted = 0;
-        for entry in entries {
-            accepted += sql
+        let count = || -> Result<i64> {
+            Ok(sql
                 .exec(
-                    "INSERT OR IGNORE INTO batch_items (batch_id, idx, task, run_id, error, error_code)
-                     VALUES (?, ?, ?, ?, ?, ?)",
-                    vec![
-                        batch_id.into(),
-                        i64::from(entry.index).into(),
-                        entry.task.as_str().into(),
-                        entry.run_id.as_deref().into(),
-                        entry.error.as_deref().into(),
-                        entry.error_code.as_deref().into(),
-                    ],
+                    "SELECT COUNT(*) AS n FROM batch_items WHERE batch_id = ?",
+                    vec![batch_id.into()],
                 )?
-                .rows_written();
+                .one::<CountRow>()?
+                .n
+                .max(0))
+        };
+        let before = count()?;
+        for entry in entries {
+            sql.exec(
+                "INSERT OR IGNORE INTO batch_items (batch_id, idx, task, run_id, error, error_code)
+                 VALUES (?, ?, ?, ?, ?, ?)",
+                vec![
+                    batch_id.into(),
+                    i64::from(entry.index).into(),
+                    entry.task.as_str().into(),
+                    entry.run_id.as_deref().into(),
+                    entry.error.as_deref().into(),
+                    entry.error_code.as_deref().into(),
+                ],
+            )?;
         }
-        let received = sql
-            .exec(
-                "SELECT COUNT(*) AS n FROM batch_items WHERE batch_id = ?",
-                vec![batch_id.into()],
-            )?
-            .one::<CountRow>()?
-            .n
-            .max(0);
+        let received = count()?;
+        let accepted = (received - before) as usize;
         let sealed = received >= state.run_count.unwrap_or(0);
         if sealed && state.sealed_at.is_none() {
             sql.exec(
@@ -152,7 +154,7 @@ impl RunStore {
         }
         Ok(StoreReply::ItemsRecorded {
             accepted,
-            deduplicated: entries.len() - accepted,
+            deduplicated: entries.len().saturating_sub(accepted),
             sealed,
         })
     }

@@ -183,9 +183,7 @@ pub enum StoreReply {
     Claimed {
         runs: Vec<ClaimedRun>,
     },
-    Acknowledged {
-        removed: usize,
-    },
+    Acknowledged,
     Started(Box<AttemptStart>),
     /// The executor holding this lease already started attempt `attempt` and restarted.
     AlreadyStarted {

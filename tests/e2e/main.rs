@@ -7,6 +7,7 @@ mod execution;
 mod harness;
 mod sdk;
 mod task_server;
+mod two_step;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -100,7 +101,11 @@ fn main() {
         },
     ));
 
-    for (name, case) in execution::cases().into_iter().chain(sdk::cases()) {
+    for (name, case) in execution::cases()
+        .into_iter()
+        .chain(two_step::cases())
+        .chain(sdk::cases())
+    {
         let (worker, tasks) = (worker.clone(), tasks.clone());
         trials.push(Trial::test(name, move || {
             case(worker.as_deref().expect("worker started"), &tasks)
