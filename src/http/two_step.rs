@@ -160,6 +160,34 @@ pub async fn stream_items(
     mut req: Request,
     batch_id: &str,
 ) -> Result<Response, ApiError> {
+    let Ok(mut body) = req.stream() else {
+        return items(ctx, &req, None, batch_id).await;
+    };
+    let result = items(ctx, &req, Some(&mut body), batch_id).await;
+    if result.is_err() {
+        // Read a little of what the client is still sending before answering, so that a
+        // refused stream does not leave the connection half-read (wrangler's dev proxy
+        // then fails the next request). Bounded: a client cannot keep us reading.
+        let mut drained = 0;
+        while drained < DRAIN_BYTES {
+            match body.next().await {
+                Some(Ok(chunk)) => drained += chunk.len(),
+                _ => break,
+            }
+        }
+    }
+    result
+}
+
+/// How much of a refused stream is read before the answer.
+const DRAIN_BYTES: usize = 256 * 1024;
+
+async fn items(
+    ctx: &Ctx<'_>,
+    req: &Request,
+    body: Option<&mut worker::ByteStream>,
+    batch_id: &str,
+) -> Result<Response, ApiError> {
     let content_type = req
         .headers()
         .get("content-type")
@@ -203,7 +231,7 @@ pub async fn stream_items(
         sealed: batch.completed_at.is_some(),
     };
     let mut lines = LineSplitter::new(MAX_BODY_BYTES);
-    if let Ok(mut body) = req.stream() {
+    if let Some(body) = body {
         while let Some(chunk) = body.next().await {
             let chunk = chunk
                 .map_err(|_| ApiError::BadRequest("Could not read the request body".into()))?;

@@ -1,0 +1,57 @@
+// The production-like local path: the built worker loaded by Miniflare's API directly,
+// without wrangler's dev proxy and inspector. Usage:
+//   node bench/miniflare.mjs worker|hello <port> <state dir> [tasks JSON]
+// Prints "ready <url>" and serves until it is killed.
+import { Miniflare } from "miniflare";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+const [which, port, state, tasksJson] = process.argv.slice(2);
+
+const options =
+  which === "hello"
+    ? {
+        name: "bench-hello",
+        modules: true,
+        scriptPath: path.join(root, "bench/hello/index.js"),
+        compatibilityDate: "2026-04-01",
+      }
+    : {
+        name: "trigger-edge",
+        modulesRoot: path.join(root, "build"),
+        modules: [
+          { type: "ESModule", path: path.join(root, "build/index.js") },
+          { type: "CompiledWasm", path: path.join(root, "build/index_bg.wasm") },
+        ],
+        compatibilityDate: "2026-04-01",
+        bindings: {
+          TRIGGER_SECRET_KEYS: "tr_dev_bench_key",
+          TASK_SIGNING_SECRET: "bench-signing-secret-0123456789",
+          MAX_BATCH_ITEMS: "100",
+          TASKS: JSON.parse(tasksJson),
+        },
+        durableObjects: {
+          RUN_STORE: { className: "RunStore", useSQLite: true },
+          QUEUE_GATE: { className: "QueueGate", useSQLite: true },
+          RUN_EXECUTOR: { className: "RunExecutor", useSQLite: true },
+        },
+        queueProducers: { RUNS: "trigger-edge-runs", DEAD_LETTERS: "trigger-edge-runs-dead" },
+        queueConsumers: {
+          "trigger-edge-runs": { maxBatchSize: 100, maxBatchTimeout: 1, maxRetries: 10 },
+        },
+        r2Buckets: ["PACKETS"],
+        serviceBindings: { SELF: "trigger-edge" },
+        durableObjectsPersist: path.join(state, "do"),
+        r2Persist: path.join(state, "r2"),
+      };
+
+const mf = new Miniflare({ host: "127.0.0.1", port: Number(port), ...options });
+const url = await mf.ready;
+console.log(`ready ${url}`);
+const stop = async () => {
+  await mf.dispose();
+  process.exit(0);
+};
+process.on("SIGTERM", stop);
+process.on("SIGINT", stop);

@@ -1,0 +1,325 @@
+// The benchmark. Builds nothing itself (bench/run does), then for each path — wrangler dev
+// (what users run) and Miniflare's API (production-like: no dev proxy, no inspector) —
+// starts the hello-world ceiling and the worker with fresh storage, drives them with wrk
+// at 16 connections, and writes bench/out/report.json and report.md. Every figure is also
+// given as a ratio to the ceiling measured in the same run on the same path.
+//
+//   node bench/run.mjs [--quick] [--path wrangler|miniflare]
+import { spawn, execFileSync } from "node:child_process";
+import fs from "node:fs";
+import http from "node:http";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import zlib from "node:zlib";
+import { fileURLToPath } from "node:url";
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+const args = process.argv.slice(2);
+const quick = args.includes("--quick");
+const onlyPath = args.includes("--path") ? args[args.indexOf("--path") + 1] : null;
+const DURATION = quick ? 5 : 15;
+const ROUNDS = quick ? 1 : 2;
+const KEY = "tr_dev_bench_key";
+const out = path.join(root, "bench/out");
+fs.mkdirSync(out, { recursive: true });
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const log = (...a) => console.error("bench:", ...a);
+
+// ---------------------------------------------------------------------------------------
+// The task endpoint: answers at once (or after `sleepMs`), records when each run was
+// called relative to its createdAt, and when each call ended.
+const calls = [];
+const endpoint = http.createServer((req, res) => {
+  const chunks = [];
+  req.on("data", (c) => chunks.push(c));
+  req.on("end", () => {
+    const calledAt = Date.now();
+    let body = {};
+    try { body = JSON.parse(Buffer.concat(chunks).toString()); } catch {}
+    const work = body?.payload?.sleepMs ?? 0;
+    setTimeout(() => {
+      calls.push({ queue: body.queue, createdAt: Date.parse(body.createdAt), calledAt, endedAt: Date.now() });
+      res.writeHead(200, { "content-type": "application/json" });
+      res.end('{"ok":true}');
+    }, work);
+  });
+});
+await new Promise((r) => endpoint.listen(0, "127.0.0.1", r));
+const endpointUrl = `http://127.0.0.1:${endpoint.address().port}/task`;
+
+const tasks = { "hello-world": { service: "SELF", path: "/examples/hello-world" } };
+for (let i = 0; i < 8; i++) {
+  tasks[`bench-${i}`] = { endpoint: endpointUrl, queue: { name: "bench-fast", concurrencyLimit: 1000 }, maxDuration: 60 };
+}
+tasks["bench-gate"] = { endpoint: endpointUrl, queue: { name: "bench-gate", concurrencyLimit: 10 }, maxDuration: 60 };
+
+// ---------------------------------------------------------------------------------------
+// Processes.
+const freePort = () =>
+  new Promise((r) => {
+    const s = net.createServer();
+    s.listen(0, "127.0.0.1", () => {
+      const { port } = s.address();
+      s.close(() => r(port));
+    });
+  });
+
+function descendants(pid) {
+  const parents = new Map();
+  for (const entry of fs.readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = fs.readFileSync(`/proc/${entry}/stat`, "utf8");
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      parents.set(Number(entry), Number(fields[1]));
+    } catch {}
+  }
+  const all = [pid];
+  for (let i = 0; i < all.length; i++) for (const [child, parent] of parents) if (parent === all[i]) all.push(child);
+  return all;
+}
+
+/** CPU milliseconds and peak RSS (KiB) of a process tree. */
+function usage(pid) {
+  const tick = 1000 / 100;
+  let cpu = 0, rss = 0;
+  for (const p of descendants(pid)) {
+    try {
+      const stat = fs.readFileSync(`/proc/${p}/stat`, "utf8");
+      const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      cpu += (Number(f[11]) + Number(f[12])) * tick;
+      const status = fs.readFileSync(`/proc/${p}/status`, "utf8");
+      rss += Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? 0);
+    } catch {}
+  }
+  return { cpu, rss };
+}
+
+async function waitServing(url, child, ms = 180_000) {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (child.exitCode !== null) throw new Error(`server exited (${child.exitCode})`);
+    try {
+      await fetch(url);
+      return;
+    } catch {}
+    await sleep(200);
+  }
+  throw new Error(`not serving: ${url}`);
+}
+
+async function startServer(pathName, which) {
+  const port = await freePort();
+  const state = fs.mkdtempSync(path.join(os.tmpdir(), `bench-${which}-`));
+  let child;
+  const started = Date.now();
+  if (pathName === "miniflare") {
+    child = spawn("node", [path.join(root, "bench/miniflare.mjs"), which, String(port), state, JSON.stringify(tasks)], {
+      stdio: ["ignore", "ignore", "inherit"],
+      detached: true,
+    });
+  } else {
+    let config;
+    if (which === "hello") {
+      config = path.join(root, "bench/hello/wrangler.toml");
+    } else {
+      const text = fs.readFileSync(path.join(root, "wrangler.toml"), "utf8");
+      const withoutBuild = text
+        .replace(/\[build\][^\[]*/s, "")
+        .replace(/^main = .*$/m, `main = "${path.join(root, "build/index.js")}"`)
+        .replace(/^name = .*$/m, `name = "trigger-edge-bench-${process.pid}"`)
+        .replace(/service = "trigger-edge"/, `service = "trigger-edge-bench-${process.pid}"`);
+      const tasksToml = Object.entries(tasks)
+        .map(([id, t]) => `\n[vars.TASKS.${id}]\n` + Object.entries(t).map(([k, v]) => `${k} = ${toml(v)}`).join("\n"))
+        .join("\n");
+      const noTasks = withoutBuild.replace(/\[vars\.TASKS\.[^\]]+\][^\[]*/gs, "");
+      config = path.join(state, "wrangler.toml");
+      fs.writeFileSync(config, noTasks + tasksToml + "\n");
+      fs.writeFileSync(path.join(state, ".dev.vars"), `TRIGGER_SECRET_KEYS=${KEY}\nTASK_SIGNING_SECRET=bench-signing-secret-0123456789\n`);
+    }
+    child = spawn(
+      path.join(root, "node_modules/.bin/wrangler"),
+      ["dev", "--config", config, "--ip", "127.0.0.1", "--port", String(port), "--inspector-port", String(await freePort()),
+       "--persist-to", path.join(state, "state"), "--log-level", "warn", "--show-interactive-dev-session=false"],
+      { cwd: root, stdio: ["ignore", "ignore", "inherit"], detached: true, env: { ...process.env, WRANGLER_SEND_METRICS: "false" } },
+    );
+  }
+  const base = `http://127.0.0.1:${port}`;
+  await waitServing(base + "/", child);
+  return { child, base, coldStartMs: Date.now() - started, stop: () => { try { process.kill(-child.pid, "SIGTERM"); } catch {} } };
+}
+
+function toml(v) {
+  if (typeof v === "string") return JSON.stringify(v);
+  if (typeof v === "number") return String(v);
+  return "{ " + Object.entries(v).map(([k, x]) => `${k} = ${toml(x)}`).join(", ") + " }";
+}
+
+// ---------------------------------------------------------------------------------------
+// Scenarios.
+function wrk(server, env) {
+  const before = usage(server.child.pid);
+  const text = execFileSync(
+    "wrk",
+    ["-t2", "-c16", `-d${DURATION}s`, "--timeout", "10s", "-s", path.join(root, "bench/accept.lua"), server.base],
+    { env: { ...process.env, BENCH_KEY: KEY, ...env }, encoding: "utf8", maxBuffer: 1 << 24 },
+  );
+  const after = usage(server.child.pid);
+  const result = JSON.parse(text.split("\n").find((l) => l.startsWith("RESULT ")).slice(7));
+  const seconds = result.duration_us / 1e6;
+  const ok = Object.entries(result.statuses).filter(([s]) => s.startsWith("2")).reduce((n, [, c]) => n + c, 0);
+  const non2xx = Object.fromEntries(Object.entries(result.statuses).filter(([s]) => !s.startsWith("2")));
+  return {
+    requestsPerSec: result.requests / seconds,
+    okPerSec: ok / seconds,
+    runsPerSec: (ok * Number(env.BENCH_ITEMS ?? 1)) / seconds,
+    p50ms: result.p50_us / 1000, p90ms: result.p90_us / 1000, p99ms: result.p99_us / 1000, maxms: result.max_us / 1000,
+    non2xx, socketErrors: result.socket_errors,
+    cpuMsPerRequest: (after.cpu - before.cpu) / Math.max(1, result.requests),
+    peakRssMiB: after.rss / 1024,
+  };
+}
+
+const median = (xs) => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)]; };
+const pct = (xs, p) => { const s = [...xs].sort((a, b) => a - b); return s[Math.min(s.length - 1, Math.floor((s.length * p) / 100))]; };
+
+async function post(base, task, items) {
+  const res = await fetch(`${base}/api/v1/tasks/${task}/batch`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${KEY}`, "content-type": "application/json" },
+    body: JSON.stringify({ items }),
+  });
+  if (!res.ok) throw new Error(`batch answered ${res.status}: ${await res.text()}`);
+}
+
+/** Triggers `count` runs of `task` in batches of 100, 16 requests at a time. */
+async function triggerMany(base, task, count, payload) {
+  const batches = Array.from({ length: Math.ceil(count / 100) }, (_, b) =>
+    Array.from({ length: Math.min(100, count - b * 100) }, () => ({ payload })));
+  const queue = [...batches];
+  await Promise.all(Array.from({ length: 16 }, async () => {
+    while (queue.length) await post(base, task, queue.shift());
+  }));
+}
+
+async function waitCalls(queue, count, ms) {
+  const end = Date.now() + ms;
+  while (calls.filter((c) => c.queue === queue).length < count) {
+    if (Date.now() > end) throw new Error(`only ${calls.filter((c) => c.queue === queue).length}/${count} calls of ${queue}`);
+    await sleep(100);
+  }
+  return calls.filter((c) => c.queue === queue);
+}
+
+async function execute(server) {
+  calls.length = 0;
+  const count = quick ? 2000 : 10000;
+  const started = Date.now();
+  await triggerMany(server.base, "bench-0", count, { n: 1 });
+  const done = await waitCalls("bench-fast", count, 600_000);
+  const lastEnd = Math.max(...done.map((c) => c.endedAt));
+  const latencies = done.map((c) => c.calledAt - c.createdAt);
+  return {
+    runs: count,
+    runsCompletedPerSec: count / ((lastEnd - started) / 1000),
+    queuedToCallP50ms: pct(latencies, 50),
+    queuedToCallP99ms: pct(latencies, 99),
+  };
+}
+
+async function gate(server) {
+  calls.length = 0;
+  const count = quick ? 500 : 2000;
+  const started = Date.now();
+  await triggerMany(server.base, "bench-gate", count, { sleepMs: 5 });
+  const done = await waitCalls("bench-gate", count, 600_000);
+  const starts = done.map((c) => c.calledAt).sort((a, b) => a - b);
+  const ends = done.map((c) => c.endedAt).sort((a, b) => a - b);
+  // With 10 slots, the (i+10)-th start takes the slot the i-th end freed.
+  const handovers = [];
+  for (let i = 0; i + 10 < starts.length; i++) handovers.push(Math.max(0, starts[i + 10] - ends[i]));
+  return {
+    runs: count,
+    runsPerSec: count / ((Math.max(...ends) - started) / 1000),
+    handoverP50ms: pct(handovers, 50),
+    handoverP99ms: pct(handovers, 99),
+  };
+}
+
+const accepts = [
+  ["batch of 1", { BENCH_ITEMS: "1", BENCH_TASKS: "8" }],
+  ["batch of 10", { BENCH_ITEMS: "10", BENCH_TASKS: "8" }],
+  ["batch of 100", { BENCH_ITEMS: "100", BENCH_TASKS: "8" }],
+  ["batch of 100, one task", { BENCH_ITEMS: "100", BENCH_TASKS: "1" }],
+  ["batch of 100, half the keys repeating", { BENCH_ITEMS: "100", BENCH_TASKS: "8", BENCH_REPEAT: "1" }],
+];
+
+// ---------------------------------------------------------------------------------------
+const report = { date: new Date().toISOString(), quick, durationSec: DURATION, rounds: ROUNDS, machine: `${os.cpus().length} cores, ${Math.round(os.totalmem() / 2 ** 30)} GiB`, paths: {} };
+const wasm = fs.readFileSync(path.join(root, "build/index_bg.wasm"));
+report.size = { wasmBytes: wasm.length, wasmGzipBytes: zlib.gzipSync(wasm, { level: 9 }).length };
+
+for (const pathName of onlyPath ? [onlyPath] : ["miniflare", "wrangler"]) {
+  log(`path ${pathName}`);
+  const result = { ceiling: [], scenarios: {} };
+  for (let round = 0; round < ROUNDS; round++) {
+    const hello = await startServer(pathName, "hello");
+    result.ceiling.push(wrk(hello, { BENCH_ITEMS: "1" }));
+    result.helloColdStartMs = hello.coldStartMs;
+    hello.stop();
+    await sleep(1000);
+    const worker = await startServer(pathName, "worker");
+    result.workerColdStartMs = worker.coldStartMs;
+    for (const [name, env] of accepts) {
+      log(`  ${name} (round ${round + 1})`);
+      (result.scenarios[name] ??= []).push(wrk(worker, env));
+    }
+    log(`  execute (round ${round + 1})`);
+    (result.execute ??= []).push(await execute(worker));
+    log(`  gate (round ${round + 1})`);
+    (result.gate ??= []).push(await gate(worker));
+    worker.stop();
+    await sleep(1000);
+  }
+  report.paths[pathName] = result;
+}
+endpoint.close();
+fs.writeFileSync(path.join(out, "report.json"), JSON.stringify(report, null, 2));
+
+// ---------------------------------------------------------------------------------------
+// The Markdown report: medians over the rounds, ratios to the ceiling, targets.
+const lines = [`# Benchmark ${report.date}${quick ? " (quick)" : ""}`, "",
+  `${report.machine}; wrk -t2 -c16, ${DURATION} s per scenario, median of ${ROUNDS} round(s).`,
+  `wasm: ${(report.size.wasmBytes / 1024).toFixed(0)} KiB raw, ${(report.size.wasmGzipBytes / 1024).toFixed(0)} KiB gzipped (target ≤ 1 MB raw: ${report.size.wasmBytes <= 1e6 ? "met" : "MISSED"}).`, ""];
+for (const [pathName, r] of Object.entries(report.paths)) {
+  const ceiling = median(r.ceiling.map((c) => c.requestsPerSec));
+  lines.push(`## ${pathName === "miniflare" ? "Miniflare API (production-like)" : "wrangler dev"}`, "",
+    `Ceiling (hello-world): ${ceiling.toFixed(0)} requests/s, CPU ${median(r.ceiling.map((c) => c.cpuMsPerRequest)).toFixed(2)} ms/request. Cold start: hello ${r.helloColdStartMs} ms, worker ${r.workerColdStartMs} ms.`, "",
+    "| scenario | requests/s | × ceiling | runs/s | runs/s × ceiling | p50 | p90 | p99 | max | non-2xx | CPU ms/req | peak RSS MiB |",
+    "|---|---|---|---|---|---|---|---|---|---|---|---|");
+  for (const [name, rounds] of Object.entries(r.scenarios)) {
+    const m = (k) => median(rounds.map((x) => x[k]));
+    const non2xx = rounds.map((x) => JSON.stringify(x.non2xx)).join(" ");
+    lines.push(`| ${name} | ${m("requestsPerSec").toFixed(0)} | ${(m("requestsPerSec") / ceiling).toFixed(2)} | ${m("runsPerSec").toFixed(0)} | ${(m("runsPerSec") / ceiling).toFixed(2)} | ${m("p50ms").toFixed(1)} | ${m("p90ms").toFixed(1)} | ${m("p99ms").toFixed(1)} | ${m("maxms").toFixed(0)} | ${non2xx} | ${m("cpuMsPerRequest").toFixed(2)} | ${m("peakRssMiB").toFixed(0)} |`);
+  }
+  const ex = (k) => median(r.execute.map((x) => x[k]));
+  const gt = (k) => median(r.gate.map((x) => x[k]));
+  const b1 = median(r.scenarios["batch of 1"].map((x) => x.requestsPerSec)) / ceiling;
+  const b100 = median(r.scenarios["batch of 100"].map((x) => x.runsPerSec)) / ceiling;
+  const b100one = median(r.scenarios["batch of 100, one task"].map((x) => x.runsPerSec)) / ceiling;
+  const fiveXX = Object.values(r.scenarios).flat().some((x) => Object.keys(x.non2xx).some((s) => s.startsWith("5") && s !== "503"));
+  lines.push("", `Execute: ${r.execute[0].runs} runs, ${ex("runsCompletedPerSec").toFixed(0)} completed/s; QUEUED→call p50 ${ex("queuedToCallP50ms")} ms, p99 ${ex("queuedToCallP99ms")} ms.`,
+    `Gate (limit 10): ${r.gate[0].runs} runs, ${gt("runsPerSec").toFixed(0)} runs/s; handover p50 ${gt("handoverP50ms")} ms, p99 ${gt("handoverP99ms")} ms.`, "",
+    "| target | measured | |", "|---|---|---|",
+    `| batch of 1 ≥ 0.5× ceiling requests/s | ${b1.toFixed(2)}× | ${b1 >= 0.5 ? "met" : "missed"} |`,
+    `| batch of 100 ≥ 8× ceiling in runs/s | ${b100.toFixed(2)}× | ${b100 >= 8 ? "met" : "missed"} |`,
+    `| batch of 100, one task ≥ 8× ceiling in runs/s | ${b100one.toFixed(2)}× | ${b100one >= 8 ? "met" : "missed"} |`,
+    `| zero 5xx other than 503 | ${fiveXX ? "some" : "none"} | ${fiveXX ? "missed" : "met"} |`,
+    `| ≥ 1,000 runs completed/s | ${ex("runsCompletedPerSec").toFixed(0)} | ${ex("runsCompletedPerSec") >= 1000 ? "met" : "missed"} |`,
+    `| QUEUED→call p50 < 50 ms | ${ex("queuedToCallP50ms")} ms | ${ex("queuedToCallP50ms") < 50 ? "met" : "missed"} |`,
+    `| gate handover p50 < 20 ms | ${gt("handoverP50ms")} ms | ${gt("handoverP50ms") < 20 ? "met" : "missed"} |`, "");
+}
+fs.writeFileSync(path.join(out, "report.md"), lines.join("\n") + "\n");
+console.log(lines.join("\n"));
+process.exit(0);
