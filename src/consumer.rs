@@ -10,16 +10,13 @@
 //! message never fails the batch, and a message whose runs did not all reach their gates
 //! is retried (a repeat is harmless: stores claim idempotently, gates ignore duplicates).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 
 use worker::{console_error, console_log, Env, MessageBatch, MessageExt, RawMessage};
 
 use crate::domain::delivery::RunRefs;
-use crate::domain::execution::LEASE_MARGIN_MS;
-use crate::domain::gate::{LimitUpdate, Ticket};
-use crate::gate::client::{gate_name, QueueGateClient};
-use crate::gate::protocol::GateCommand;
-use crate::store::client::{env_of_store, RunStoreClient};
+use crate::offers::Offers;
+use crate::store::client::RunStoreClient;
 use crate::store::protocol::{ClaimedRun, StoreCommand, StoreReply};
 
 struct Delivery {
@@ -55,24 +52,12 @@ pub async fn consume(batch: MessageBatch<serde_json::Value>, env: Env) {
     }
 
     // 1. Claims, per message.
-    let mut offers: BTreeMap<String, (Vec<Ticket>, Option<LimitUpdate>)> = BTreeMap::new();
+    let mut offers = Offers::default();
     for delivery in &mut deliveries {
         match claim(&env, &delivery.refs).await {
             Ok(runs) => {
                 for run in runs {
-                    let gate = gate_name(env_of_store(&delivery.refs.store), &run.queue);
-                    let offer = offers.entry(gate.clone()).or_default();
-                    if let Some(limit) = run.queue_limit {
-                        let update = LimitUpdate {
-                            limit,
-                            set_at: run.limit_set_at,
-                        };
-                        if offer.1.is_none_or(|u| u.set_at <= update.set_at) {
-                            offer.1 = Some(update);
-                        }
-                    }
-                    offer.0.push(ticket(&delivery.refs.store, run));
-                    delivery.gates.insert(gate);
+                    delivery.gates.insert(offers.add(&delivery.refs.store, run));
                 }
             }
             Err(e) => {
@@ -86,26 +71,7 @@ pub async fn consume(batch: MessageBatch<serde_json::Value>, env: Env) {
     }
 
     // 2. One offer per gate.
-    let mut failed_gates = HashSet::new();
-    for (gate, (tickets, limit)) in offers {
-        let count = tickets.len();
-        let command = GateCommand::Offer {
-            gate: gate.clone(),
-            tickets,
-            limit,
-        };
-        let result = match QueueGateClient::new(&env, &gate) {
-            Ok(client) => client.call(&command).await.map(|_| ()),
-            Err(e) => Err(e),
-        };
-        match result {
-            Ok(()) => console_log!("queue: offered {count} runs to {gate}"),
-            Err(e) => {
-                console_error!("queue: offering runs to {gate} failed: {e}");
-                failed_gates.insert(gate);
-            }
-        }
-    }
+    let failed_gates = offers.send(&env).await;
 
     // 3. Acknowledge and ack what fully reached its gates; retry the rest.
     for delivery in deliveries {
@@ -131,19 +97,6 @@ async fn dead_letter(env: &Env, message: &RawMessage) -> worker::Result<()> {
     env.queue(DEAD_LETTERS)?
         .send(serde_json::json!({ "unreadable": body }))
         .await
-}
-
-/// A run's place at its gate. The lease lasts the run's `maxDuration` (fixed when it was
-/// accepted) plus a margin.
-fn ticket(store: &str, run: ClaimedRun) -> Ticket {
-    Ticket {
-        run_id: run.run_id,
-        store: store.to_owned(),
-        concurrency_key: run.concurrency_key.unwrap_or_default(),
-        queued_at: run.queued_at,
-        expires_at: run.expires_at,
-        lease_ms: u64::from(run.max_duration_secs) * 1000 + LEASE_MARGIN_MS,
-    }
 }
 
 async fn claim(env: &Env, refs: &RunRefs) -> Result<Vec<ClaimedRun>, String> {

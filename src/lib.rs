@@ -22,6 +22,7 @@ pub mod domain;
 pub mod executor;
 pub mod gate;
 pub mod http;
+pub mod offers;
 pub mod packets;
 pub mod rpc;
 pub mod runtime;
@@ -40,8 +41,8 @@ fn start() {
 }
 
 #[event(fetch)]
-async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<Response> {
-    Ok(http::handle(req, env).await)
+async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
+    Ok(http::handle(req, env, ctx).await)
 }
 
 #[event(queue)]

@@ -105,11 +105,15 @@ async fn submit(
             batch_id,
             runs,
             cached,
-        } => Ok(Submitted {
-            batch_id,
-            runs,
-            cached,
-        }),
+            ready,
+        } => {
+            ctx.offer_soon(&store, ready);
+            Ok(Submitted {
+                batch_id,
+                runs,
+                cached,
+            })
+        }
         StoreReply::BatchKeyConflict => Err(ApiError::Unprocessable(
             "Idempotency key was already used for a different batch".into(),
         )),

@@ -11,7 +11,7 @@ mod two_step;
 
 use futures_util::StreamExt;
 use serde::Serialize;
-use worker::{console_error, Env, Request, Response};
+use worker::{console_error, Context, Env, Request, Response};
 
 use crate::domain::auth::{AuthError, Environment};
 use crate::domain::config::Config;
@@ -21,12 +21,12 @@ use routes::{route, NoRoute, Route};
 /// The largest request body read (API.md section 2): 3 MiB.
 pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
 
-pub async fn handle(req: Request, env: Env) -> Response {
-    let result = dispatch(req, &env).await;
+pub async fn handle(req: Request, env: Env, context: Context) -> Response {
+    let result = dispatch(req, &env, &context).await;
     result.unwrap_or_else(|err| error_response(&err))
 }
 
-async fn dispatch(req: Request, env: &Env) -> Result<Response, ApiError> {
+async fn dispatch(req: Request, env: &Env, context: &Context) -> Result<Response, ApiError> {
     let url = req.url().map_err(|_| ApiError::NotFound("Not found"))?;
     let route = route(req.method().as_ref(), url.path()).map_err(|e| match e {
         NoRoute::NotFound => ApiError::NotFound("Not found"),
@@ -47,6 +47,7 @@ async fn dispatch(req: Request, env: &Env) -> Result<Response, ApiError> {
         env,
         config: &config,
         environment,
+        context,
     };
     match route {
         Route::TriggerBatch { task } => batches::trigger_batch(&ctx, req, &task).await,
@@ -75,6 +76,26 @@ pub struct Ctx<'a> {
     pub env: &'a Env,
     pub config: &'a Config,
     pub environment: Environment,
+    /// For work that may finish after the response (offering new runs to their gates).
+    pub context: &'a Context,
+}
+
+impl Ctx<'_> {
+    /// Offers runs a trigger just created to their gates, after the response: they can
+    /// start without waiting for the queue, which delivers them anyway.
+    pub fn offer_soon(&self, store: &str, ready: Vec<crate::store::protocol::ClaimedRun>) {
+        if ready.is_empty() {
+            return;
+        }
+        let mut offers = crate::offers::Offers::default();
+        for run in ready {
+            offers.add(store, run);
+        }
+        let env = self.env.clone();
+        self.context.wait_until(async move {
+            offers.send(&env).await;
+        });
+    }
 }
 
 fn authenticate(req: &Request, config: &Config) -> Result<Environment, ApiError> {

@@ -390,7 +390,10 @@ impl Stream<'_, '_> {
                 .call(&command)
                 .await?
             {
-                StoreReply::Triggered { runs, .. } => runs,
+                StoreReply::Triggered { runs, ready, .. } => {
+                    self.ctx.offer_soon(&store, ready);
+                    runs
+                }
                 other => {
                     worker::console_error!("run store answered batch items with {other:?}");
                     return Err(ApiError::Internal { retry: true });

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use worker::{Result, SqlStorage, SqlStorageValue};
 
-use super::protocol::{StoreReply, TriggerBatch};
+use super::protocol::{ClaimedRun, StoreReply, TriggerBatch};
 use super::sql::{exec_in_chunks, opt_i64, transaction};
 use super::{internal, now, schema, RunStore};
 use crate::domain::delivery::{self, REDELIVER_AFTER_MS};
@@ -83,6 +83,7 @@ impl RunStore {
                         batch_id: Some(batch_id),
                         runs: batch.runs,
                         cached,
+                        ready: Vec::new(),
                     });
                 }
                 BatchKeyDecision::Conflict => return Ok(StoreReply::BatchKeyConflict),
@@ -120,13 +121,27 @@ impl RunStore {
 
         let runs: Vec<String> = outcomes.iter().map(|o| o.run_id.clone()).collect();
         let cached: Vec<bool> = outcomes.iter().map(|o| !o.created).collect();
-        let send_now: Vec<String> = cmd
+        let ready: Vec<ClaimedRun> = cmd
             .items
             .iter()
             .zip(&outcomes)
             .filter(|(item, o)| o.created && item.delay_until.is_none())
-            .map(|(_, o)| o.run_id.clone())
+            .map(|(item, o)| ClaimedRun {
+                run_id: o.run_id.clone(),
+                queue: item.queue.clone().unwrap_or_default(),
+                concurrency_key: item.concurrency_key.clone(),
+                queue_limit: item.queue_limit,
+                limit_set_at: now,
+                queued_at: now,
+                expires_at: item
+                    .ttl
+                    .clone()
+                    .flatten()
+                    .map(|t| now.saturating_add(t.ms.min(i64::MAX as u64) as i64)),
+                max_duration_secs: item.max_duration.unwrap_or(300),
+            })
             .collect();
+        let send_now: Vec<String> = ready.iter().map(|r| r.run_id.clone()).collect();
         let batch_id = cmd.batch_id.clone();
         let write_sql = sql.clone();
         let reply_runs = runs.clone();
@@ -139,6 +154,7 @@ impl RunStore {
             batch_id,
             runs,
             cached,
+            ready,
         })
     }
 

@@ -174,6 +174,9 @@ pub enum StoreReply {
         batch_id: Option<String>,
         runs: Vec<String>,
         cached: Vec<bool>,
+        /// The runs this call created that may start now, for the edge to offer to their
+        /// gates at once (the queue delivers them too: the fast path is only faster).
+        ready: Vec<ClaimedRun>,
     },
     /// The batch key is held by a batch with another body.
     BatchKeyConflict,

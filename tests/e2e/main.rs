@@ -249,7 +249,12 @@ fn batch_of_100_items_returns_100_distinct_ids_in_order_each_readable(
         ensure_eq(run.status, 200, "read status")?;
         let run = run.json();
         ensure_eq(&run["payload"], &json!({"i": i}), "payload in item order")?;
-        ensure_eq(&run["status"], &json!("QUEUED"), "status")?;
+        // Not delayed: queued, or already on its way through the example task.
+        let status = run["status"].as_str().unwrap_or_default();
+        ensure(
+            ["QUEUED", "EXECUTING", "COMPLETED"].contains(&status),
+            format!("status {status}"),
+        )?;
         ensure_eq(&run["batchId"], &json!(batch_id), "batchId")?;
         ensure_eq(&run["taskIdentifier"], &json!("hello-world"), "task")?;
         ensure_eq(&run["tags"], &json!([tag]), "tags")?;
@@ -511,7 +516,11 @@ fn delayed_and_ttl_runs_show_delayed_until_and_ttl(w: &Worker) -> Result<(), Fai
     )?;
     ensure_eq(&date["ttl"], &json!("3600s"), "ttl seconds")?;
     let past = read_run(w, &runs[2]).json();
-    ensure_eq(&past["status"], &json!("QUEUED"), "a past date runs now")?;
+    let status = past["status"].as_str().unwrap_or_default();
+    ensure(
+        ["QUEUED", "EXECUTING", "COMPLETED"].contains(&status),
+        format!("a past date runs now, not {status}"),
+    )?;
     ensure(
         past.get("delayedUntil").is_none(),
         "no delayedUntil for a past date",
