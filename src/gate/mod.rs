@@ -12,7 +12,7 @@ pub mod protocol;
 
 use std::cell::{Cell, RefCell};
 
-use futures_util::future::join_all;
+use futures_util::stream::{self, StreamExt};
 use serde::Deserialize;
 use worker::{
     console_error, durable_object, DurableObject, Env, Request, Response, Result, SqlStorage, State,
@@ -35,6 +35,9 @@ const SCHEMA: &[&str] = &[
     // Runs holding a slot: the lease as JSON.
     "CREATE TABLE IF NOT EXISTS running (run_id TEXT PRIMARY KEY, lease TEXT NOT NULL)",
 ];
+
+/// Executor starts a gate keeps in flight at once.
+const LAUNCH_CONCURRENCY: usize = 32;
 
 #[durable_object]
 pub struct QueueGate {
@@ -265,15 +268,18 @@ impl QueueGate {
     /// Starts an executor for every admitted run. One that cannot be started keeps its
     /// lease until it expires; the alarm then gives the run back its place.
     async fn launch(&self, gate: &str, admitted: Vec<Lease>) {
-        let starts = admitted.into_iter().map(|lease| async move {
-            if let Err(e) = start_executor(&self.env, gate, &lease).await {
-                console_error!(
-                    "queue gate {gate}: starting {} failed: {e}",
-                    lease.ticket.run_id
-                );
-            }
-        });
-        join_all(starts).await;
+        // At most LAUNCH_CONCURRENCY calls in flight: a queue with a high limit may admit a
+        // thousand runs in one step, and that many simultaneous calls strain the runtime.
+        stream::iter(admitted)
+            .for_each_concurrent(LAUNCH_CONCURRENCY, |lease| async move {
+                if let Err(e) = start_executor(&self.env, gate, &lease).await {
+                    console_error!(
+                        "queue gate {gate}: starting {} failed: {e}",
+                        lease.ticket.run_id
+                    );
+                }
+            })
+            .await;
     }
 }
 
