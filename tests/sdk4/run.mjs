@@ -7,24 +7,13 @@ import {
   configure, tasks, runs, batch, idempotencyKeys, auth,
   AuthenticationError, BadRequestError, BatchTriggerError,
 } from "@trigger.dev/sdk";
+import { runChecks, unique, until } from "../sdk_checks.mjs";
 
 configure({ baseURL: process.env.TRIGGER_API_URL, accessToken: process.env.TRIGGER_SECRET_KEY });
 
 const TASK = "hello-world";
-const unique = (name) => `${name}-${Date.now()}-${Math.random().toString(36).slice(2)}`;
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 // Like 3.2, SDK 4 hands a run's stored payload back as sent: objects as superjson text.
 const decoded = (payload) => JSON.parse(payload).json;
-
-async function until(what, check, ms = 30_000) {
-  const end = Date.now() + ms;
-  for (;;) {
-    const value = await check();
-    if (value) return value;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(200);
-  }
-}
 
 /** The run ids of a batch, in item order, once all items are in. */
 async function runsOf(batchId) {
@@ -174,14 +163,4 @@ const checks = {
   },
 };
 
-let failed = 0;
-for (const [name, check] of Object.entries(checks)) {
-  try {
-    await check();
-    console.log(`ok ${name}`);
-  } catch (err) {
-    failed += 1;
-    console.log(`FAILED ${name}: ${err?.stack ?? err}`);
-  }
-}
-process.exit(failed === 0 ? 0 : 1);
+await runChecks(checks);
