@@ -40,6 +40,14 @@ fn create(w: &Worker, body: Value) -> Answer {
     )
 }
 
+/// A new two-step batch of `run_count` items, by id.
+fn created_id(w: &Worker, run_count: u32) -> String {
+    create(w, json!({ "runCount": run_count })).json()["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
 fn stream(w: &Worker, batch_id: &str, lines: &[Value]) -> Answer {
     let body: String = lines.iter().map(|l| format!("{l}\n")).collect();
     stream_raw(w, batch_id, body.into_bytes())
@@ -141,10 +149,7 @@ fn items_need_ndjson_and_a_bad_line_is_named_by_number(
     w: &Worker,
     _t: &TaskServer,
 ) -> Result<(), Failed> {
-    let id = create(w, json!({"runCount": 2})).json()["id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let id = created_id(w, 2);
     let authorization = auth();
     let wrong_type = request(
         "POST",
@@ -185,10 +190,7 @@ fn an_item_over_3_mib_fails_alone_and_the_stream_goes_on(
     w: &Worker,
     _t: &TaskServer,
 ) -> Result<(), Failed> {
-    let id = create(w, json!({"runCount": 2})).json()["id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let id = created_id(w, 2);
     // In the SDK's field order: index and task first, then the payload.
     let huge = format!(
         r#"{{"index":1,"task":"hello-world","payload":"{}"}}"#,
