@@ -13,6 +13,8 @@ pub mod ids;
 pub mod list;
 pub mod ndjson;
 pub mod packets;
+#[cfg(test)]
+mod properties;
 pub mod queue_name;
 pub mod status;
 pub mod time;
