@@ -138,12 +138,8 @@ pub async fn read_body(req: &mut Request, limit: usize) -> Result<Vec<u8>, ApiEr
     Ok(body)
 }
 
-pub fn json_response(status: u16, value: &impl Serialize) -> Result<Response, ApiError> {
-    bytes_json(status, value)
-}
-
 /// A JSON response with any status (202 for a created two-step batch).
-pub fn bytes_json(status: u16, value: &impl Serialize) -> Result<Response, ApiError> {
+pub fn json_response(status: u16, value: &impl Serialize) -> Result<Response, ApiError> {
     let body = serde_json::to_vec(value).map_err(|e| {
         console_error!("encoding a response failed: {e}");
         ApiError::Internal { retry: false }

@@ -23,12 +23,11 @@ pub async fn retrieve_run(
 ) -> Result<Response, ApiError> {
     const NOT_FOUND: ApiError = ApiError::NotFound("Run not found");
     // The id names its store; a malformed id names none.
-    let route = parse_id(IdKind::Run, run_id).ok_or(NOT_FOUND)?;
-    let store = store_name(ctx.environment, route);
+    let (store, _) = owner(ctx, IdKind::Run, run_id, NOT_FOUND)?;
     let command = StoreCommand::GetRun {
         run_id: run_id.to_owned(),
     };
-    match RunStoreClient::new(ctx.env, &store)?.call(&command).await? {
+    match store.call(&command).await? {
         StoreReply::Run(mut run) => {
             let (payload, kind) = (&mut run.payload, &mut run.payload_type);
             if let Err(e) =
@@ -57,12 +56,11 @@ struct Id<'a> {
 /// freed at once); a finished run is left as it is.
 pub async fn cancel_run(ctx: &Ctx<'_>, run_id: &str) -> Result<Response, ApiError> {
     const NOT_FOUND: ApiError = ApiError::NotFound("Run not found");
-    let route = parse_id(IdKind::Run, run_id).ok_or(NOT_FOUND)?;
-    let store = store_name(ctx.environment, route);
+    let (store, _) = owner(ctx, IdKind::Run, run_id, NOT_FOUND)?;
     let command = StoreCommand::Cancel {
         run_id: run_id.to_owned(),
     };
-    match RunStoreClient::new(ctx.env, &store)?.call(&command).await? {
+    match store.call(&command).await? {
         StoreReply::Canceled { previous, queue } => {
             if matches!(
                 previous,
@@ -98,12 +96,11 @@ pub async fn retrieve_batch_v2(ctx: &Ctx<'_>, batch_id: &str) -> Result<Response
 
 async fn load_batch(ctx: &Ctx<'_>, batch_id: &str) -> Result<BatchRecord, ApiError> {
     const NOT_FOUND: ApiError = ApiError::NotFound("Batch not found");
-    let route = parse_id(IdKind::Batch, batch_id).ok_or(NOT_FOUND)?;
-    let store = store_name(ctx.environment, route);
+    let (store, _) = owner(ctx, IdKind::Batch, batch_id, NOT_FOUND)?;
     let command = StoreCommand::GetBatch {
         batch_id: batch_id.to_owned(),
     };
-    match RunStoreClient::new(ctx.env, &store)?.call(&command).await? {
+    match store.call(&command).await? {
         StoreReply::Batch(batch) => Ok(batch),
         _ => Err(NOT_FOUND),
     }
@@ -186,13 +183,12 @@ pub async fn list_runs(ctx: &Ctx<'_>, req: &Request) -> Result<Response, ApiErro
 /// same payload, options and tags.
 pub async fn replay_run(ctx: &Ctx<'_>, run_id: &str) -> Result<Response, ApiError> {
     const NOT_FOUND: ApiError = ApiError::NotFound("Run not found");
-    let route = parse_id(IdKind::Run, run_id).ok_or(NOT_FOUND)?;
-    let store = store_name(ctx.environment, route);
+    let (store, route) = owner(ctx, IdKind::Run, run_id, NOT_FOUND)?;
     let command = StoreCommand::Replay {
         run_id: run_id.to_owned(),
         new_run_id: new_id(IdKind::Run, route),
     };
-    match RunStoreClient::new(ctx.env, &store)?.call(&command).await? {
+    match store.call(&command).await? {
         StoreReply::Replayed { id } => json_response(200, &Id { id: &id }),
         _ => Err(NOT_FOUND),
     }
@@ -221,13 +217,12 @@ pub async fn reschedule_run(
     let now = crate::runtime::now();
     let until =
         parse_delay(delay, now).ok_or_else(|| ApiError::validation("delay", DELAY_REASON))?;
-    let route = parse_id(IdKind::Run, run_id).ok_or(NOT_FOUND)?;
-    let store = store_name(ctx.environment, route);
+    let (store, _) = owner(ctx, IdKind::Run, run_id, NOT_FOUND)?;
     let command = StoreCommand::Reschedule {
         run_id: run_id.to_owned(),
         delay_until: until.unwrap_or(now),
     };
-    match RunStoreClient::new(ctx.env, &store)?.call(&command).await? {
+    match store.call(&command).await? {
         StoreReply::Run(run) => json_response(200, &RunView::new(&run, vocabulary(&req))),
         StoreReply::NotDelayed => Err(ApiError::Unprocessable(
             "Cannot reschedule a run that is not delayed".into(),
@@ -269,4 +264,19 @@ pub async fn reset_idempotency_key(
         StoreReply::KeyReset { removed: true } => json_response(200, &Id { id: key }),
         _ => Err(ApiError::NotFound("Idempotency key not found")),
     }
+}
+
+/// The store that owns `id` in the caller's environment (an id names its store), or
+/// `not_found` for a malformed id.
+fn owner(
+    ctx: &Ctx<'_>,
+    kind: IdKind,
+    id: &str,
+    not_found: ApiError,
+) -> Result<(RunStoreClient, Route), ApiError> {
+    let route = parse_id(kind, id).ok_or(not_found)?;
+    Ok((
+        RunStoreClient::new(ctx.env, &store_name(ctx.environment, route))?,
+        route,
+    ))
 }

@@ -16,7 +16,7 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 use worker::{Request, Response};
 
-use super::{bytes_json, read_body, Ctx, MAX_BODY_BYTES};
+use super::{json_response, read_body, Ctx, MAX_BODY_BYTES};
 use crate::domain::error::ApiError;
 use crate::domain::ids::{new_id, parse_id, IdKind, Route};
 use crate::domain::ndjson::{identify, Line, LineSplitter};
@@ -117,7 +117,7 @@ pub async fn create_batch(ctx: &Ctx<'_>, mut req: Request) -> Result<Response, A
             batch_id,
             run_count,
             cached,
-        } => bytes_json(
+        } => json_response(
             if cached { 200 } else { 202 },
             &Created {
                 id: batch_id,
@@ -247,7 +247,7 @@ async fn items(
         stream.take(line)?;
     }
     stream.flush().await?;
-    bytes_json(
+    json_response(
         200,
         &Streamed {
             id: stream.batch_id,
