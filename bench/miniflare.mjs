@@ -7,7 +7,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
-const [which, port, state, tasksJson] = process.argv.slice(2);
+const [which, port, state, tasksJson, rateLimitsJson] = process.argv.slice(2);
 
 const options =
   which === "hello"
@@ -30,11 +30,13 @@ const options =
           TASK_SIGNING_SECRET: "bench-signing-secret-0123456789",
           MAX_BATCH_ITEMS: "100",
           TASKS: JSON.parse(tasksJson),
+          RATE_LIMITS: JSON.parse(rateLimitsJson),
         },
         durableObjects: {
           RUN_STORE: { className: "RunStore", useSQLite: true },
           QUEUE_GATE: { className: "QueueGate", useSQLite: true },
           RUN_EXECUTOR: { className: "RunExecutor", useSQLite: true },
+          RATE_LIMITER: { className: "RateLimiter", useSQLite: true },
         },
         queueProducers: { RUNS: "trigger-edge-runs", DEAD_LETTERS: "trigger-edge-runs-dead" },
         queueConsumers: {

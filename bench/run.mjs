@@ -21,6 +21,12 @@ const onlyPath = args.includes("--path") ? args[args.indexOf("--path") + 1] : nu
 const DURATION = quick ? 5 : 15;
 const ROUNDS = quick ? 1 : 2;
 const KEY = "tr_dev_bench_key";
+// The rate limiter stays in the path (one call per request), with buckets no scenario
+// empties: the benchmark measures capacity, not refusals.
+const BENCH_RATE_LIMITS = {
+  requests: { maxTokens: 1e9, refillRate: 1e9, interval: "1s" },
+  batchItems: { maxTokens: 1e9, refillRate: 1e9, interval: "1s" },
+};
 const out = path.join(root, "bench/out");
 fs.mkdirSync(out, { recursive: true });
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -115,7 +121,7 @@ async function startServer(pathName, which) {
   let child;
   const started = Date.now();
   if (pathName === "miniflare") {
-    child = spawn("node", [path.join(root, "bench/miniflare.mjs"), which, String(port), state, JSON.stringify(tasks)], {
+    child = spawn("node", [path.join(root, "bench/miniflare.mjs"), which, String(port), state, JSON.stringify(tasks), JSON.stringify(BENCH_RATE_LIMITS)], {
       stdio: ["ignore", "ignore", "inherit"],
       detached: true,
     });
@@ -133,9 +139,13 @@ async function startServer(pathName, which) {
       const tasksToml = Object.entries(tasks)
         .map(([id, t]) => `\n[vars.TASKS.${id}]\n` + Object.entries(t).map(([k, v]) => `${k} = ${toml(v)}`).join("\n"))
         .join("\n");
-      const noTasks = withoutBuild.replace(/\[vars\.TASKS\.[^\]]+\][^\[]*/gs, "");
+      const noTasks = withoutBuild
+        .replace(/\[vars\.TASKS\.[^\]]+\][^\[]*/gs, "")
+        .replace(/\[vars\.RATE_LIMITS\][^\[]*/s, "");
+      const limitsToml = "\n[vars.RATE_LIMITS]\n" +
+        Object.entries(BENCH_RATE_LIMITS).map(([k, v]) => `${k} = ${toml(v)}`).join("\n") + "\n";
       config = path.join(state, "wrangler.toml");
-      fs.writeFileSync(config, noTasks + tasksToml + "\n");
+      fs.writeFileSync(config, noTasks + limitsToml + tasksToml + "\n");
       fs.writeFileSync(path.join(state, ".dev.vars"), `TRIGGER_SECRET_KEYS=${KEY}\nTASK_SIGNING_SECRET=bench-signing-secret-0123456789\n`);
     }
     child = spawn(

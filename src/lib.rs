@@ -13,6 +13,7 @@
 //! - [`executor`]: the `RunExecutor` Durable Object: one admitted attempt, run from an
 //!   alarm, and the signed call to the task's endpoint.
 //! - [`consumer`]: the queue consumer that takes delivered runs to their gates.
+//! - [`limiter`]: the `RateLimiter` Durable Object: one environment's rate-limit buckets.
 //! - [`rpc`] and [`settings`]: the Durable Object call and the cached configuration.
 //!
 //! `docs/ARCHITECTURE.md` explains the data flow and where each invariant is enforced.
@@ -22,6 +23,7 @@ pub mod domain;
 pub mod executor;
 pub mod gate;
 pub mod http;
+pub mod limiter;
 pub mod offers;
 pub mod packets;
 pub mod rpc;
@@ -33,6 +35,7 @@ use worker::{event, Context, Env, MessageBatch, Request, Response};
 
 pub use executor::RunExecutor;
 pub use gate::QueueGate;
+pub use limiter::RateLimiter;
 pub use store::RunStore;
 
 #[event(start)]

@@ -30,5 +30,6 @@ fn load(env: &Env) -> Result<Config, String> {
         tasks: json_var("TASKS"),
         max_batch_items: json_var("MAX_BATCH_ITEMS"),
         signing_secret: secret("TASK_SIGNING_SECRET"),
+        rate_limits: json_var("RATE_LIMITS"),
     })
 }

@@ -29,3 +29,18 @@ export async function runChecks(checks) {
   }
   process.exit(failed === 0 ? 0 : 1);
 }
+
+/**
+ * Triggers `count` runs of `task` at once, more than the worker's request bucket holds:
+ * the SDK meets 429s, waits until `x-ratelimit-reset` and retries; every trigger must
+ * resolve to its own run. Used by tests/sdk3 and tests/sdk4 `rate_limited.mjs`.
+ */
+export async function triggersPastTheRateLimitSucceed(tasks, task, count) {
+  const handles = await Promise.all(
+    Array.from({ length: count }, (_, i) => tasks.trigger(task, { i })),
+  );
+  const ids = new Set(handles.map((h) => h.id));
+  if (ids.size !== count || ![...ids].every((id) => id.startsWith("run_"))) {
+    throw new Error(`expected ${count} distinct run ids, got ${[...ids].join(", ")}`);
+  }
+}

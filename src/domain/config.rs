@@ -24,6 +24,7 @@ use serde_json::Value;
 use super::auth::ApiKeys;
 use super::duration::parse_duration;
 use super::queue_name::clean_queue_name;
+use super::rate_limit::{parse_rate_limits, RateLimits};
 
 /// The seed endpoint's default item limit, and the most it may be raised to.
 pub const DEFAULT_MAX_BATCH_ITEMS: usize = 100;
@@ -36,6 +37,7 @@ pub struct Config {
     pub tasks: HashMap<String, TaskSettings>,
     pub max_batch_items: usize,
     pub signing_secret: SigningSecret,
+    pub rate_limits: RateLimits,
 }
 
 /// The key of the HMAC signature on calls to task endpoints. Never printed.
@@ -69,6 +71,8 @@ pub struct RawConfig {
     pub max_batch_items: Option<Value>,
     /// Secret `TASK_SIGNING_SECRET`.
     pub signing_secret: Option<String>,
+    /// Var `RATE_LIMITS`, a JSON object (`domain::rate_limit`).
+    pub rate_limits: Option<Value>,
 }
 
 /// Where a task's attempts execute.
@@ -155,11 +159,13 @@ impl Config {
                 return Err("TASK_SIGNING_SECRET: not set (a secret; locally in .dev.vars)".into())
             }
         };
+        let rate_limits = parse_rate_limits(raw.rate_limits.as_ref())?;
         Ok(Config {
             keys,
             tasks,
             max_batch_items,
             signing_secret,
+            rate_limits,
         })
     }
 }
@@ -330,6 +336,7 @@ mod tests {
             tasks: Some(tasks),
             max_batch_items: None,
             signing_secret: Some("a-signing-secret-of-some-length".into()),
+            rate_limits: None,
         }
     }
 

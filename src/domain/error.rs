@@ -4,6 +4,8 @@
 //! the status, headers and `{"error": "..."}` body the contract fixes. Internal causes are
 //! logged by the adapter that met them and never reach the body.
 
+use super::rate_limit::{BucketName, Figures};
+
 /// An error answered to an API caller. Each variant's doc names its status.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ApiError {
@@ -30,6 +32,12 @@ pub enum ApiError {
     /// 500 `Server misconfigured: ...`, not retryable: the operator must fix the
     /// configuration. The message names the setting, never a secret.
     Misconfigured(String),
+    /// 429: the environment's `bucket` is out of tokens until `figures.reset`.
+    RateLimited {
+        bucket: BucketName,
+        figures: Figures,
+        retry_after_secs: u64,
+    },
     /// 503 `Storage is overloaded, retry later`: a retry can help.
     Overloaded,
     /// 500 `Internal server error`; `retry` says whether a retry can help.
@@ -61,6 +69,7 @@ impl ApiError {
             ApiError::PayloadTooLarge => 413,
             ApiError::UnsupportedMediaType(_) => 415,
             ApiError::Unprocessable(_) => 422,
+            ApiError::RateLimited { .. } => 429,
             ApiError::Misconfigured(_) | ApiError::Internal { .. } => 500,
             ApiError::Overloaded => 503,
         }
@@ -78,6 +87,20 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => "Method not allowed".into(),
             ApiError::PayloadTooLarge => "Request body too large".into(),
             ApiError::Misconfigured(m) => format!("Server misconfigured: {m}"),
+            ApiError::RateLimited {
+                bucket,
+                figures,
+                retry_after_secs,
+            } => {
+                let what = match bucket {
+                    BucketName::Requests => "requests",
+                    BucketName::BatchItems => "batch items",
+                };
+                format!(
+                    "Rate limit exceeded: {}/{} {what} remaining. Retry in {retry_after_secs} seconds.",
+                    figures.remaining, figures.limit
+                )
+            }
             ApiError::Overloaded => "Storage is overloaded, retry later".into(),
             ApiError::Internal { .. } => "Internal server error".into(),
         }
@@ -88,6 +111,14 @@ impl ApiError {
         let mut headers = Vec::new();
         match self {
             ApiError::MethodNotAllowed { allow } => headers.push(("allow", (*allow).to_owned())),
+            ApiError::RateLimited {
+                figures,
+                retry_after_secs,
+                ..
+            } => {
+                headers.extend(rate_limit_headers(figures));
+                headers.push(("retry-after", retry_after_secs.to_string()));
+            }
             ApiError::Overloaded => {
                 headers.push(("x-should-retry", "true".into()));
                 headers.push(("retry-after", "1".into()));
@@ -104,6 +135,15 @@ impl ApiError {
             headers,
         }
     }
+}
+
+/// The `x-ratelimit-*` headers of a bucket's figures (on every limited response).
+pub fn rate_limit_headers(figures: &Figures) -> [(&'static str, String); 3] {
+    [
+        ("x-ratelimit-limit", figures.limit.to_string()),
+        ("x-ratelimit-remaining", figures.remaining.to_string()),
+        ("x-ratelimit-reset", figures.reset.to_string()),
+    ]
 }
 
 #[cfg(test)]
@@ -142,6 +182,36 @@ mod tests {
             let rendered = err.render();
             assert_eq!((rendered.status, rendered.body.as_str()), (status, body));
         }
+    }
+
+    #[test]
+    fn a_rate_limited_answer_carries_the_figures_the_sdk_waits_on() {
+        let rendered = ApiError::RateLimited {
+            bucket: BucketName::BatchItems,
+            figures: Figures {
+                limit: 10,
+                remaining: 2,
+                reset: 1_800_000_004_000,
+            },
+            retry_after_secs: 4,
+        }
+        .render();
+        assert_eq!(rendered.status, 429);
+        assert_eq!(
+            rendered.body,
+            r#"{"error":"Rate limit exceeded: 2/10 batch items remaining. Retry in 4 seconds."}"#
+        );
+        let header = |name: &str| {
+            rendered
+                .headers
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(header("x-ratelimit-limit"), Some("10"));
+        assert_eq!(header("x-ratelimit-remaining"), Some("2"));
+        assert_eq!(header("x-ratelimit-reset"), Some("1800000004000"));
+        assert_eq!(header("retry-after"), Some("4"));
     }
 
     #[test]

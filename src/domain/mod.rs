@@ -16,6 +16,7 @@ pub mod packets;
 #[cfg(test)]
 mod properties;
 pub mod queue_name;
+pub mod rate_limit;
 pub mod status;
 pub mod time;
 pub mod trigger;

@@ -88,6 +88,7 @@ async fn submit(
     for item in &mut items {
         apply_task_defaults(item, task, settings);
     }
+    ctx.admit(items.len() as u64).await?;
     let route = Route::for_task(task);
     let store = store_name(ctx.environment, route);
     let command = StoreCommand::TriggerBatch(TriggerBatch {

@@ -9,13 +9,16 @@ pub mod routes;
 mod runs;
 mod two_step;
 
+use std::cell::Cell;
+
 use futures_util::StreamExt;
 use serde::Serialize;
 use worker::{console_error, Context, Env, Request, Response};
 
 use crate::domain::auth::{AuthError, Environment};
 use crate::domain::config::Config;
-use crate::domain::error::ApiError;
+use crate::domain::error::{rate_limit_headers, ApiError};
+use crate::domain::rate_limit::{retry_after_secs, Figures, Verdict};
 use routes::{route, NoRoute, Route};
 
 /// The largest request body read (API.md section 2): 3 MiB.
@@ -48,23 +51,41 @@ async fn dispatch(req: Request, env: &Env, context: &Context) -> Result<Response
         config: &config,
         environment,
         context,
+        rate: Cell::new(None),
     };
+    if !route.charges_items() {
+        ctx.admit(0).await?;
+    }
+    let result = serve(&ctx, route, req).await;
+    // Every admitted request shows its environment's request bucket, as Trigger.dev does.
+    let Some(figures) = ctx.rate.get() else {
+        return result;
+    };
+    let mut response = result.unwrap_or_else(|err| error_response(&err));
+    for (name, value) in rate_limit_headers(&figures) {
+        // Headers of a response built here are never immutable.
+        let _ = response.headers_mut().set(name, &value);
+    }
+    Ok(response)
+}
+
+async fn serve(ctx: &Ctx<'_>, route: Route, req: Request) -> Result<Response, ApiError> {
     match route {
-        Route::TriggerBatch { task } => batches::trigger_batch(&ctx, req, &task).await,
-        Route::TriggerTask { task } => batches::trigger_task(&ctx, req, &task).await,
-        Route::ListRuns => runs::list_runs(&ctx, &req).await,
-        Route::RetrieveBatchV2 { batch_id } => runs::retrieve_batch_v2(&ctx, &batch_id).await,
-        Route::ReplayRun { run_id } => runs::replay_run(&ctx, &run_id).await,
-        Route::RescheduleRun { run_id } => runs::reschedule_run(&ctx, req, &run_id).await,
-        Route::ResetIdempotencyKey { key } => runs::reset_idempotency_key(&ctx, req, &key).await,
-        Route::CreateBatch => two_step::create_batch(&ctx, req).await,
+        Route::TriggerBatch { task } => batches::trigger_batch(ctx, req, &task).await,
+        Route::TriggerTask { task } => batches::trigger_task(ctx, req, &task).await,
+        Route::ListRuns => runs::list_runs(ctx, &req).await,
+        Route::RetrieveBatchV2 { batch_id } => runs::retrieve_batch_v2(ctx, &batch_id).await,
+        Route::ReplayRun { run_id } => runs::replay_run(ctx, &run_id).await,
+        Route::RescheduleRun { run_id } => runs::reschedule_run(ctx, req, &run_id).await,
+        Route::ResetIdempotencyKey { key } => runs::reset_idempotency_key(ctx, req, &key).await,
+        Route::CreateBatch => two_step::create_batch(ctx, req).await,
         Route::CreatePacketUrl { filename } => {
-            packets::create_packet_url(&ctx, &req, &filename).await
+            packets::create_packet_url(ctx, &req, &filename).await
         }
-        Route::StreamBatchItems { batch_id } => two_step::stream_items(&ctx, req, &batch_id).await,
-        Route::RetrieveRun { run_id } => runs::retrieve_run(&ctx, &req, &run_id).await,
-        Route::RetrieveBatch { batch_id } => runs::retrieve_batch(&ctx, &batch_id).await,
-        Route::CancelRun { run_id } => runs::cancel_run(&ctx, &run_id).await,
+        Route::StreamBatchItems { batch_id } => two_step::stream_items(ctx, req, &batch_id).await,
+        Route::RetrieveRun { run_id } => runs::retrieve_run(ctx, &req, &run_id).await,
+        Route::RetrieveBatch { batch_id } => runs::retrieve_batch(ctx, &batch_id).await,
+        Route::CancelRun { run_id } => runs::cancel_run(ctx, &run_id).await,
         Route::ExampleTask { .. } | Route::UploadPacket { .. } => {
             unreachable!("served before authentication")
         }
@@ -78,9 +99,37 @@ pub struct Ctx<'a> {
     pub environment: Environment,
     /// For work that may finish after the response (offering new runs to their gates).
     pub context: &'a Context,
+    /// The request bucket's figures once the limiter admitted the request.
+    rate: Cell<Option<Figures>>,
 }
 
 impl Ctx<'_> {
+    /// Takes this request's tokens from the environment's rate limiter: one request, and
+    /// `items` runs for a trigger (charged by the handler once it knows the count; the
+    /// other routes are charged before their handler runs). A limiter that cannot be
+    /// reached admits the request: rate limiting protects the service, it must not be
+    /// what stops it.
+    pub async fn admit(&self, items: u64) -> Result<(), ApiError> {
+        if self.config.rate_limits.is_off() {
+            return Ok(());
+        }
+        match crate::limiter::take(self.env, self.environment, items).await {
+            Ok(Verdict::Allowed { figures }) => {
+                self.rate.set(figures);
+                Ok(())
+            }
+            Ok(Verdict::Limited { bucket, figures }) => Err(ApiError::RateLimited {
+                bucket,
+                figures,
+                retry_after_secs: retry_after_secs(figures.reset, crate::runtime::now()),
+            }),
+            Err(e) => {
+                console_error!("rate limiter unavailable, admitting the request: {e}");
+                Ok(())
+            }
+        }
+    }
+
     /// Offers runs a trigger just created to their gates, after the response: they can
     /// start without waiting for the queue, which delivers them anyway.
     pub fn offer_soon(&self, store: &str, ready: Vec<crate::store::protocol::ClaimedRun>) {

@@ -35,6 +35,18 @@ pub enum Route {
     ExampleTask { task: String },
 }
 
+impl Route {
+    /// Routes that create runs: their handler charges the rate limiter for the request
+    /// and its runs together, once it knows how many; every other route is charged one
+    /// request before its handler runs.
+    pub fn charges_items(&self) -> bool {
+        matches!(
+            self,
+            Route::TriggerBatch { .. } | Route::TriggerTask { .. } | Route::CreateBatch
+        )
+    }
+}
+
 /// Why no route matched.
 #[derive(Debug, PartialEq, Eq)]
 pub enum NoRoute {

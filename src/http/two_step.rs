@@ -101,6 +101,7 @@ pub async fn create_batch(ctx: &Ctx<'_>, mut req: Request) -> Result<Response, A
             ));
         }
     };
+    ctx.admit(run_count).await?;
     let route = Route::for_batch(key.as_deref());
     let store = store_name(ctx.environment, route);
     let command = StoreCommand::CreateBatch {

@@ -18,6 +18,8 @@ use serde_json::Value;
 /// API keys the test workers accept.
 pub const DEV_KEY: &str = "tr_dev_e2e_test_key";
 pub const PROD_KEY: &str = "tr_prod_e2e_test_key";
+pub const STG_KEY: &str = "tr_stg_e2e_test_key";
+pub const PREVIEW_KEY: &str = "tr_preview_e2e_test_key";
 pub const SIGNING_SECRET: &str = "e2e-signing-secret-0123456789";
 
 pub struct Worker {
@@ -67,12 +69,15 @@ impl Worker {
                 }
             }
         }
+        // Rate limits stay in the path, high enough that only the tests about them meet
+        // them (they set their own).
+        set_rate_limits(&mut config, (1_000_000, "1s"), (1_000_000, "1s"));
         tweak(&mut config);
         fs::write(dir.join("wrangler.toml"), toml::to_string(&config).unwrap()).unwrap();
         fs::write(
             dir.join(".dev.vars"),
             format!(
-                "TRIGGER_SECRET_KEYS={DEV_KEY},{PROD_KEY}\nTASK_SIGNING_SECRET={SIGNING_SECRET}\n"
+                "TRIGGER_SECRET_KEYS={DEV_KEY},{PROD_KEY},{STG_KEY},{PREVIEW_KEY}\nTASK_SIGNING_SECRET={SIGNING_SECRET}\n"
             ),
         )
         .unwrap();
@@ -129,6 +134,25 @@ impl Worker {
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
+}
+
+/// Sets the `RATE_LIMITS` var: (tokens per interval, interval) for requests and for
+/// batch items; each bucket holds one interval's tokens.
+pub fn set_rate_limits(config: &mut toml::Table, requests: (u64, &str), items: (u64, &str)) {
+    let bucket = |(tokens, interval): (u64, &str)| {
+        let mut t = toml::Table::new();
+        t.insert("maxTokens".into(), (tokens as i64).into());
+        t.insert("refillRate".into(), (tokens as i64).into());
+        t.insert("interval".into(), interval.into());
+        toml::Value::Table(t)
+    };
+    let mut limits = toml::Table::new();
+    limits.insert("requests".into(), bucket(requests));
+    limits.insert("batchItems".into(), bucket(items));
+    config["vars"]
+        .as_table_mut()
+        .unwrap()
+        .insert("RATE_LIMITS".into(), toml::Value::Table(limits));
 }
 
 impl Drop for Worker {

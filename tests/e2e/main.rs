@@ -5,6 +5,7 @@
 
 mod execution;
 mod harness;
+mod limits;
 mod sdk;
 mod task_server;
 mod two_step;
@@ -53,13 +54,14 @@ fn main() {
     ];
 
     let tasks = TaskServer::start();
-    let (worker, broken, hostile) = if args.list {
-        (None, None, None)
+    let (worker, broken, hostile, limited) = if args.list {
+        (None, None, None, None)
     } else {
         // All start at once; none builds (the test command built the worker).
         // `hostile` takes the abusive requests: an aborted upload can upset wrangler's
         // dev proxy for the next request, which must not be another test's.
         let hostile = thread::spawn(|| Worker::start("hostile", |_| {}));
+        let limited = thread::spawn(|| Worker::start("rate-limited", limits::configure));
         let broken = thread::spawn(|| {
             Worker::start("broken-config", |config| {
                 let vars = config["vars"].as_table_mut().unwrap();
@@ -75,10 +77,12 @@ fn main() {
         let worker = Worker::start("main", |config| execution::declare_task(config, &tasks));
         let broken = broken.join().expect("the broken-config worker starts");
         let hostile = hostile.join().expect("the hostile-input worker starts");
+        let limited = limited.join().expect("the rate-limited worker starts");
         (
             Some(Arc::new(worker)),
             Some(Arc::new(broken)),
             Some(Arc::new(hostile)),
+            Some(Arc::new(limited)),
         )
     };
 
@@ -111,6 +115,12 @@ fn main() {
             case(worker.as_deref().expect("worker started"), &tasks)
         }));
     }
+    for (name, case) in limits::cases() {
+        let (worker, tasks) = (limited.clone(), tasks.clone());
+        trials.push(Trial::test(name, move || {
+            case(worker.as_deref().expect("worker started"), &tasks)
+        }));
+    }
     // The hostile worker's cases run one at a time (see the 413 case).
     static HOSTILE: std::sync::Mutex<()> = std::sync::Mutex::new(());
     for (name, case) in two_step::hostile_cases() {
@@ -135,6 +145,7 @@ fn main() {
     drop(worker);
     drop(broken);
     drop(hostile);
+    drop(limited);
     conclusion.exit();
 }
 

@@ -1,0 +1,65 @@
+//! `RateLimiter`: the Durable Object that holds one environment's rate-limit buckets
+//! (`domain::rate_limit`), named by the environment's slug. The edge asks it once per
+//! API request; nothing else does.
+//!
+//! The buckets live in memory only: an object evicted after a quiet spell comes back with
+//! full buckets, which is what the quiet spell would have refilled anyway for any
+//! interval shorter than the eviction delay. No request ever waits on storage here.
+
+use std::cell::RefCell;
+
+use serde::{Deserialize, Serialize};
+use worker::{durable_object, DurableObject, Env, Request, Response, Result, State, Stub};
+
+use crate::domain::auth::Environment;
+use crate::domain::rate_limit::{Buckets, Verdict};
+use crate::rpc;
+use crate::runtime::{internal, now};
+
+/// The Durable Object namespace binding of `RateLimiter`.
+pub const RATE_LIMITER: &str = "RATE_LIMITER";
+
+/// One request to admit: it costs one request token and `items` run tokens.
+#[derive(Serialize, Deserialize)]
+struct Take {
+    items: u64,
+}
+
+#[durable_object]
+pub struct RateLimiter {
+    env: Env,
+    buckets: RefCell<Buckets>,
+}
+
+impl DurableObject for RateLimiter {
+    fn new(_state: State, env: Env) -> Self {
+        RateLimiter {
+            env,
+            buckets: RefCell::new(Buckets::default()),
+        }
+    }
+
+    async fn fetch(&self, mut req: Request) -> Result<Response> {
+        let take: Take = serde_json::from_slice(&req.bytes().await?)
+            .map_err(|e| internal(format!("bad rate-limit request: {e}")))?;
+        let config = crate::settings::config(&self.env).map_err(internal)?;
+        let verdict = self
+            .buckets
+            .borrow_mut()
+            .take(&config.rate_limits, now(), take.items);
+        Response::from_json(&verdict)
+    }
+}
+
+/// Asks `environment`'s limiter to admit one request costing `items` runs.
+pub async fn take(
+    env: &Env,
+    environment: Environment,
+    items: u64,
+) -> std::result::Result<Verdict, rpc::CallError> {
+    let stub: Stub = env
+        .durable_object(RATE_LIMITER)?
+        .id_from_name(environment.slug())?
+        .get_stub()?;
+    rpc::call(&stub, &Take { items }).await
+}
