@@ -23,6 +23,8 @@ pub enum ApiError {
     NotFound(&'static str),
     /// 405 with an `Allow` header listing the methods the path takes.
     MethodNotAllowed { allow: &'static str },
+    /// 408 `Request body not received in time`: a body sent too slowly (or never ended).
+    RequestTimeout,
     /// 413 `Request body too large`.
     PayloadTooLarge,
     /// 415 `Content-Type must be application/x-ndjson`.
@@ -66,6 +68,7 @@ impl ApiError {
             ApiError::BadRequest(_) | ApiError::Validation { .. } => 400,
             ApiError::NotFound(_) => 404,
             ApiError::MethodNotAllowed { .. } => 405,
+            ApiError::RequestTimeout => 408,
             ApiError::PayloadTooLarge => 413,
             ApiError::UnsupportedMediaType(_) => 415,
             ApiError::Unprocessable(_) => 422,
@@ -85,6 +88,7 @@ impl ApiError {
             ApiError::Validation { path, reason } => format!("Validation error: {path}: {reason}"),
             ApiError::NotFound(what) | ApiError::UnsupportedMediaType(what) => (*what).into(),
             ApiError::MethodNotAllowed { .. } => "Method not allowed".into(),
+            ApiError::RequestTimeout => "Request body not received in time".into(),
             ApiError::PayloadTooLarge => "Request body too large".into(),
             ApiError::Misconfigured(m) => format!("Server misconfigured: {m}"),
             ApiError::RateLimited {

@@ -8,6 +8,7 @@ pub mod duration;
 pub mod error;
 pub mod execution;
 pub mod gate;
+pub mod http_body;
 pub mod idempotency;
 pub mod ids;
 pub mod list;

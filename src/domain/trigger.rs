@@ -18,6 +18,15 @@ use super::queue_name::{clean_queue_name, default_queue_name};
 use super::time::{parse_iso, Millis};
 
 pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 2048;
+
+/// The message for a key or tag holding a control character (NUL, CR, LF, ...): such
+/// text is refused rather than stored, logged or echoed in a header.
+pub const NO_CONTROL_CHARACTERS: &str = "must not contain control characters";
+
+/// Whether `text` holds a control character (Unicode `Cc`: U+0000–U+001F, U+007F–U+009F).
+pub fn has_control_characters(text: &str) -> bool {
+    text.chars().any(char::is_control)
+}
 pub const DEFAULT_KEY_TTL_MS: u64 = 30 * 86_400_000;
 pub const MAX_TAGS: usize = 5;
 pub const MAX_TAG_CHARS: usize = 64;
@@ -169,6 +178,12 @@ pub fn parse_top_object<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, Api
     match serde_json::from_slice::<T>(body) {
         Ok(value) if first == Some(&b'{') => Ok(value),
         Err(e) if e.is_syntax() || e.is_eof() => Err(invalid()),
+        // A key given twice is refused, never resolved silently to one of its values.
+        Err(e) if e.to_string().starts_with("duplicate field") => {
+            let message = e.to_string();
+            let field = message.split(" at line").next().unwrap_or(&message);
+            Err(ApiError::validation("body", field))
+        }
         // Wrong shape, or an array that serde would read as a struct: is it JSON at all?
         _ => match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
             Ok(_) => Err(ApiError::validation("body", "expected an object")),
@@ -268,7 +283,7 @@ pub fn parse_item(raw: &RawValue, path: &str, now: Millis) -> Result<RunRequest,
         }
     }
     if let Some(key) = o.concurrency_key {
-        run.concurrency_key = Some(match serde_json::from_str::<Value>(key.get()) {
+        let key = match serde_json::from_str::<Value>(key.get()) {
             Ok(Value::String(s)) => s,
             Ok(Value::Number(n)) => n.to_string(),
             _ => {
@@ -277,7 +292,14 @@ pub fn parse_item(raw: &RawValue, path: &str, now: Millis) -> Result<RunRequest,
                     "expected a string",
                 ))
             }
-        });
+        };
+        if has_control_characters(&key) {
+            return Err(ApiError::validation(
+                at("concurrencyKey"),
+                NO_CONTROL_CHARACTERS,
+            ));
+        }
+        run.concurrency_key = Some(key);
     }
     if let Some(key) = o.idempotency_key {
         let key = as_string(key)
@@ -288,6 +310,12 @@ pub fn parse_item(raw: &RawValue, path: &str, now: Millis) -> Result<RunRequest,
                     "expected a string of 1 to 2048 characters",
                 )
             })?;
+        if has_control_characters(&key) {
+            return Err(ApiError::validation(
+                at("idempotencyKey"),
+                NO_CONTROL_CHARACTERS,
+            ));
+        }
         run.idempotency_key = Some(key);
     }
     if let Some(ttl) = o.idempotency_key_ttl {
@@ -477,6 +505,12 @@ fn parse_tags(raw: &RawValue, path: &str) -> Result<Vec<String>, ApiError> {
                 "a tag has 1 to 64 characters",
             ));
         }
+        if has_control_characters(&tag) {
+            return Err(ApiError::validation(
+                format!("{path}[{i}]"),
+                NO_CONTROL_CHARACTERS,
+            ));
+        }
         if !tags.contains(&tag) {
             tags.push(tag);
         }
@@ -631,6 +665,10 @@ mod tests {
             (json!({"idempotencyKey": ""}), "idempotencyKey: expected a string of 1 to 2048 characters"),
             (json!({"idempotencyKey": "k".repeat(2049)}), "idempotencyKey: expected a string of 1 to 2048 characters"),
             (json!({"idempotencyKey": 5}), "idempotencyKey: expected a string of 1 to 2048 characters"),
+            (json!({"idempotencyKey": "a\u{0}b"}), "idempotencyKey: must not contain control characters"),
+            (json!({"idempotencyKey": "line\r\nbreak"}), "idempotencyKey: must not contain control characters"),
+            (json!({"concurrencyKey": "a\u{0}"}), "concurrencyKey: must not contain control characters"),
+            (json!({"tags": ["ok", "n\u{0}ul"]}), "tags[1]: must not contain control characters"),
             (json!({"idempotencyKeyTTL": "1h30m"}), "idempotencyKeyTTL: expected digits and one unit of s, m, h or d, like 30d or 12h"),
             (json!({"ttl": "1.5h"}), "ttl: expected a duration like 1h42m (units w, d, h or hr, m, s) or a non-negative whole number of seconds"),
             (json!({"ttl": -5}), "ttl: expected a duration like 1h42m (units w, d, h or hr, m, s) or a non-negative whole number of seconds"),
@@ -673,6 +711,11 @@ mod tests {
         assert_eq!(
             message(parse_batch_body(body, 100, NOW)),
             "Validation error: items[0]: duplicate field `payload`"
+        );
+        let body = br#"{"items":[{"payload":1}],"items":[]}"#;
+        assert_eq!(
+            message(parse_batch_body(body, 100, NOW)),
+            "Validation error: body: duplicate field `items`"
         );
     }
 

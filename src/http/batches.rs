@@ -11,8 +11,8 @@ use crate::domain::duration::parse_key_ttl;
 use crate::domain::error::ApiError;
 use crate::domain::ids::{new_id, IdKind, Route};
 use crate::domain::trigger::{
-    apply_task_defaults, parse_batch_body, parse_trigger_body, RunRequest, DEFAULT_KEY_TTL_MS,
-    MAX_IDEMPOTENCY_KEY_CHARS,
+    apply_task_defaults, has_control_characters, parse_batch_body, parse_trigger_body, RunRequest,
+    DEFAULT_KEY_TTL_MS, MAX_IDEMPOTENCY_KEY_CHARS, NO_CONTROL_CHARACTERS,
 };
 use crate::store::client::{store_name, RunStoreClient};
 use crate::store::protocol::{BatchKey, StoreCommand, StoreReply, TriggerBatch};
@@ -135,6 +135,12 @@ fn batch_key(req: &Request, body: &[u8]) -> Result<Option<BatchKey>, ApiError> {
         return Err(ApiError::validation(
             "idempotency-key header",
             "expected 1 to 2048 characters",
+        ));
+    }
+    if has_control_characters(&key) {
+        return Err(ApiError::validation(
+            "idempotency-key header",
+            NO_CONTROL_CHARACTERS,
         ));
     }
     let ttl_ms = match header("idempotency-key-ttl") {

@@ -11,14 +11,17 @@ mod two_step;
 
 use std::cell::Cell;
 
+use futures_util::future::{select, Either};
 use futures_util::StreamExt;
 use serde::Serialize;
-use worker::{console_error, Context, Env, Request, Response};
+use worker::{console_error, ByteStream, Context, Delay, Env, Request, Response};
 
 use crate::domain::auth::{AuthError, Environment};
 use crate::domain::config::Config;
 use crate::domain::error::{rate_limit_headers, ApiError};
+use crate::domain::http_body::next_chunk_wait;
 use crate::domain::rate_limit::{retry_after_secs, Figures, Verdict};
+use crate::domain::time::Millis;
 use routes::{route, NoRoute, Route};
 
 /// The largest request body read (API.md section 2): 3 MiB.
@@ -159,7 +162,7 @@ fn authenticate(req: &Request, config: &Config) -> Result<Environment, ApiError>
 }
 
 /// Reads the body, refusing more than `limit` bytes by `content-length` or while
-/// streaming, so an oversized body is never buffered.
+/// streaming, so an oversized body is never buffered; a body sent too slowly is a 408.
 pub async fn read_body(req: &mut Request, limit: usize) -> Result<Vec<u8>, ApiError> {
     let declared = req
         .headers()
@@ -174,17 +177,50 @@ pub async fn read_body(req: &mut Request, limit: usize) -> Result<Vec<u8>, ApiEr
     let Ok(mut stream) = req.stream() else {
         return Ok(body); // no body at all
     };
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| {
-            console_error!("reading the request body failed: {e}");
-            ApiError::BadRequest("Could not read the request body".into())
-        })?;
+    let pace = BodyPace::start(BODY_TIME_MS);
+    while let Some(chunk) = pace.next(&mut stream).await? {
         if body.len() + chunk.len() > limit {
             return Err(ApiError::PayloadTooLarge);
         }
         body.extend_from_slice(&chunk);
     }
     Ok(body)
+}
+
+/// The longest a whole body (3 MiB at most) may take to arrive.
+pub const BODY_TIME_MS: Millis = 60_000;
+
+/// How slowly a client may send a body (a slowloris defence): each chunk must come within
+/// [`BODY_IDLE_MS`](crate::domain::http_body::BODY_IDLE_MS) of the previous one, and the body must end by a deadline; otherwise
+/// the read ends with `408`.
+pub struct BodyPace {
+    deadline: Millis,
+}
+
+impl BodyPace {
+    pub fn start(total_ms: Millis) -> BodyPace {
+        BodyPace {
+            deadline: crate::runtime::now() + total_ms,
+        }
+    }
+
+    /// The next chunk, `None` at the end of the body.
+    pub async fn next(&self, stream: &mut ByteStream) -> Result<Option<Vec<u8>>, ApiError> {
+        let wait = next_chunk_wait(crate::runtime::now(), self.deadline)
+            .ok_or(ApiError::RequestTimeout)?;
+        let timer = Delay::from(std::time::Duration::from_millis(wait as u64));
+        match select(stream.next(), timer).await {
+            Either::Left((Some(Ok(chunk)), _)) => Ok(Some(chunk)),
+            Either::Left((None, _)) => Ok(None),
+            Either::Left((Some(Err(e)), _)) => {
+                console_error!("reading the request body failed: {e}");
+                Err(ApiError::BadRequest(
+                    "Could not read the request body".into(),
+                ))
+            }
+            Either::Right(_) => Err(ApiError::RequestTimeout),
+        }
+    }
 }
 
 /// A JSON response with any status (202 for a created two-step batch).

@@ -10,19 +10,19 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use futures_util::StreamExt;
+use crate::domain::time::Millis;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value;
 use worker::{Request, Response};
 
-use super::{json_response, read_body, Ctx, MAX_BODY_BYTES};
+use super::{json_response, read_body, BodyPace, Ctx, MAX_BODY_BYTES};
 use crate::domain::error::ApiError;
 use crate::domain::ids::{new_id, parse_id, IdKind, Route};
 use crate::domain::ndjson::{identify, Line, LineSplitter};
 use crate::domain::trigger::{
-    apply_task_defaults, parse_item, parse_top_object, RunRequest, DEFAULT_KEY_TTL_MS,
-    MAX_IDEMPOTENCY_KEY_CHARS,
+    apply_task_defaults, has_control_characters, parse_item, parse_top_object, RunRequest,
+    DEFAULT_KEY_TTL_MS, MAX_IDEMPOTENCY_KEY_CHARS, NO_CONTROL_CHARACTERS,
 };
 use crate::store::client::{store_name, RunStoreClient};
 use crate::store::protocol::{BatchEntry, BatchKey, StoreCommand, StoreReply, TriggerBatch};
@@ -89,6 +89,12 @@ pub async fn create_batch(ctx: &Ctx<'_>, mut req: Request) -> Result<Response, A
     }
     let key = match parsed.idempotency_key {
         None | Some(Value::Null) => None,
+        Some(Value::String(key)) if has_control_characters(&key) => {
+            return Err(ApiError::validation(
+                "idempotencyKey",
+                NO_CONTROL_CHARACTERS,
+            ));
+        }
         Some(Value::String(key))
             if (1..=MAX_IDEMPOTENCY_KEY_CHARS).contains(&key.chars().count()) =>
         {
@@ -169,10 +175,10 @@ pub async fn stream_items(
         // Read a little of what the client is still sending before answering, so that a
         // refused stream does not leave the connection half-read (wrangler's dev proxy
         // then fails the next request). Bounded: a client cannot keep us reading.
-        let mut drained = 0;
+        let (mut drained, pace) = (0, BodyPace::start(DRAIN_MS));
         while drained < DRAIN_BYTES {
-            match body.next().await {
-                Some(Ok(chunk)) => drained += chunk.len(),
+            match pace.next(&mut body).await {
+                Ok(Some(chunk)) => drained += chunk.len(),
                 _ => break,
             }
         }
@@ -180,8 +186,13 @@ pub async fn stream_items(
     result
 }
 
-/// How much of a refused stream is read before the answer.
+/// How much of a refused stream is read before the answer, and for how long at most.
 const DRAIN_BYTES: usize = 256 * 1024;
+const DRAIN_MS: Millis = 2_000;
+
+/// The longest an item stream may take (1,000 items of up to 3 MiB each); a pause of
+/// more than the idle allowance between chunks ends it sooner (408).
+const STREAM_TIME_MS: Millis = 300_000;
 
 async fn items(
     ctx: &Ctx<'_>,
@@ -233,9 +244,8 @@ async fn items(
     };
     let mut lines = LineSplitter::new(MAX_BODY_BYTES);
     if let Some(body) = body {
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk
-                .map_err(|_| ApiError::BadRequest("Could not read the request body".into()))?;
+        let pace = BodyPace::start(STREAM_TIME_MS);
+        while let Some(chunk) = pace.next(body).await? {
             for line in lines.push(&chunk) {
                 stream.take(line)?;
                 if stream.pending.len() >= GROUP_ITEMS || stream.pending_bytes >= MAX_BODY_BYTES {

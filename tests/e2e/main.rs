@@ -5,6 +5,7 @@
 
 mod execution;
 mod harness;
+mod hostile;
 mod limits;
 mod sdk;
 mod task_server;
@@ -123,7 +124,10 @@ fn main() {
     }
     // The hostile worker's cases run one at a time (see the 413 case).
     static HOSTILE: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    for (name, case) in two_step::hostile_cases() {
+    for (name, case) in two_step::hostile_cases()
+        .into_iter()
+        .chain(hostile::cases())
+    {
         let (worker, tasks) = (hostile.clone(), tasks.clone());
         trials.push(Trial::test(name, move || {
             let _one_at_a_time = HOSTILE.lock().unwrap_or_else(|e| e.into_inner());
