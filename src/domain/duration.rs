@@ -51,7 +51,9 @@ pub fn parse_duration(text: &str) -> Option<u64> {
 /// Parses an idempotency-key TTL: digits and exactly one unit of `s`, `m`, `h`, `d`
 /// (`^\d+[smhd]$`). Returns milliseconds.
 pub fn parse_key_ttl(text: &str) -> Option<u64> {
-    let (digits, unit) = text.split_at(text.len().checked_sub(1)?);
+    // The unit is the last character, which may be any character at all.
+    let unit_at = text.char_indices().next_back()?.0;
+    let (digits, unit) = text.split_at(unit_at);
     if digits.is_empty() || !digits.bytes().all(|c| c.is_ascii_digit()) {
         return None;
     }
@@ -122,7 +124,9 @@ mod tests {
         assert_eq!(parse_key_ttl("1h"), Some(H));
         assert_eq!(parse_key_ttl("45m"), Some(45 * M));
         assert_eq!(parse_key_ttl("10s"), Some(10 * S));
-        for bad in ["", "d", "1w", "1h30m", "1hr", "1.5h", " 1h", "-1h", "1"] {
+        for bad in [
+            "1¨", "¨", "5é", "", "d", "1w", "1h30m", "1hr", "1.5h", " 1h", "-1h", "1",
+        ] {
             assert_eq!(parse_key_ttl(bad), None, "{bad:?}");
         }
     }

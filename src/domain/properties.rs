@@ -3,7 +3,7 @@
 
 use proptest::prelude::*;
 
-use super::duration::parse_duration;
+use super::duration::{parse_duration, parse_key_ttl};
 use super::list::parse_list_query;
 use super::ndjson::{Line, LineSplitter};
 use super::queue_name::{clean_queue_name, MAX_QUEUE_NAME_LEN};
@@ -15,6 +15,17 @@ proptest! {
     #[test]
     fn durations_never_panic(text in ".{0,120}") {
         let _ = parse_duration(&text);
+    }
+
+    #[test]
+    fn key_ttls_never_panic(text in ".{0,40}") {
+        let _ = parse_key_ttl(&text);
+    }
+
+    #[test]
+    fn key_ttls_read_digits_and_one_unit(n in 0u64..1_000_000, unit in "[smhd]") {
+        let ms = match unit.as_str() { "s" => 1000, "m" => 60_000, "h" => 3_600_000, _ => 86_400_000 };
+        prop_assert_eq!(parse_key_ttl(&format!("{n}{unit}")), Some(n * ms));
     }
 
     #[test]

@@ -24,6 +24,9 @@ use crate::domain::rate_limit::{retry_after_secs, Figures, Verdict};
 use crate::domain::time::Millis;
 use routes::{route, NoRoute, Route};
 
+/// The OpenAPI document of every endpoint (`docs/openapi.json`, minified by build.rs).
+const OPENAPI: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/openapi.min.json"));
+
 /// The largest request body read (API.md section 2): 3 MiB.
 pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
 
@@ -38,6 +41,10 @@ async fn dispatch(req: Request, env: &Env, context: &Context) -> Result<Response
         NoRoute::NotFound => ApiError::NotFound("Not found"),
         NoRoute::MethodNotAllowed { allow } => ApiError::MethodNotAllowed { allow },
     })?;
+    if route == Route::OpenApi {
+        // Public: the document says what the API is, nothing about anyone's objects.
+        return bytes_response(200, OPENAPI.to_vec(), &[]);
+    }
     let config = crate::settings::config(env).map_err(ApiError::Misconfigured)?;
     match &route {
         // Called by this worker's executors, signed; it takes no API key.
@@ -89,7 +96,7 @@ async fn serve(ctx: &Ctx<'_>, route: Route, req: Request) -> Result<Response, Ap
         Route::RetrieveRun { run_id } => runs::retrieve_run(ctx, &req, &run_id).await,
         Route::RetrieveBatch { batch_id } => runs::retrieve_batch(ctx, &batch_id).await,
         Route::CancelRun { run_id } => runs::cancel_run(ctx, &run_id).await,
-        Route::ExampleTask { .. } | Route::UploadPacket { .. } => {
+        Route::ExampleTask { .. } | Route::UploadPacket { .. } | Route::OpenApi => {
             unreachable!("served before authentication")
         }
     }
@@ -180,11 +187,27 @@ pub async fn read_body(req: &mut Request, limit: usize) -> Result<Vec<u8>, ApiEr
     let pace = BodyPace::start(BODY_TIME_MS);
     while let Some(chunk) = pace.next(&mut stream).await? {
         if body.len() + chunk.len() > limit {
+            drain(&mut stream).await;
             return Err(ApiError::PayloadTooLarge);
         }
         body.extend_from_slice(&chunk);
     }
     Ok(body)
+}
+
+/// Reads (and drops) a little of what a client is still sending before it is refused, so
+/// that the connection is not left half-read (wrangler's dev proxy then fails, or fails
+/// the next request). Bounded in bytes and time: a client cannot keep us reading.
+pub async fn drain(stream: &mut ByteStream) {
+    const DRAIN_BYTES: usize = 4 * 1024 * 1024;
+    const DRAIN_MS: Millis = 2_000;
+    let (mut drained, pace) = (0, BodyPace::start(DRAIN_MS));
+    while drained < DRAIN_BYTES {
+        match pace.next(stream).await {
+            Ok(Some(chunk)) => drained += chunk.len(),
+            _ => break,
+        }
+    }
 }
 
 /// The longest a whole body (3 MiB at most) may take to arrive.

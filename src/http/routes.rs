@@ -33,6 +33,8 @@ pub enum Route {
     StreamBatchItems { batch_id: String },
     /// `POST /examples/{task}`: the built-in example task endpoint (signed, not keyed).
     ExampleTask { task: String },
+    /// `GET /api/openapi.json`: the OpenAPI document of every endpoint (public).
+    OpenApi,
 }
 
 impl Route {
@@ -68,6 +70,7 @@ pub fn route(method: &str, path: &str) -> Result<Route, NoRoute> {
             },
         ),
         ["api", "v1", "runs"] => ("GET", Route::ListRuns),
+        ["api", "openapi.json"] => ("GET", Route::OpenApi),
         ["api", "v3", "batches"] => ("POST", Route::CreateBatch),
         ["api", "v2", "packets", filename] => (
             "PUT",
@@ -244,6 +247,97 @@ mod tests {
             "/api/v2/runs/r",
         ] {
             assert_eq!(route("GET", path), Err(NoRoute::NotFound), "{path}");
+        }
+    }
+
+    /// The OpenAPI document and the route table agree: every documented operation routes
+    /// (with its one method), and every route is documented.
+    #[test]
+    fn the_openapi_document_lists_exactly_the_routes() {
+        let document: serde_json::Value =
+            serde_json::from_str(include_str!("../../docs/openapi.json")).unwrap();
+        let mut documented = Vec::new();
+        for (template, item) in document["paths"].as_object().unwrap() {
+            // Fill each `{parameter}` with a plain value.
+            let path: String = template
+                .split('/')
+                .map(|s| if s.starts_with('{') { "x" } else { s })
+                .collect::<Vec<_>>()
+                .join("/");
+            for method in ["get", "post", "put", "delete", "patch"] {
+                if item.get(method).is_none() {
+                    continue;
+                }
+                let method = method.to_uppercase();
+                let routed = route(&method, &path);
+                assert!(
+                    routed.is_ok(),
+                    "{method} {template} is documented but does not route"
+                );
+                documented.push(std::mem::discriminant(&routed.unwrap()));
+                for other in ["GET", "POST", "PUT", "DELETE"] {
+                    if other != method {
+                        assert!(
+                            matches!(route(other, &path), Err(NoRoute::MethodNotAllowed { .. })),
+                            "{other} {template} should be 405"
+                        );
+                    }
+                }
+            }
+        }
+        let every_route = [
+            Route::TriggerBatch { task: "x".into() },
+            Route::RetrieveRun { run_id: "x".into() },
+            Route::RetrieveBatch {
+                batch_id: "x".into(),
+            },
+            Route::TriggerTask { task: "x".into() },
+            Route::ListRuns,
+            Route::RetrieveBatchV2 {
+                batch_id: "x".into(),
+            },
+            Route::CancelRun { run_id: "x".into() },
+            Route::ReplayRun { run_id: "x".into() },
+            Route::RescheduleRun { run_id: "x".into() },
+            Route::ResetIdempotencyKey { key: "x".into() },
+            Route::CreateBatch,
+            Route::CreatePacketUrl {
+                filename: "x".into(),
+            },
+            Route::UploadPacket {
+                env: "x".into(),
+                path: "x".into(),
+            },
+            Route::StreamBatchItems {
+                batch_id: "x".into(),
+            },
+            Route::ExampleTask { task: "x".into() },
+            Route::OpenApi,
+        ];
+        for r in every_route {
+            // A new variant must be added above: this match has no wildcard.
+            match r {
+                Route::TriggerBatch { .. }
+                | Route::RetrieveRun { .. }
+                | Route::RetrieveBatch { .. }
+                | Route::TriggerTask { .. }
+                | Route::ListRuns
+                | Route::RetrieveBatchV2 { .. }
+                | Route::CancelRun { .. }
+                | Route::ReplayRun { .. }
+                | Route::RescheduleRun { .. }
+                | Route::ResetIdempotencyKey { .. }
+                | Route::CreateBatch
+                | Route::CreatePacketUrl { .. }
+                | Route::UploadPacket { .. }
+                | Route::StreamBatchItems { .. }
+                | Route::ExampleTask { .. }
+                | Route::OpenApi => {}
+            }
+            assert!(
+                documented.contains(&std::mem::discriminant(&r)),
+                "{r:?} is not in docs/openapi.json"
+            );
         }
     }
 }

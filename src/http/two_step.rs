@@ -16,7 +16,7 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 use worker::{Request, Response};
 
-use super::{json_response, read_body, BodyPace, Ctx, MAX_BODY_BYTES};
+use super::{drain, json_response, read_body, BodyPace, Ctx, MAX_BODY_BYTES};
 use crate::domain::error::ApiError;
 use crate::domain::ids::{new_id, parse_id, IdKind, Route};
 use crate::domain::ndjson::{identify, Line, LineSplitter};
@@ -172,23 +172,10 @@ pub async fn stream_items(
     };
     let result = items(ctx, &req, Some(&mut body), batch_id).await;
     if result.is_err() {
-        // Read a little of what the client is still sending before answering, so that a
-        // refused stream does not leave the connection half-read (wrangler's dev proxy
-        // then fails the next request). Bounded: a client cannot keep us reading.
-        let (mut drained, pace) = (0, BodyPace::start(DRAIN_MS));
-        while drained < DRAIN_BYTES {
-            match pace.next(&mut body).await {
-                Ok(Some(chunk)) => drained += chunk.len(),
-                _ => break,
-            }
-        }
+        drain(&mut body).await;
     }
     result
 }
-
-/// How much of a refused stream is read before the answer, and for how long at most.
-const DRAIN_BYTES: usize = 256 * 1024;
-const DRAIN_MS: Millis = 2_000;
 
 /// The longest an item stream may take (1,000 items of up to 3 MiB each); a pause of
 /// more than the idle allowance between chunks ends it sooner (408).

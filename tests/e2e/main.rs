@@ -8,6 +8,7 @@ mod harness;
 mod hostile;
 mod isolation;
 mod limits;
+mod schema;
 mod sdk;
 mod task_server;
 mod two_step;
@@ -20,10 +21,9 @@ use std::time::Duration;
 use libtest_mimic::{Arguments, Failed, Trial};
 use serde_json::{json, Value};
 
+use execution::Case;
 use harness::{eventually, get, get_with, request, request_chunked, Answer, Worker, DEV_KEY};
 use task_server::TaskServer;
-
-type Check = fn(&Worker) -> Result<(), Failed>;
 
 /// `(name, function)` pairs: a test is named after its function.
 #[macro_export]
@@ -35,7 +35,8 @@ macro_rules! cases {
 
 fn main() {
     let args = Arguments::from_args();
-    let cases: Vec<(&str, Check)> = cases![
+    let tasks = TaskServer::start();
+    let main_cases = cases![
         batch_of_100_items_returns_100_distinct_ids_in_order_each_readable,
         batch_with_101_items_is_rejected_with_400,
         missing_malformed_and_unknown_keys_are_401,
@@ -50,110 +51,72 @@ fn main() {
         payload_of_2_5_mib_round_trips_byte_for_byte,
         status_names_follow_the_api_version_header,
         wrong_method_is_405_and_unknown_path_is_404,
+    ]
+    .into_iter()
+    .chain(execution::cases())
+    .chain(two_step::cases())
+    .chain(isolation::cases())
+    .chain(sdk::cases())
+    .collect();
+    let endpoint = tasks.clone();
+    let groups = vec![
+        Group::new("main", main_cases, move |c| {
+            execution::declare_task(c, &endpoint)
+        }),
+        Group::new(
+            "broken-config",
+            cases![malformed_task_declaration_fails_loudly_with_500_naming_task_and_field],
+            declare_a_malformed_task,
+        ),
+        // Abusive requests: an upload cut short can upset wrangler's dev proxy for the
+        // next request, so these run one at a time on a worker of their own.
+        Group::new(
+            "hostile",
+            cases![body_over_3_mib_is_413_with_or_without_content_length]
+                .into_iter()
+                .chain(two_step::hostile_cases())
+                .chain(hostile::cases())
+                .collect(),
+            |_| {},
+        )
+        .one_at_a_time(),
+        Group::new("rate-limited", limits::cases(), limits::configure),
+        Group::new("fuzzed", schema::cases(), schema::configure),
     ];
 
-    let tasks = TaskServer::start();
-    let (worker, broken, hostile, limited) = if args.list {
-        (None, None, None, None)
-    } else {
-        // All start at once; none builds (the test command built the worker).
-        // `hostile` takes the abusive requests: an aborted upload can upset wrangler's
-        // dev proxy for the next request, which must not be another test's.
-        let hostile = thread::spawn(|| Worker::start("hostile", |_| {}));
-        let limited = thread::spawn(|| Worker::start("rate-limited", limits::configure));
-        let broken = thread::spawn(|| {
-            Worker::start("broken-config", |config| {
-                let vars = config["vars"].as_table_mut().unwrap();
-                let tasks = vars["TASKS"].as_table_mut().unwrap();
-                tasks.insert(
-                    "broken".into(),
-                    toml::Value::Table(
-                        toml::toml! { endpoint = "https://example.com" maxAttempts = 0 },
-                    ),
-                );
-            })
-        });
-        let worker = Worker::start("main", |config| execution::declare_task(config, &tasks));
-        let broken = broken.join().expect("the broken-config worker starts");
-        let hostile = hostile.join().expect("the hostile-input worker starts");
-        let limited = limited.join().expect("the rate-limited worker starts");
-        (
-            Some(Arc::new(worker)),
-            Some(Arc::new(broken)),
-            Some(Arc::new(hostile)),
-            Some(Arc::new(limited)),
-        )
-    };
-
-    let mut trials: Vec<Trial> = cases
-        .into_iter()
-        .map(|(name, check)| {
-            let worker = worker.clone();
-            Trial::test(name, move || {
-                check(worker.as_deref().expect("worker started"))
-            })
+    // Every worker starts at once; none builds (the test command built the worker).
+    let started: Vec<Option<Arc<Worker>>> = groups
+        .iter()
+        .map(|g| {
+            let (name, configure) = (g.name, g.configure.clone());
+            (!args.list).then(|| thread::spawn(move || Worker::start(name, |c| configure(c))))
         })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|handle| handle.map(|h| Arc::new(h.join().expect("a test worker starts"))))
         .collect();
-    let broken_worker = broken.clone();
-    trials.push(Trial::test(
-        "malformed_task_declaration_fails_loudly_with_500_naming_task_and_field",
-        move || {
-            malformed_task_declaration_fails_loudly(
-                broken_worker.as_deref().expect("worker started"),
-            )
-        },
-    ));
 
-    for (name, case) in execution::cases()
-        .into_iter()
-        .chain(two_step::cases())
-        .chain(isolation::cases())
-        .chain(sdk::cases())
-    {
-        let (worker, tasks) = (worker.clone(), tasks.clone());
-        trials.push(Trial::test(name, move || {
-            case(worker.as_deref().expect("worker started"), &tasks)
-        }));
+    let mut trials = Vec::new();
+    for (group, worker) in groups.into_iter().zip(&started) {
+        let lock = group
+            .one_at_a_time
+            .then(|| Arc::new(std::sync::Mutex::new(())));
+        for (name, case) in group.cases {
+            let (worker, tasks, lock) = (worker.clone(), tasks.clone(), lock.clone());
+            trials.push(Trial::test(name, move || {
+                let _turn = lock
+                    .as_ref()
+                    .map(|l| l.lock().unwrap_or_else(|e| e.into_inner()));
+                case(worker.as_deref().expect("worker started"), &tasks)
+            }));
+        }
     }
-    for (name, case) in limits::cases() {
-        let (worker, tasks) = (limited.clone(), tasks.clone());
-        trials.push(Trial::test(name, move || {
-            case(worker.as_deref().expect("worker started"), &tasks)
-        }));
-    }
-    // The hostile worker's cases run one at a time (see the 413 case).
-    static HOSTILE: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    for (name, case) in two_step::hostile_cases()
-        .into_iter()
-        .chain(hostile::cases())
-    {
-        let (worker, tasks) = (hostile.clone(), tasks.clone());
-        trials.push(Trial::test(name, move || {
-            let _one_at_a_time = HOSTILE.lock().unwrap_or_else(|e| e.into_inner());
-            case(worker.as_deref().expect("worker started"), &tasks)
-        }));
-    }
-    let hostile_worker = hostile.clone();
-    trials.push(Trial::test(
-        "body_over_3_mib_is_413_with_or_without_content_length",
-        move || {
-            let _one_at_a_time = HOSTILE.lock().unwrap_or_else(|e| e.into_inner());
-            body_over_3_mib_is_413_with_or_without_content_length(
-                hostile_worker.as_deref().expect("worker started"),
-            )
-        },
-    ));
 
     let conclusion = libtest_mimic::run(&args, trials);
     // Last, over everything the run produced: the logs of every worker, every answer
     // received, every call made to the task endpoint.
-    let workers = [&worker, &broken, &hostile, &limited];
     if !args.list && args.filter.is_none() {
-        let logs: Vec<String> = workers
-            .iter()
-            .filter_map(|w| w.as_ref())
-            .map(|w| w.log())
-            .collect();
+        let logs: Vec<String> = started.iter().flatten().map(|w| w.log()).collect();
         match execution::secrets_leaked(&logs, &tasks) {
             None => println!(
                 "secrets: no key or signing secret in {} worker logs, any answer or task call",
@@ -165,11 +128,47 @@ fn main() {
             }
         }
     }
-    drop(worker);
-    drop(broken);
-    drop(hostile);
-    drop(limited);
+    drop(started);
     conclusion.exit();
+}
+
+/// A worker the suite starts (named, with its configuration changed by `configure`) and
+/// the cases that run against it.
+struct Group {
+    name: &'static str,
+    configure: Arc<dyn Fn(&mut toml::Table) + Send + Sync>,
+    cases: Vec<(&'static str, Case)>,
+    one_at_a_time: bool,
+}
+
+impl Group {
+    fn new(
+        name: &'static str,
+        cases: Vec<(&'static str, Case)>,
+        configure: impl Fn(&mut toml::Table) + Send + Sync + 'static,
+    ) -> Group {
+        Group {
+            name,
+            configure: Arc::new(configure),
+            cases,
+            one_at_a_time: false,
+        }
+    }
+
+    fn one_at_a_time(self) -> Group {
+        Group {
+            one_at_a_time: true,
+            ..self
+        }
+    }
+}
+
+fn declare_a_malformed_task(config: &mut toml::Table) {
+    let tasks = config["vars"]["TASKS"].as_table_mut().unwrap();
+    tasks.insert(
+        "broken".into(),
+        toml::Value::Table(toml::toml! { endpoint = "https://example.com" maxAttempts = 0 }),
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -258,6 +257,7 @@ fn is_run_id(id: &str) -> bool {
 
 fn batch_of_100_items_returns_100_distinct_ids_in_order_each_readable(
     w: &Worker,
+    _: &TaskServer,
 ) -> Result<(), Failed> {
     let tag = unique("hundred");
     let items: Vec<Value> = (0..100)
@@ -302,7 +302,7 @@ fn batch_of_100_items_returns_100_distinct_ids_in_order_each_readable(
     ensure_eq(&batch["runs"], &json!(runs), "batch runs")
 }
 
-fn batch_with_101_items_is_rejected_with_400(w: &Worker) -> Result<(), Failed> {
+fn batch_with_101_items_is_rejected_with_400(w: &Worker, _: &TaskServer) -> Result<(), Failed> {
     let items: Vec<Value> = (0..101).map(|i| json!({"payload": i})).collect();
     let answer = trigger(w, &json!({ "items": items }));
     ensure_eq(answer.status, 400, "status")?;
@@ -313,7 +313,7 @@ fn batch_with_101_items_is_rejected_with_400(w: &Worker) -> Result<(), Failed> {
     )
 }
 
-fn missing_malformed_and_unknown_keys_are_401(w: &Worker) -> Result<(), Failed> {
+fn missing_malformed_and_unknown_keys_are_401(w: &Worker, _: &TaskServer) -> Result<(), Failed> {
     let url = w.url("/api/v1/tasks/hello-world/batch");
     let body = br#"{"items":[{}]}"#;
     for (headers, message) in [
@@ -342,13 +342,16 @@ fn missing_malformed_and_unknown_keys_are_401(w: &Worker) -> Result<(), Failed> 
     ensure_eq(read.status, 401, "reads need a key too")
 }
 
-fn undeclared_task_is_404(w: &Worker) -> Result<(), Failed> {
+fn undeclared_task_is_404(w: &Worker, _: &TaskServer) -> Result<(), Failed> {
     let answer = trigger_raw(w, "no-such-task", br#"{"items":[{"payload":1}]}"#, &[]);
     ensure_eq(answer.status, 404, "status")?;
     ensure_eq(answer.error(), "Task not found".into(), "message")
 }
 
-fn body_over_3_mib_is_413_with_or_without_content_length(w: &Worker) -> Result<(), Failed> {
+fn body_over_3_mib_is_413_with_or_without_content_length(
+    w: &Worker,
+    _: &TaskServer,
+) -> Result<(), Failed> {
     let big = format!(r#"{{"items":[{{"payload":"{}"}}]}}"#, "x".repeat(4 << 20));
     let answer = trigger_raw(w, "hello-world", big.as_bytes(), &[]);
     ensure_eq(answer.status, 413, "status with content-length")?;
@@ -382,7 +385,10 @@ fn body_over_3_mib_is_413_with_or_without_content_length(w: &Worker) -> Result<(
     Ok(())
 }
 
-fn invalid_json_empty_body_and_wrong_types_are_400(w: &Worker) -> Result<(), Failed> {
+fn invalid_json_empty_body_and_wrong_types_are_400(
+    w: &Worker,
+    _: &TaskServer,
+) -> Result<(), Failed> {
     for (body, message) in [
         (&b""[..], "Request body is empty"),
         (b"{\"items\": [", "Invalid JSON"),
@@ -401,7 +407,10 @@ fn invalid_json_empty_body_and_wrong_types_are_400(w: &Worker) -> Result<(), Fai
     Ok(())
 }
 
-fn same_key_twice_in_one_batch_is_one_run_with_its_id_twice(w: &Worker) -> Result<(), Failed> {
+fn same_key_twice_in_one_batch_is_one_run_with_its_id_twice(
+    w: &Worker,
+    _: &TaskServer,
+) -> Result<(), Failed> {
     let key = unique("in-batch");
     let (batch_id, runs) = trigger_ok(
         w,
@@ -432,7 +441,10 @@ fn same_key_twice_in_one_batch_is_one_run_with_its_id_twice(w: &Worker) -> Resul
     ensure_eq(&batch["runs"], &json!(runs), "the batch lists the id twice")
 }
 
-fn same_key_in_a_later_batch_returns_the_same_run(w: &Worker) -> Result<(), Failed> {
+fn same_key_in_a_later_batch_returns_the_same_run(
+    w: &Worker,
+    _: &TaskServer,
+) -> Result<(), Failed> {
     let key = unique("later");
     let (_, first) = trigger_ok(
         w,
@@ -454,7 +466,10 @@ fn same_key_in_a_later_batch_returns_the_same_run(w: &Worker) -> Result<(), Fail
     )
 }
 
-fn twenty_concurrent_requests_racing_on_one_key_create_one_run(w: &Worker) -> Result<(), Failed> {
+fn twenty_concurrent_requests_racing_on_one_key_create_one_run(
+    w: &Worker,
+    _: &TaskServer,
+) -> Result<(), Failed> {
     let key = unique("race");
     let ids: Vec<Result<Vec<String>, String>> = thread::scope(|s| {
         let handles: Vec<_> = (0..20)
@@ -479,7 +494,10 @@ fn twenty_concurrent_requests_racing_on_one_key_create_one_run(w: &Worker) -> Re
     ensure_eq(distinct.len(), 1, "distinct runs across 20 racing requests")
 }
 
-fn repeated_batch_key_header_replays_and_a_different_body_is_422(w: &Worker) -> Result<(), Failed> {
+fn repeated_batch_key_header_replays_and_a_different_body_is_422(
+    w: &Worker,
+    _: &TaskServer,
+) -> Result<(), Failed> {
     let key = unique("batch-key");
     let body = json!({"items": [{"payload": 1}, {"payload": 2}]}).to_string();
     let headers = [
@@ -512,7 +530,10 @@ fn repeated_batch_key_header_replays_and_a_different_body_is_422(w: &Worker) -> 
     )
 }
 
-fn delayed_and_ttl_runs_show_delayed_until_and_ttl(w: &Worker) -> Result<(), Failed> {
+fn delayed_and_ttl_runs_show_delayed_until_and_ttl(
+    w: &Worker,
+    _: &TaskServer,
+) -> Result<(), Failed> {
     let (_, runs) = trigger_ok(
         w,
         &json!({"items": [
@@ -548,7 +569,10 @@ fn delayed_and_ttl_runs_show_delayed_until_and_ttl(w: &Worker) -> Result<(), Fai
     )
 }
 
-fn every_accepted_run_is_delivered_to_the_queue_consumer(w: &Worker) -> Result<(), Failed> {
+fn every_accepted_run_is_delivered_to_the_queue_consumer(
+    w: &Worker,
+    _: &TaskServer,
+) -> Result<(), Failed> {
     let mut all = Vec::new();
     for round in 0..3 {
         let items: Vec<Value> = (0..50).map(|i| json!({"payload": [round, i]})).collect();
@@ -567,7 +591,7 @@ fn every_accepted_run_is_delivered_to_the_queue_consumer(w: &Worker) -> Result<(
     Ok(())
 }
 
-fn payload_of_2_5_mib_round_trips_byte_for_byte(w: &Worker) -> Result<(), Failed> {
+fn payload_of_2_5_mib_round_trips_byte_for_byte(w: &Worker, _: &TaskServer) -> Result<(), Failed> {
     // Larger than a SQLite row may hold: the store splits and rejoins it.
     let text: String = (0..(2_621_440 / 10))
         .map(|i| format!("{:09}é", i % 1_000_000_000))
@@ -597,7 +621,7 @@ fn payload_of_2_5_mib_round_trips_byte_for_byte(w: &Worker) -> Result<(), Failed
 // ---------------------------------------------------------------------------------------
 // Reads and the rest of section 1
 
-fn status_names_follow_the_api_version_header(w: &Worker) -> Result<(), Failed> {
+fn status_names_follow_the_api_version_header(w: &Worker, _: &TaskServer) -> Result<(), Failed> {
     let (_, runs) = trigger_ok(
         w,
         &json!({"items": [{"payload": 1, "options": {"delay": "1h"}}]}),
@@ -616,7 +640,7 @@ fn status_names_follow_the_api_version_header(w: &Worker) -> Result<(), Failed> 
     ensure_eq(malformed.error(), "Run not found".into(), "message")
 }
 
-fn wrong_method_is_405_and_unknown_path_is_404(w: &Worker) -> Result<(), Failed> {
+fn wrong_method_is_405_and_unknown_path_is_404(w: &Worker, _: &TaskServer) -> Result<(), Failed> {
     let answer = get(&w.url("/api/v1/tasks/hello-world/batch"), Some(DEV_KEY));
     ensure_eq(answer.status, 405, "GET on the batch endpoint")?;
     ensure_eq(answer.header("allow"), Some("POST"), "Allow header")?;
@@ -625,7 +649,10 @@ fn wrong_method_is_405_and_unknown_path_is_404(w: &Worker) -> Result<(), Failed>
     ensure_eq(missing.error(), "Not found".into(), "message")
 }
 
-fn malformed_task_declaration_fails_loudly(w: &Worker) -> Result<(), Failed> {
+fn malformed_task_declaration_fails_loudly_with_500_naming_task_and_field(
+    w: &Worker,
+    _: &TaskServer,
+) -> Result<(), Failed> {
     let answer = request(
         "POST",
         &w.url("/api/v1/tasks/hello-world/batch"),

@@ -1,0 +1,111 @@
+//! Fuzzing the API with its specifications: Schemathesis (PyPI, installed by
+//! scripts/setup) generates requests from the seed's OpenAPI document
+//! (`shared/spec/seed-batch-trigger.md`) and from ours (`docs/openapi.json`, read back from
+//! the worker at `GET /api/openapi.json`), and checks every answer: no 5xx, only
+//! documented status codes, content types and headers, bodies that match their schemas.
+//!
+//! Each run uses a fresh seed (printed on failure, to replay it) and a bounded number of
+//! examples per operation, so that it fits the test command.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use libtest_mimic::Failed;
+
+use crate::execution::Case;
+use crate::harness::{get, Worker, DEV_KEY};
+use crate::task_server::TaskServer;
+use crate::{ensure, ensure_eq};
+
+/// The seed document's example task (`my-task`), declared on the fuzzed worker so that
+/// generated batches can succeed too.
+pub fn configure(config: &mut toml::Table) {
+    let tasks = config["vars"]["TASKS"].as_table_mut().unwrap();
+    let example = tasks["hello-world"].clone();
+    tasks.insert("my-task".into(), example);
+}
+
+pub fn cases() -> Vec<(&'static str, Case)> {
+    crate::cases![
+        schemathesis_on_the_seed_document_finds_no_5xx_and_only_documented_answers,
+        schemathesis_on_our_document_finds_no_5xx_and_only_documented_answers,
+    ]
+}
+
+const CHECKS: &str = "not_a_server_error,status_code_conformance,content_type_conformance,\
+response_headers_conformance,response_schema_conformance";
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs `st run <location>` against the worker with `examples` cases per operation.
+fn schemathesis(w: &Worker, location: &str, examples: u32) -> Result<(), Failed> {
+    let st = std::env::var("SCHEMATHESIS_BIN").map_err(|_| {
+        "SCHEMATHESIS_BIN is not set: run the tests through scripts/test (scripts/setup installs it)"
+    })?;
+    let scratch = root().join("target/e2e/schemathesis");
+    std::fs::create_dir_all(&scratch)?;
+    let out = Command::new(st)
+        .current_dir(&scratch)
+        .args(["run", location, "--url", &w.base])
+        .args(["--header", &format!("Authorization: Bearer {DEV_KEY}")])
+        .args(["--checks", CHECKS])
+        .args(["--max-examples", &examples.to_string()])
+        .args(["--generation-database", "none", "--no-color"])
+        .env("SCHEMATHESIS_HOOKS", "hooks")
+        .env("PYTHONPATH", root().join("tests/schemathesis"))
+        .output()?;
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ensure(
+        out.status.success() && printed.contains(" passed"),
+        format!("schemathesis failed on {location}:\n{printed}"),
+    )
+}
+
+/// The YAML block of the seed page, written where schemathesis can read it.
+fn seed_document() -> Result<PathBuf, Failed> {
+    let page = std::fs::read_to_string(root().join("../shared/spec/seed-batch-trigger.md"))?;
+    let yaml: String = page
+        .lines()
+        .skip_while(|l| !l.starts_with("````yaml"))
+        .skip(1)
+        .take_while(|l| *l != "````")
+        .map(|l| format!("{l}\n"))
+        .collect();
+    ensure(
+        yaml.starts_with("openapi:"),
+        "the seed page holds an OpenAPI document",
+    )?;
+    let path = root().join("target/e2e/seed-openapi.yaml");
+    std::fs::write(&path, yaml)?;
+    Ok(path)
+}
+
+fn schemathesis_on_the_seed_document_finds_no_5xx_and_only_documented_answers(
+    w: &Worker,
+    _tasks: &TaskServer,
+) -> Result<(), Failed> {
+    let seed = seed_document()?;
+    schemathesis(w, &seed.to_string_lossy(), 300)
+}
+
+fn schemathesis_on_our_document_finds_no_5xx_and_only_documented_answers(
+    w: &Worker,
+    _tasks: &TaskServer,
+) -> Result<(), Failed> {
+    // The worker serves exactly the document in the repository.
+    let served = get(&w.url("/api/openapi.json"), None);
+    ensure_eq(served.status, 200, "GET /api/openapi.json")?;
+    let file: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root().join("docs/openapi.json"))?)?;
+    ensure(
+        served.json() == file,
+        "the served document is docs/openapi.json",
+    )?;
+    schemathesis(w, &w.url("/api/openapi.json"), 60)
+}
