@@ -15,6 +15,7 @@ use std::collections::HashSet;
 use worker::{console_error, console_log, Env, MessageBatch, MessageExt, RawMessage};
 
 use crate::domain::delivery::RunRefs;
+use crate::domain::time::Millis;
 use crate::offers::Offers;
 use crate::store::client::RunStoreClient;
 use crate::store::protocol::{ClaimedRun, StoreCommand, StoreReply};
@@ -24,6 +25,8 @@ struct Delivery {
     refs: RunRefs,
     /// The gates this message's runs go to.
     gates: HashSet<String>,
+    /// The store's clock when it answered the claim: what the acknowledgement covers.
+    claimed_at: Millis,
     ok: bool,
 }
 
@@ -35,6 +38,7 @@ pub async fn consume(batch: MessageBatch<serde_json::Value>, env: Env) {
                 message,
                 refs,
                 gates: HashSet::new(),
+                claimed_at: 0,
                 ok: true,
             }),
             Err(e) => {
@@ -55,7 +59,8 @@ pub async fn consume(batch: MessageBatch<serde_json::Value>, env: Env) {
     let mut offers = Offers::default();
     for delivery in &mut deliveries {
         match claim(&env, &delivery.refs).await {
-            Ok(runs) => {
+            Ok((runs, at)) => {
+                delivery.claimed_at = at;
                 for run in runs {
                     delivery.gates.insert(offers.add(&delivery.refs.store, run));
                 }
@@ -76,7 +81,11 @@ pub async fn consume(batch: MessageBatch<serde_json::Value>, env: Env) {
     // 3. Acknowledge and ack what fully reached its gates; retry the rest.
     for delivery in deliveries {
         let reached = delivery.ok && delivery.gates.is_disjoint(&failed_gates);
-        if reached && acknowledge(&env, &delivery.refs).await.is_ok() {
+        if reached
+            && acknowledge(&env, &delivery.refs, delivery.claimed_at)
+                .await
+                .is_ok()
+        {
             for run in &delivery.refs.runs {
                 console_log!("queue: delivered {run} from {}", delivery.refs.store);
             }
@@ -99,21 +108,22 @@ async fn dead_letter(env: &Env, message: &RawMessage) -> worker::Result<()> {
         .await
 }
 
-async fn claim(env: &Env, refs: &RunRefs) -> Result<Vec<ClaimedRun>, String> {
+async fn claim(env: &Env, refs: &RunRefs) -> Result<(Vec<ClaimedRun>, Millis), String> {
     let client = RunStoreClient::new(env, &refs.store).map_err(|e| e.detail)?;
     let command = StoreCommand::Claim {
         run_ids: refs.runs.clone(),
     };
     match client.call(&command).await.map_err(|e| e.detail)? {
-        StoreReply::Claimed { runs } => Ok(runs),
+        StoreReply::Claimed { runs, at } => Ok((runs, at)),
         other => Err(format!("unexpected reply {other:?}")),
     }
 }
 
-async fn acknowledge(env: &Env, refs: &RunRefs) -> Result<(), String> {
+async fn acknowledge(env: &Env, refs: &RunRefs, claimed_at: Millis) -> Result<(), String> {
     let client = RunStoreClient::new(env, &refs.store).map_err(|e| e.detail)?;
     let command = StoreCommand::Acknowledge {
         run_ids: refs.runs.clone(),
+        claimed_at,
     };
     match client.call(&command).await.map_err(|e| e.detail)? {
         StoreReply::Acknowledged => Ok(()),

@@ -150,9 +150,11 @@ impl GateState {
             }
         }
         for ticket in tickets {
-            if self.waiting.contains_key(&ticket.run_id)
-                || self.running.contains_key(&ticket.run_id)
-            {
+            // A run offered while it holds a lease waits too, behind that lease: its store
+            // moved past the attempt the lease is for (a retry, or a redelivery that
+            // crossed the end of the attempt), and dropping the offer would lose the run
+            // once the lease ends. It is admitted only after the lease is gone.
+            if self.waiting.contains_key(&ticket.run_id) {
                 continue;
             }
             let waiting = Waiting {
@@ -277,8 +279,12 @@ impl GateState {
                 if !room {
                     break;
                 }
-                let Some((_, _, run_id)) = self.queues.get(&key).and_then(|q| q.first()).cloned()
-                else {
+                // The oldest waiting run of the key that does not hold a lease already.
+                let Some((_, _, run_id)) = self.queues.get(&key).and_then(|q| {
+                    q.iter()
+                        .find(|(_, _, run)| !self.running.contains_key(run))
+                        .cloned()
+                }) else {
                     break;
                 };
                 let waiting = self
@@ -444,18 +450,10 @@ mod tests {
     }
 
     #[test]
-    fn duplicate_offers_are_ignored() {
+    fn duplicate_offers_of_a_waiting_run_are_ignored() {
         let mut gate = GateState::default();
         gate.offer(vec![ticket("r1", "", 0), ticket("r2", "", 1)], limit(1), 0);
-        let again = gate.offer(
-            vec![
-                ticket("r1", "", 0),
-                ticket("r2", "", 1),
-                ticket("r2", "", 1),
-            ],
-            None,
-            1,
-        );
+        let again = gate.offer(vec![ticket("r2", "", 1), ticket("r2", "", 1)], None, 1);
         assert!(again.waiting_added.is_empty() && again.admitted.is_empty());
         assert_eq!((gate.running_count(""), gate.waiting_count()), (1, 1));
     }
@@ -559,5 +557,39 @@ mod tests {
             fresh.waiting_added[0].seq >= 4,
             "sequence numbers continue after a restore"
         );
+    }
+
+    #[test]
+    fn a_run_offered_while_it_holds_a_lease_waits_for_that_lease_to_end() {
+        let mut gate = GateState::default();
+        let first = gate.offer(vec![ticket("r", "", 1)], limit(2), 100);
+        assert_eq!(ids(&first.admitted), ["r"]);
+        // Its retry (or a late redelivery) arrives before the executor released the slot.
+        let again = gate.offer(vec![ticket("r", "", 2)], None, 110);
+        assert!(again.admitted.is_empty(), "never two leases for one run");
+        assert_eq!(again.waiting_added.len(), 1, "kept, not dropped");
+        assert_eq!(gate.running_count(""), 1);
+        // Another run still gets the free slot past it.
+        let other = gate.offer(vec![ticket("s", "", 3)], None, 120);
+        assert_eq!(ids(&other.admitted), ["s"]);
+        // The lease ends: the run waiting behind it is admitted under a new lease.
+        let token = gate.lease("r").unwrap().token;
+        let released = gate.release("r", Some(token), 130);
+        assert_eq!(released.running_removed, ["r"]);
+        assert_eq!(ids(&released.admitted), ["r"]);
+        assert_ne!(gate.lease("r").unwrap().token, token);
+        assert_eq!(gate.waiting_count(), 0);
+    }
+
+    #[test]
+    fn removing_a_run_drops_its_lease_and_the_offer_waiting_behind_it() {
+        let mut gate = GateState::default();
+        gate.offer(vec![ticket("r", "", 1)], limit(1), 100);
+        gate.offer(vec![ticket("r", "", 2)], None, 110);
+        let removed = gate.remove("r", 120);
+        assert_eq!(removed.running_removed, ["r"]);
+        assert_eq!(removed.waiting_removed, ["r"]);
+        assert!(removed.admitted.is_empty());
+        assert_eq!((gate.running_count(""), gate.waiting_count()), (0, 0));
     }
 }

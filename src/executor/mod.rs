@@ -3,7 +3,10 @@
 //! alarm, so the attempt runs outside any queue consumer and may last its whole
 //! `maxDuration`. An alarm is retried by the runtime until it succeeds; the store's
 //! compare-and-set start makes sure a retried alarm never runs the attempt twice
-//! (DESIGN invariant 5): a restarted executor reports the attempt failed instead.
+//! (DESIGN invariant 5). An executor that restarts in the middle of its attempt cannot
+//! know whether the endpoint is still working on it, so it steps aside and keeps the slot
+//! taken: the lease expires at `maxDuration` plus a margin, and the gate then reclaims the
+//! slot and the store fails (and retries) the attempt (invariants 4 and 6).
 
 mod call;
 pub mod client;
@@ -55,11 +58,15 @@ impl DurableObject for RunExecutor {
     }
 }
 
-fn restarted_error() -> AttemptOutcome {
-    call::failure(
-        "ExecutorRestarted",
-        "the executor restarted during the attempt; its result is unknown",
-    )
+/// What became of the attempt an executor was given.
+enum Attempt {
+    /// It ran (now or before a restart, with its outcome kept): report it.
+    Ended(u32, AttemptOutcome),
+    /// Nothing to run: the run was cancelled, expired or already finished.
+    NotRun,
+    /// It started before this executor restarted; whether the endpoint is still working on
+    /// it is unknown. Its lease keeps the slot until it expires.
+    InDoubt(u32),
 }
 
 impl RunExecutor {
@@ -72,24 +79,34 @@ impl RunExecutor {
         };
         let storage = self.state.storage();
         let kept: Option<(u32, String)> = storage.get(OUTCOME).await.map_err(|e| e.to_string())?;
-        let finished = match kept {
+        let attempt = match kept {
             Some((attempt, outcome)) => {
                 let outcome: AttemptOutcome =
                     serde_json::from_str(&outcome).map_err(|e| e.to_string())?;
-                Some((attempt, outcome))
+                Attempt::Ended(attempt, outcome)
             }
             None => {
                 let env_slug = crate::store::client::env_of_store(&ticket.store);
                 self.attempt(&store, &start, env_slug).await?
             }
         };
-        if let Some((attempt, outcome)) = finished {
-            let finish = StoreCommand::FinishAttempt {
-                run_id: ticket.run_id.clone(),
-                attempt,
-                outcome,
-            };
-            store.call(&finish).await.map_err(|e| e.detail)?;
+        match attempt {
+            Attempt::Ended(attempt, outcome) => {
+                let finish = StoreCommand::FinishAttempt {
+                    run_id: ticket.run_id.clone(),
+                    attempt,
+                    outcome,
+                };
+                store.call(&finish).await.map_err(|e| e.detail)?;
+            }
+            Attempt::NotRun => {}
+            Attempt::InDoubt(attempt) => {
+                console_log!(
+                    "executor: {} attempt {attempt} was under way when its executor restarted; its lease decides",
+                    ticket.run_id
+                );
+                return Ok(());
+            }
         }
         let release = GateCommand::Release {
             run_id: ticket.run_id.clone(),
@@ -107,13 +124,13 @@ impl RunExecutor {
         Ok(())
     }
 
-    /// Starts the attempt at the store and calls the endpoint. `None`: nothing to run.
+    /// Starts the attempt at the store and calls the endpoint.
     async fn attempt(
         &self,
         store: &RunStoreClient,
         start: &StoreCommand,
         env_slug: &str,
-    ) -> std::result::Result<Option<(u32, AttemptOutcome)>, String> {
+    ) -> std::result::Result<Attempt, String> {
         Ok(match store.call(start).await.map_err(|e| e.detail)? {
             StoreReply::Started(mut attempt) => {
                 let (payload, kind) = (&mut attempt.payload, &mut attempt.payload_type);
@@ -134,10 +151,10 @@ impl RunExecutor {
                     .put(OUTCOME, (attempt.attempt, kept))
                     .await
                     .map_err(|e| e.to_string())?;
-                Some((attempt.attempt, outcome))
+                Attempt::Ended(attempt.attempt, outcome)
             }
-            StoreReply::AlreadyStarted { attempt } => Some((attempt, restarted_error())),
-            _ => None, // cancelled, expired, finished: nothing to run
+            StoreReply::AlreadyStarted { attempt } => Attempt::InDoubt(attempt),
+            _ => Attempt::NotRun, // cancelled, expired, finished
         })
     }
 }

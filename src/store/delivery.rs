@@ -72,10 +72,12 @@ impl RunStore {
                 console_error!("run store {store}: queue send failed, the alarm will retry: {e}");
                 return false;
             }
+            // Only rows that were due: a row replaced while the send was under way (a
+            // retry due later) is a delivery still to make.
             let marked = exec_in_chunks(
                 &self.sql(),
-                "UPDATE outbox SET sent_at = ? WHERE run_id IN ({list})",
-                &[now.into()],
+                "UPDATE outbox SET sent_at = ? WHERE due_at <= ? AND run_id IN ({list})",
+                &[now.into(), now.into()],
                 &ids,
                 |_| Ok(()),
             );
@@ -152,11 +154,15 @@ impl RunStore {
     }
 
     /// The gates hold these runs now: they leave the outbox (acknowledging twice is harmless).
-    pub(super) fn acknowledge(&self, run_ids: &[String]) -> Result<StoreReply> {
+    /// Deletes the outbox rows of `run_ids` that had been sent when the consumer claimed
+    /// them. A row written since (an attempt failed and its retry is due, or the sweep
+    /// re-sent it) belongs to a later delivery and stays until that one is acknowledged:
+    /// deleting it would lose the run if that delivery were dropped.
+    pub(super) fn acknowledge(&self, run_ids: &[String], claimed_at: Millis) -> Result<StoreReply> {
         exec_in_chunks(
             &self.sql(),
-            "DELETE FROM outbox WHERE run_id IN ({list})",
-            &[],
+            "DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at <= ? AND run_id IN ({list})",
+            &[claimed_at.into()],
             run_ids,
             |_| Ok(()),
         )?;
@@ -248,6 +254,6 @@ impl RunStore {
             });
         }
         self.expire(&expired, now)?;
-        Ok(StoreReply::Claimed { runs })
+        Ok(StoreReply::Claimed { runs, at: now })
     }
 }

@@ -70,7 +70,7 @@ impl RunStore {
 
     /// `QUEUED` or due `REATTEMPTING` → `EXECUTING` with the next attempt number, for the
     /// holder of lease `token` only.
-    pub(super) fn start_attempt(&self, run_id: &str, token: u64) -> Result<StoreReply> {
+    pub(super) async fn start_attempt(&self, run_id: &str, token: u64) -> Result<StoreReply> {
         let now = now();
         let Some(row) = self.state_of(run_id)? else {
             return Ok(StoreReply::NotFound);
@@ -90,6 +90,15 @@ impl RunStore {
                 });
             }
             RunStatus::Reattempting if row.retry_at.is_some_and(|at| at > now + RETRY_SLACK_MS) => {
+                // Admitted before its backoff ended (an offer that waited behind the lease
+                // of the attempt that failed): it must come back when the backoff ends, so
+                // its outbox row is due again then, whatever became of the earlier one.
+                let at = row.retry_at.unwrap_or(now);
+                self.ensure_alarm(at).await?;
+                self.sql().exec(
+                    "INSERT OR REPLACE INTO outbox (run_id, due_at, sent_at) VALUES (?, ?, NULL)",
+                    vec![run_id.into(), at.into()],
+                )?;
                 return Ok(StoreReply::NotStartable { status });
             }
             s if s.can_become(RunStatus::Executing) => {}

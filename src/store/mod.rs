@@ -88,8 +88,13 @@ impl DurableObject for RunStore {
             StoreCommand::GetRun { run_id } => self.get_run(&run_id)?,
             StoreCommand::GetBatch { batch_id } => self.get_batch(&batch_id)?,
             StoreCommand::Claim { run_ids } => self.claim(&run_ids)?,
-            StoreCommand::Acknowledge { run_ids } => self.acknowledge(&run_ids)?,
-            StoreCommand::StartAttempt { run_id, token } => self.start_attempt(&run_id, token)?,
+            StoreCommand::Acknowledge {
+                run_ids,
+                claimed_at,
+            } => self.acknowledge(&run_ids, claimed_at)?,
+            StoreCommand::StartAttempt { run_id, token } => {
+                self.start_attempt(&run_id, token).await?
+            }
             StoreCommand::FinishAttempt {
                 run_id,
                 attempt,

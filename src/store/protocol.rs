@@ -26,9 +26,11 @@ pub enum StoreCommand {
     Claim {
         run_ids: Vec<String>,
     },
-    /// The gates hold these runs now: take them out of the outbox.
+    /// The gates hold these runs now: take them out of the outbox, the rows that were
+    /// sent by `claimed_at` only (a row written since is a newer delivery of the run).
     Acknowledge {
         run_ids: Vec<String>,
+        claimed_at: Millis,
     },
     /// An executor holding lease `token` wants to start the run's next attempt.
     StartAttempt {
@@ -185,6 +187,8 @@ pub enum StoreReply {
     NotFound,
     Claimed {
         runs: Vec<ClaimedRun>,
+        /// The store's clock at the claim, for the acknowledgement.
+        at: Millis,
     },
     Acknowledged,
     Started(Box<AttemptStart>),
