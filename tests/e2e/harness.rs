@@ -25,11 +25,56 @@ pub const SIGNING_SECRET: &str = "e2e-signing-secret-0123456789";
 pub struct Worker {
     child: Child,
     pub base: String,
+    port: u16,
+    dir: PathBuf,
     log: PathBuf,
 }
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Removes the worker folders (`<name>-<pid>`) of earlier test runs whose process is gone,
+/// so that their storage does not pile up.
+fn remove_folders_of_finished_runs() {
+    let Ok(entries) = fs::read_dir(root().join("target/e2e")) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let pid = name
+            .rsplit_once('-')
+            .and_then(|(_, pid)| pid.parse::<u32>().ok());
+        if pid.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists()) {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// Starts `wrangler dev` for the worker folder `dir`, appending its output to `log`.
+fn spawn(dir: &Path, port: u16, log: &Path) -> Child {
+    let out = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    Command::new(root().join("node_modules/.bin/wrangler"))
+        .current_dir(root())
+        .args(["dev", "--config"])
+        .arg(dir.join("wrangler.toml"))
+        .args(["--ip", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--inspector-port", &free_port().to_string()])
+        .arg("--persist-to")
+        .arg(dir.join("state"))
+        .arg("--show-interactive-dev-session=false")
+        .env("WRANGLER_SEND_METRICS", "false")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .process_group(0)
+        .spawn()
+        .expect("wrangler starts (run scripts/setup)")
 }
 
 fn free_port() -> u16 {
@@ -47,6 +92,8 @@ impl Worker {
             built.exists(),
             "build the worker first: worker-build --release (scripts/test does)"
         );
+        static TIDY: std::sync::Once = std::sync::Once::new();
+        TIDY.call_once(remove_folders_of_finished_runs);
         let dir = root()
             .join("target/e2e")
             .join(format!("{name}-{}", std::process::id()));
@@ -84,31 +131,34 @@ impl Worker {
 
         let port = free_port();
         let log = dir.join("wrangler.log");
-        let out = fs::File::create(&log).unwrap();
-        let child = Command::new(root().join("node_modules/.bin/wrangler"))
-            .current_dir(root())
-            .args(["dev", "--config"])
-            .arg(dir.join("wrangler.toml"))
-            .args(["--ip", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--inspector-port", &free_port().to_string()])
-            .arg("--persist-to")
-            .arg(dir.join("state"))
-            .arg("--show-interactive-dev-session=false")
-            .env("WRANGLER_SEND_METRICS", "false")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .process_group(0)
-            .spawn()
-            .expect("wrangler starts (run scripts/setup)");
         let mut worker = Worker {
-            child,
+            child: spawn(&dir, port, &log),
             base: format!("http://127.0.0.1:{port}"),
+            port,
+            dir,
             log,
         };
         worker.wait_ready();
         worker
+    }
+
+    /// Kills wrangler and workerd at once (SIGKILL to the whole process group), as a
+    /// crash or a power cut would: nothing gets to flush or finish.
+    pub fn kill_hard(&mut self) {
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the worker again on the same port and the same `--persist-to` storage.
+    pub fn restart(&mut self) {
+        self.child = spawn(&self.dir, self.port, &self.log);
+        self.wait_ready();
+    }
+
+    /// The worker's storage folder (`--persist-to`).
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.join("state")
     }
 
     fn wait_ready(&mut self) {

@@ -3,6 +3,7 @@
 //! isolates itself with unique task payloads and keys, and polls with a deadline for
 //! effects of the queue consumer.
 
+mod crash;
 mod execution;
 mod harness;
 mod hostile;
@@ -110,6 +111,12 @@ fn main() {
                 case(worker.as_deref().expect("worker started"), &tasks)
             }));
         }
+    }
+
+    // Cases that start (and kill) workers of their own.
+    for (name, case) in crash::cases() {
+        let tasks = tasks.clone();
+        trials.push(Trial::test(name, move || case(&tasks)));
     }
 
     let conclusion = libtest_mimic::run(&args, trials);
