@@ -134,6 +134,7 @@ async function startServer(pathName, which) {
       const withoutBuild = text
         .replace(/\[build\][^\[]*/s, "")
         .replace(/^main = .*$/m, `main = "${path.join(root, "build/index.js")}"`)
+        .replace(/^directory = "public"$/m, `directory = "${path.join(root, "public")}"`)
         .replace(/^name = .*$/m, `name = "trigger-edge-bench-${process.pid}"`)
         .replace(/service = "trigger-edge"/, `service = "trigger-edge-bench-${process.pid}"`);
       const tasksToml = Object.entries(tasks)

@@ -18,6 +18,7 @@ pub mod packets;
 mod properties;
 pub mod queue_name;
 pub mod rate_limit;
+pub mod request_url;
 pub mod status;
 pub mod time;
 pub mod trigger;

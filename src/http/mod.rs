@@ -21,11 +21,9 @@ use crate::domain::config::Config;
 use crate::domain::error::{rate_limit_headers, ApiError};
 use crate::domain::http_body::next_chunk_wait;
 use crate::domain::rate_limit::{retry_after_secs, Figures, Verdict};
+use crate::domain::request_url::split_url;
 use crate::domain::time::Millis;
 use routes::{route, NoRoute, Route};
-
-/// The OpenAPI document of every endpoint (`docs/openapi.json`, minified by build.rs).
-const OPENAPI: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/openapi.min.json"));
 
 /// The largest request body read (API.md section 2): 3 MiB.
 pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
@@ -36,15 +34,12 @@ pub async fn handle(req: Request, env: Env, context: Context) -> Response {
 }
 
 async fn dispatch(req: Request, env: &Env, context: &Context) -> Result<Response, ApiError> {
-    let url = req.url().map_err(|_| ApiError::NotFound("Not found"))?;
-    let route = route(req.method().as_ref(), url.path()).map_err(|e| match e {
+    let url = req.inner().url();
+    let parts = split_url(&url).ok_or(ApiError::NotFound("Not found"))?;
+    let route = route(req.method().as_ref(), parts.path).map_err(|e| match e {
         NoRoute::NotFound => ApiError::NotFound("Not found"),
         NoRoute::MethodNotAllowed { allow } => ApiError::MethodNotAllowed { allow },
     })?;
-    if route == Route::OpenApi {
-        // Public: the document says what the API is, nothing about anyone's objects.
-        return bytes_response(200, OPENAPI.to_vec(), &[]);
-    }
     let config = crate::settings::config(env).map_err(ApiError::Misconfigured)?;
     match &route {
         // Called by this worker's executors, signed; it takes no API key.
@@ -96,7 +91,7 @@ async fn serve(ctx: &Ctx<'_>, route: Route, req: Request) -> Result<Response, Ap
         Route::RetrieveRun { run_id } => runs::retrieve_run(ctx, &req, &run_id).await,
         Route::RetrieveBatch { batch_id } => runs::retrieve_batch(ctx, &batch_id).await,
         Route::CancelRun { run_id } => runs::cancel_run(ctx, &run_id).await,
-        Route::ExampleTask { .. } | Route::UploadPacket { .. } | Route::OpenApi => {
+        Route::ExampleTask { .. } | Route::UploadPacket { .. } => {
             unreachable!("served before authentication")
         }
     }
@@ -244,6 +239,22 @@ impl BodyPace {
             Either::Right(_) => Err(ApiError::RequestTimeout),
         }
     }
+}
+
+/// The query of the request's URL (without `?`), empty when there is none.
+pub fn query_of(req: &Request) -> String {
+    let url = req.inner().url();
+    split_url(&url)
+        .map(|p| p.query.to_owned())
+        .unwrap_or_default()
+}
+
+/// The request's origin (`scheme://host[:port]`), to build URLs on this worker.
+pub fn origin_of(req: &Request) -> String {
+    let url = req.inner().url();
+    split_url(&url)
+        .map(|p| p.origin.to_owned())
+        .unwrap_or_default()
 }
 
 /// A JSON response with any status (202 for a created two-step batch).

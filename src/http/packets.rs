@@ -4,7 +4,7 @@
 use serde::Serialize;
 use worker::{Request, Response};
 
-use super::{json_response, read_body, Ctx};
+use super::{json_response, origin_of, query_of, read_body, Ctx};
 use crate::domain::config::Config;
 use crate::domain::error::ApiError;
 use crate::domain::packets::{
@@ -29,14 +29,10 @@ pub async fn create_packet_url(
             "expected 1 to 512 characters of letters, digits, _ - . /",
         ));
     }
-    let url = req.url().map_err(|_| ApiError::NotFound("Not found"))?;
     let env = ctx.environment.slug();
     let expires = crate::runtime::now() + UPLOAD_URL_TTL_MS;
     let query = upload_query(ctx.config.signing_secret.as_bytes(), env, filename, expires);
-    let presigned_url = format!(
-        "{}/packets/{env}/{filename}?{query}",
-        url.origin().ascii_serialization()
-    );
+    let presigned_url = format!("{}/packets/{env}/{filename}?{query}", origin_of(req));
     json_response(
         200,
         &PacketUrl {
@@ -54,8 +50,8 @@ pub async fn upload_packet(
     env_slug: &str,
     path: &str,
 ) -> Result<Response, ApiError> {
-    let url = req.url().map_err(|_| ApiError::NotFound("Not found"))?;
-    let query = url.query().unwrap_or_default();
+    let query = query_of(&req);
+    let query = query.as_str();
     if !valid_packet_path(path)
         || !verify_upload(
             config.signing_secret.as_bytes(),

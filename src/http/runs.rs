@@ -4,7 +4,7 @@ use futures_util::future::join_all;
 use serde_json::value::RawValue;
 use worker::{Request, Response};
 
-use super::{json_response, read_body, Ctx};
+use super::{json_response, query_of, read_body, Ctx};
 use crate::domain::error::ApiError;
 use crate::domain::ids::{new_id, parse_id, IdKind, Route};
 use crate::domain::list::{merge_pages, parse_list_query, Cursor};
@@ -114,8 +114,7 @@ fn vocabulary(req: &Request) -> StatusVocabulary {
 /// `GET /api/v1/runs` (section 4): every store that holds runs of a declared task (or of
 /// the filtered tasks) answers its own newest page; the edge merges them.
 pub async fn list_runs(ctx: &Ctx<'_>, req: &Request) -> Result<Response, ApiError> {
-    let url = req.url().map_err(|_| ApiError::NotFound("Not found"))?;
-    let query = parse_list_query(url.query().unwrap_or_default(), crate::runtime::now())?;
+    let query = parse_list_query(&query_of(req), crate::runtime::now())?;
     let mut stores: Vec<String> = ctx
         .config
         .tasks

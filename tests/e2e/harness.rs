@@ -104,6 +104,13 @@ impl Worker {
         let mut config: toml::Table = text.parse().expect("wrangler.toml parses");
         config.remove("build");
         config.insert("main".into(), built.to_string_lossy().into_owned().into());
+        // Paths in the configuration are relative to its file, which moves: make them
+        // absolute.
+        if let Some(assets) = config.get_mut("assets").and_then(|a| a.as_table_mut()) {
+            let folder = assets["directory"].as_str().unwrap_or("public");
+            let absolute = root().join(folder).to_string_lossy().into_owned();
+            assets.insert("directory".into(), absolute.into());
+        }
         // A name of its own, so that its SELF binding (and wrangler's dev registry) never
         // reaches another worker started by these tests or by `scripts/dev`.
         let shipped = config["name"].as_str().unwrap_or_default().to_owned();

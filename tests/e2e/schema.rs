@@ -1,6 +1,6 @@
 //! Fuzzing the API with its specifications: Schemathesis (PyPI, installed by
 //! scripts/setup) generates requests from the seed's OpenAPI document
-//! (`shared/spec/seed-batch-trigger.md`) and from ours (`docs/openapi.json`, read back from
+//! (`shared/spec/seed-batch-trigger.md`) and from ours (`public/api/openapi.json`, read back from
 //! the worker at `GET /api/openapi.json`), and checks every answer: no 5xx, only
 //! documented status codes, content types and headers, bodies that match their schemas.
 //!
@@ -69,7 +69,13 @@ fn schemathesis(w: &Worker, location: &str, examples: u32) -> Result<(), Failed>
 
 /// The YAML block of the seed page, written where schemathesis can read it.
 fn seed_document() -> Result<PathBuf, Failed> {
-    let page = std::fs::read_to_string(root().join("../shared/spec/seed-batch-trigger.md"))?;
+    let spec = root().join("../shared/spec/seed-batch-trigger.md");
+    let page = std::fs::read_to_string(&spec).map_err(|e| {
+        format!(
+            "the seed specification {} (beside the project) cannot be read: {e}",
+            spec.display()
+        )
+    })?;
     let yaml: String = page
         .lines()
         .skip_while(|l| !l.starts_with("````yaml"))
@@ -101,11 +107,12 @@ fn schemathesis_on_our_document_finds_no_5xx_and_only_documented_answers(
     // The worker serves exactly the document in the repository.
     let served = get(&w.url("/api/openapi.json"), None);
     ensure_eq(served.status, 200, "GET /api/openapi.json")?;
-    let file: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(root().join("docs/openapi.json"))?)?;
+    let file: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(
+        root().join("public/api/openapi.json"),
+    )?)?;
     ensure(
         served.json() == file,
-        "the served document is docs/openapi.json",
+        "the served document is public/api/openapi.json",
     )?;
     schemathesis(w, &w.url("/api/openapi.json"), 60)
 }
