@@ -8,7 +8,7 @@ use serde_json::value::RawValue;
 use worker::{Result, SqlStorage, SqlStorageValue};
 
 use super::protocol::{ClaimedRun, StoreReply, TriggerBatch};
-use super::sql::{exec_in_chunks, opt_i64, transaction};
+use super::sql::{exec_in_chunks, insert_rows, opt_i64, transaction};
 use super::{internal, now, schema, RunStore};
 use crate::domain::delivery::{self, REDELIVER_AFTER_MS};
 use crate::domain::idempotency::{
@@ -229,39 +229,69 @@ fn write_batch(
     runs: &[String],
     now: Millis,
 ) -> Result<()> {
+    // One multi-row statement per table and up to 100 parameters, not one per row: a
+    // batch of 100 runs is about 40 statements instead of 300.
+    let (mut run_rows, mut key_rows, mut outbox_rows) = (Vec::new(), Vec::new(), Vec::new());
+    let mut limits: Vec<(&str, u32)> = Vec::new();
     for (item, outcome) in cmd.items.iter().zip(outcomes) {
         if !outcome.created {
             continue;
         }
-        insert_run(sql, cmd, item, &outcome.run_id, now)?;
+        run_rows.extend(run_row(sql, cmd, item, &outcome.run_id, now)?);
         if let Some(key) = &item.idempotency_key {
             let expires_at =
                 now.saturating_add(item.idempotency_key_ttl_ms.min(i64::MAX as u64) as i64);
-            sql.exec(
-                "INSERT OR REPLACE INTO idempotency_keys (task, key, run_id, expires_at) VALUES (?, ?, ?, ?)",
-                vec![cmd.task.as_str().into(), key.as_str().into(), outcome.run_id.as_str().into(), expires_at.into()],
-            )?;
+            key_rows.extend([
+                cmd.task.as_str().into(),
+                key.as_str().into(),
+                outcome.run_id.as_str().into(),
+                expires_at.into(),
+            ]);
         }
         if let Some(limit) = item.queue_limit {
-            sql.exec(
-                "INSERT INTO queues (name, concurrency_limit, updated_at) VALUES (?, ?, ?)
-                 ON CONFLICT (name) DO UPDATE SET concurrency_limit = excluded.concurrency_limit,
-                 updated_at = excluded.updated_at",
-                vec![
-                    item.queue.as_deref().unwrap_or_default().into(),
-                    i64::from(limit).into(),
-                    now.into(),
-                ],
-            )?;
+            // The last item's limit for a queue wins, as if each were written in turn.
+            let queue = item.queue.as_deref().unwrap_or_default();
+            limits.retain(|(name, _)| *name != queue);
+            limits.push((queue, limit));
         }
-        sql.exec(
-            "INSERT INTO outbox (run_id, due_at, sent_at) VALUES (?, ?, NULL)",
-            vec![
-                outcome.run_id.as_str().into(),
-                item.delay_until.unwrap_or(now).into(),
-            ],
-        )?;
+        outbox_rows.extend([
+            outcome.run_id.as_str().into(),
+            item.delay_until.unwrap_or(now).into(),
+        ]);
     }
+    insert_rows(
+        sql,
+        schema::INSERT_RUN_HEAD,
+        "",
+        schema::RUN_COLUMNS,
+        run_rows,
+    )?;
+    insert_rows(
+        sql,
+        "INSERT OR REPLACE INTO idempotency_keys (task, key, run_id, expires_at) VALUES",
+        "",
+        4,
+        key_rows,
+    )?;
+    let limit_rows = limits
+        .into_iter()
+        .flat_map(|(queue, limit)| [queue.into(), i64::from(limit).into(), now.into()])
+        .collect();
+    insert_rows(
+        sql,
+        "INSERT INTO queues (name, concurrency_limit, updated_at) VALUES",
+        "ON CONFLICT (name) DO UPDATE SET concurrency_limit = excluded.concurrency_limit,
+             updated_at = excluded.updated_at",
+        3,
+        limit_rows,
+    )?;
+    insert_rows(
+        sql,
+        "INSERT INTO outbox (run_id, due_at) VALUES",
+        "",
+        2,
+        outbox_rows,
+    )?;
     sql.exec(
         "INSERT OR IGNORE INTO meta (key, value) VALUES ('name', ?)",
         vec![cmd.store.as_str().into()],
@@ -342,13 +372,15 @@ fn store_text(
     }
 }
 
-fn insert_run(
+/// The values of a new run's row, in `schema::INSERT_RUN_HEAD`'s order (its payload and
+/// context written to `run_chunks` first when they are too large for the row).
+fn run_row(
     sql: &SqlStorage,
     cmd: &TriggerBatch,
     item: &RunRequest,
     run_id: &str,
     now: Millis,
-) -> Result<()> {
+) -> Result<Vec<SqlStorageValue>> {
     let (payload, payload_chunks) = store_text(
         sql,
         run_id,
@@ -411,6 +443,6 @@ fn insert_run(
             .into(),
         retry.into(),
     ];
-    sql.exec(schema::INSERT_RUN, params)?;
-    Ok(())
+    debug_assert_eq!(params.len(), schema::RUN_COLUMNS);
+    Ok(params)
 }

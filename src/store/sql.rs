@@ -12,6 +12,8 @@ use worker::{SqlStorage, SqlStorageValue, Storage};
 
 /// SQL statements take at most 100 bound parameters; lists use fewer to leave room.
 pub const MAX_LIST_PARAMS: usize = 90;
+/// The most parameters one statement binds.
+pub const MAX_PARAMS: usize = 100;
 
 #[wasm_bindgen]
 extern "C" {
@@ -60,6 +62,36 @@ pub fn transaction<T: 'static>(
     }
 }
 
+/// `(?, ?), (?, ?)`: `rows` rows of `columns` placeholders each.
+pub fn value_rows(rows: usize, columns: usize) -> String {
+    let row = format!("({})", placeholders(columns));
+    vec![row; rows].join(", ")
+}
+
+/// Inserts rows of `columns` values each (`values` holds them one row after another) in
+/// as few statements as the parameter limit allows: `head` is the statement up to and
+/// including `VALUES`, `tail` anything after the rows (an `ON CONFLICT` clause).
+pub fn insert_rows(
+    sql: &SqlStorage,
+    head: &str,
+    tail: &str,
+    columns: usize,
+    values: Vec<SqlStorageValue>,
+) -> worker::Result<()> {
+    debug_assert!(columns > 0 && values.len().is_multiple_of(columns));
+    let per_statement = (MAX_PARAMS / columns).max(1) * columns;
+    let mut values = values.into_iter().peekable();
+    while values.peek().is_some() {
+        let chunk: Vec<SqlStorageValue> = values.by_ref().take(per_statement).collect();
+        let text = format!(
+            "{head} {} {tail}",
+            value_rows(chunk.len() / columns, columns)
+        );
+        sql.exec(&text, chunk)?;
+    }
+    Ok(())
+}
+
 /// `?, ?, …, ?` with `n` placeholders.
 pub fn placeholders(n: usize) -> String {
     let mut text = "?, ".repeat(n);
@@ -90,4 +122,20 @@ pub fn opt_i64(value: Option<impl Into<i64>>) -> SqlStorageValue {
     value.map_or(SqlStorageValue::Null, |v| {
         SqlStorageValue::Integer(v.into())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_and_value_rows() {
+        assert_eq!(placeholders(3), "?, ?, ?");
+        assert_eq!(placeholders(0), "");
+        assert_eq!(value_rows(2, 2), "(?, ?), (?, ?)");
+        assert_eq!(value_rows(1, 3), "(?, ?, ?)");
+        // The widest statement stays within the limit: 3 runs of 29 columns.
+        let text = value_rows(MAX_PARAMS / 29, 29);
+        assert_eq!(text.matches('?').count(), 87);
+    }
 }
