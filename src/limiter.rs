@@ -1,6 +1,7 @@
 //! `RateLimiter`: the Durable Object that holds one environment's rate-limit buckets
-//! (`domain::rate_limit`), named by the environment's slug. The edge asks it once per
-//! API request; nothing else does.
+//! (`domain::rate_limit`), named by the environment's slug. The edge asks it for each API
+//! request that its isolate's grant of tokens taken ahead does not cover; nothing else
+//! does.
 //!
 //! The buckets live in memory only: an object evicted after a quiet spell comes back with
 //! full buckets, which is what the quiet spell would have refilled anyway for any
@@ -12,17 +13,19 @@ use serde::{Deserialize, Serialize};
 use worker::{durable_object, DurableObject, Env, Request, Response, Result, State, Stub};
 
 use crate::domain::auth::Environment;
-use crate::domain::rate_limit::{Buckets, Verdict};
+use crate::domain::rate_limit::{Ahead, Buckets, Verdict};
 use crate::rpc;
 use crate::runtime::{internal, now};
 
 /// The Durable Object namespace binding of `RateLimiter`.
 pub const RATE_LIMITER: &str = "RATE_LIMITER";
 
-/// One request to admit: it costs one request token and `items` run tokens.
+/// One request to admit: it costs one request token and `items` run tokens; `ahead`
+/// more are granted when the buckets hold them.
 #[derive(Serialize, Deserialize)]
 struct Take {
     items: u64,
+    ahead: Ahead,
 }
 
 #[durable_object]
@@ -43,23 +46,27 @@ impl DurableObject for RateLimiter {
         let take: Take = serde_json::from_slice(&req.bytes().await?)
             .map_err(|e| internal(format!("bad rate-limit request: {e}")))?;
         let config = crate::settings::config(&self.env).map_err(internal)?;
-        let verdict = self
-            .buckets
-            .borrow_mut()
-            .take(&config.rate_limits, now(), take.items);
+        let verdict = self.buckets.borrow_mut().take_ahead(
+            &config.rate_limits,
+            now(),
+            take.items,
+            take.ahead,
+        );
         Response::from_json(&verdict)
     }
 }
 
-/// Asks `environment`'s limiter to admit one request costing `items` runs.
+/// Asks `environment`'s limiter to admit one request costing `items` runs, and to grant
+/// `ahead` more tokens if it can.
 pub async fn take(
     env: &Env,
     environment: Environment,
     items: u64,
+    ahead: Ahead,
 ) -> std::result::Result<Verdict, rpc::CallError> {
     let stub: Stub = env
         .durable_object(RATE_LIMITER)?
         .id_from_name(environment.slug())?
         .get_stub()?;
-    rpc::call(&stub, &Take { items }).await
+    rpc::call(&stub, &Take { items, ahead }).await
 }

@@ -210,12 +210,24 @@ pub enum BucketName {
     BatchItems,
 }
 
+/// Tokens taken ahead of need, for an isolate to spend before it asks again.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Ahead {
+    pub requests: u64,
+    pub items: u64,
+}
+
 /// The answer to one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase", tag = "outcome")]
 pub enum Verdict {
-    /// Taken; the figures (of the request bucket, when it is on) go on the response.
-    Allowed { figures: Option<Figures> },
+    /// Taken; the figures (of the request bucket, when it is on) go on the response, and
+    /// `ahead` says how many more tokens were granted ahead of need.
+    Allowed {
+        figures: Option<Figures>,
+        #[serde(default)]
+        ahead: Ahead,
+    },
     /// Refused by `bucket`; nothing was taken.
     Limited {
         bucket: BucketName,
@@ -233,6 +245,41 @@ pub struct Buckets {
 impl Buckets {
     /// Takes one request and `items` run tokens, both or neither.
     pub fn take(&mut self, limits: &RateLimits, now: Millis, items: u64) -> Verdict {
+        self.take_ahead(limits, now, items, Ahead::default())
+    }
+
+    /// As [`Buckets::take`]; when that is allowed, also takes up to `ahead` more tokens
+    /// of each bucket, as many as it holds (never refusing for them).
+    pub fn take_ahead(
+        &mut self,
+        limits: &RateLimits,
+        now: Millis,
+        items: u64,
+        ahead: Ahead,
+    ) -> Verdict {
+        let verdict = self.take_exact(limits, now, items);
+        let Verdict::Allowed { figures, .. } = verdict else {
+            return verdict;
+        };
+        let extra = |bucket: &mut Option<Bucket>, want: u64| match bucket {
+            Some(b) => {
+                let got = want.min(b.tokens);
+                b.tokens -= got;
+                got
+            }
+            None => 0,
+        };
+        let granted = Ahead {
+            requests: extra(&mut self.requests, ahead.requests),
+            items: extra(&mut self.batch_items, ahead.items),
+        };
+        Verdict::Allowed {
+            figures,
+            ahead: granted,
+        }
+    }
+
+    fn take_exact(&mut self, limits: &RateLimits, now: Millis, items: u64) -> Verdict {
         let mut quotes = Vec::with_capacity(2);
         for (config, bucket, cost, name) in [
             (
@@ -276,7 +323,81 @@ impl Buckets {
                 shown = Some(figures);
             }
         }
-        Verdict::Allowed { figures: shown }
+        Verdict::Allowed {
+            figures: shown,
+            ahead: Ahead::default(),
+        }
+    }
+}
+
+/// How long a grant of tokens taken ahead stays spendable.
+pub const GRANT_MS: Millis = 1_000;
+
+/// Tokens an isolate holds for one environment, taken ahead from its limiter so that a
+/// busy isolate asks the limiter about once per [`GRANT_MS`] instead of once per request.
+/// A grant asks for what the isolate spent during its previous one, at most a twentieth
+/// of a bucket: small buckets (under 20 tokens) are never taken ahead, so they stay exact.
+/// Tokens a grant still holds when it lapses are lost, which errs on the strict side.
+#[derive(Debug, Clone, Default)]
+pub struct Grant {
+    left: Ahead,
+    spent: Ahead,
+    figures: Option<Figures>,
+    until: Millis,
+}
+
+impl Grant {
+    /// A grant from the limiter's answer to a request that cost 1 request and `items`.
+    /// The figures are the request's own; the bucket itself now holds `ahead` fewer.
+    pub fn new(figures: Option<Figures>, ahead: Ahead, items: u64, now: Millis) -> Grant {
+        Grant {
+            left: ahead,
+            spent: Ahead { requests: 1, items },
+            figures: figures.map(|f| Figures {
+                remaining: f.remaining.saturating_sub(ahead.requests),
+                ..f
+            }),
+            until: now + GRANT_MS,
+        }
+    }
+
+    /// Spends one request and `items` runs from the grant, if it covers them and has not
+    /// lapsed; returns the figures to show: the bucket's level plus what the grant holds.
+    pub fn spend(
+        &mut self,
+        limits: &RateLimits,
+        now: Millis,
+        items: u64,
+    ) -> Option<Option<Figures>> {
+        let needs_items = limits.batch_items.is_some() && items > 0;
+        let needs_request = limits.requests.is_some();
+        if now >= self.until
+            || (needs_request && self.left.requests == 0)
+            || (needs_items && self.left.items < items)
+        {
+            return None;
+        }
+        if needs_request {
+            self.left.requests -= 1;
+        }
+        if needs_items {
+            self.left.items -= items;
+        }
+        self.spent.requests += 1;
+        self.spent.items += items;
+        Some(self.figures.map(|f| Figures {
+            remaining: f.remaining + self.left.requests,
+            ..f
+        }))
+    }
+
+    /// What the next grant should take ahead: what this one spent, capped.
+    pub fn next_ahead(&self, limits: &RateLimits) -> Ahead {
+        let cap = |bucket: &Option<BucketConfig>| bucket.map_or(0, |b| b.max_tokens / 20);
+        Ahead {
+            requests: self.spent.requests.min(cap(&limits.requests)),
+            items: self.spent.items.min(cap(&limits.batch_items)),
+        }
     }
 }
 
@@ -306,7 +427,9 @@ mod tests {
 
     fn remaining(v: Verdict) -> u64 {
         match v {
-            Verdict::Allowed { figures: Some(f) } => f.remaining,
+            Verdict::Allowed {
+                figures: Some(f), ..
+            } => f.remaining,
             other => panic!("expected allowed with figures, got {other:?}"),
         }
     }
@@ -344,7 +467,9 @@ mod tests {
         assert_eq!(remaining(b.take(&l, 100_500, 0)), 2);
         // The next refill is a whole interval after the bucket was last seen full.
         match b.take(&l, 100_600, 0) {
-            Verdict::Allowed { figures: Some(f) } => assert_eq!(f.reset, 101_500),
+            Verdict::Allowed {
+                figures: Some(f), ..
+            } => assert_eq!(f.reset, 101_500),
             other => panic!("{other:?}"),
         }
     }
@@ -388,9 +513,15 @@ mod tests {
         };
         let l = limits(None, Some(items));
         let mut b = Buckets::default();
-        assert_eq!(b.take(&l, 0, 500), Verdict::Allowed { figures: None });
+        assert!(matches!(
+            b.take(&l, 0, 500),
+            Verdict::Allowed { figures: None, .. }
+        ));
         assert!(matches!(b.take(&l, 10, 500), Verdict::Limited { .. }));
-        assert_eq!(b.take(&l, 1_000, 500), Verdict::Allowed { figures: None });
+        assert!(matches!(
+            b.take(&l, 1_000, 500),
+            Verdict::Allowed { figures: None, .. }
+        ));
     }
 
     #[test]
@@ -399,7 +530,10 @@ mod tests {
         assert!(l.is_off());
         let mut b = Buckets::default();
         for t in 0..10_000 {
-            assert_eq!(b.take(&l, t, 1_000), Verdict::Allowed { figures: None });
+            assert!(matches!(
+                b.take(&l, t, 1_000),
+                Verdict::Allowed { figures: None, .. }
+            ));
         }
     }
 
@@ -449,5 +583,110 @@ mod tests {
             let err = parse_rate_limits(Some(&bad)).unwrap_err();
             assert!(err.starts_with(says), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn tokens_taken_ahead_come_out_of_the_bucket_and_never_cause_a_refusal() {
+        let big = BucketConfig {
+            max_tokens: 1000,
+            refill_rate: 1000,
+            interval_ms: 1_000,
+        };
+        let l = limits(Some(big), Some(big));
+        let mut b = Buckets::default();
+        let ahead = Ahead {
+            requests: 40,
+            items: 2000,
+        };
+        match b.take_ahead(&l, 0, 10, ahead) {
+            Verdict::Allowed {
+                figures: Some(f),
+                ahead,
+            } => {
+                assert_eq!(
+                    ahead,
+                    Ahead {
+                        requests: 40,
+                        items: 990
+                    },
+                    "items: what was left"
+                );
+                assert_eq!(f.remaining, 999, "the figures of the request itself");
+            }
+            other => panic!("{other:?}"),
+        }
+        // The bucket paid for it: 1000 - 1 - 40 requests, 0 items left.
+        assert_eq!(remaining(b.take(&l, 1, 0)), 958);
+        assert!(matches!(
+            b.take(&l, 2, 1),
+            Verdict::Limited {
+                bucket: BucketName::BatchItems,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_grant_is_spent_locally_until_it_runs_out_or_lapses() {
+        let big = BucketConfig {
+            max_tokens: 1000,
+            refill_rate: 1000,
+            interval_ms: 1_000,
+        };
+        let l = limits(Some(big), Some(big));
+        let figures = Figures {
+            limit: 1000,
+            remaining: 900,
+            reset: 5_000,
+        };
+        let mut grant = Grant::new(
+            Some(figures),
+            Ahead {
+                requests: 2,
+                items: 15,
+            },
+            5,
+            0,
+        );
+        let shown = grant.spend(&l, 10, 10).expect("covered");
+        assert_eq!(
+            shown.unwrap().remaining,
+            899,
+            "the bucket's 898 plus the 1 the grant holds"
+        );
+        assert!(grant.spend(&l, 20, 10).is_none(), "5 items left, 10 asked");
+        assert!(grant.spend(&l, 20, 5).is_some());
+        assert!(grant.spend(&l, 30, 0).is_none(), "no request token left");
+        // It asks next for what it spent (3 requests, 20 items), capped at 1000 / 20.
+        assert_eq!(
+            grant.next_ahead(&l),
+            Ahead {
+                requests: 3,
+                items: 20
+            }
+        );
+        let mut lapsed = Grant::new(
+            Some(figures),
+            Ahead {
+                requests: 5,
+                items: 5,
+            },
+            0,
+            0,
+        );
+        assert!(
+            lapsed.spend(&l, GRANT_MS, 0).is_none(),
+            "a lapsed grant is never spent"
+        );
+    }
+
+    #[test]
+    fn small_buckets_are_never_taken_ahead() {
+        let l = limits(Some(SMALL), Some(SMALL));
+        let mut grant = Grant::new(None, Ahead::default(), 1, 0);
+        for t in 1..10 {
+            assert!(grant.spend(&l, t, 0).is_none());
+        }
+        assert_eq!(grant.next_ahead(&l), Ahead::default());
     }
 }

@@ -9,7 +9,8 @@ pub mod routes;
 mod runs;
 mod two_step;
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 
 use futures_util::future::{select, Either};
 use futures_util::StreamExt;
@@ -20,7 +21,7 @@ use crate::domain::auth::{AuthError, Environment};
 use crate::domain::config::Config;
 use crate::domain::error::{rate_limit_headers, ApiError};
 use crate::domain::http_body::next_chunk_wait;
-use crate::domain::rate_limit::{retry_after_secs, Figures, Verdict};
+use crate::domain::rate_limit::{retry_after_secs, Ahead, Figures, Grant, Verdict};
 use crate::domain::request_url::split_url;
 use crate::domain::time::Millis;
 use routes::{route, NoRoute, Route};
@@ -97,6 +98,11 @@ async fn serve(ctx: &Ctx<'_>, route: Route, req: Request) -> Result<Response, Ap
     }
 }
 
+thread_local! {
+    /// Rate-limit tokens this isolate holds per environment (`Ctx::admit`).
+    static GRANTS: RefCell<HashMap<Environment, Grant>> = RefCell::default();
+}
+
 /// What every handler gets: bindings, configuration, and the caller's environment.
 pub struct Ctx<'a> {
     pub env: &'a Env,
@@ -109,24 +115,46 @@ pub struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    /// Takes this request's tokens from the environment's rate limiter: one request, and
-    /// `items` runs for a trigger (charged by the handler once it knows the count; the
-    /// other routes are charged before their handler runs). A limiter that cannot be
-    /// reached admits the request: rate limiting protects the service, it must not be
-    /// what stops it.
+    /// Takes this request's tokens: one request, and `items` runs for a trigger (charged
+    /// by the handler once it knows the count; the other routes are charged before their
+    /// handler runs). From this isolate's grant when it covers them, otherwise from the
+    /// environment's rate limiter, which also grants tokens ahead for what follows
+    /// (`domain::rate_limit::Grant`). A limiter that cannot be reached admits the
+    /// request: rate limiting protects the service, it must not be what stops it.
     pub async fn admit(&self, items: u64) -> Result<(), ApiError> {
-        if self.config.rate_limits.is_off() {
+        let limits = &self.config.rate_limits;
+        if limits.is_off() {
             return Ok(());
         }
-        match crate::limiter::take(self.env, self.environment, items).await {
-            Ok(Verdict::Allowed { figures }) => {
+        let (env, now) = (self.environment, crate::runtime::now());
+        let local = GRANTS.with(|grants| {
+            let mut grants = grants.borrow_mut();
+            let grant = grants.get_mut(&env)?;
+            Some(
+                grant
+                    .spend(limits, now, items)
+                    .ok_or(grant.next_ahead(limits)),
+            )
+        });
+        let ahead = match local {
+            Some(Ok(figures)) => {
+                self.rate.set(figures);
+                return Ok(());
+            }
+            Some(Err(ahead)) => ahead,
+            None => Ahead::default(),
+        };
+        match crate::limiter::take(self.env, env, items, ahead).await {
+            Ok(Verdict::Allowed { figures, ahead }) => {
+                let grant = Grant::new(figures, ahead, items, now);
+                GRANTS.with(|grants| grants.borrow_mut().insert(env, grant));
                 self.rate.set(figures);
                 Ok(())
             }
             Ok(Verdict::Limited { bucket, figures }) => Err(ApiError::RateLimited {
                 bucket,
                 figures,
-                retry_after_secs: retry_after_secs(figures.reset, crate::runtime::now()),
+                retry_after_secs: retry_after_secs(figures.reset, now),
             }),
             Err(e) => {
                 console_error!("rate limiter unavailable, admitting the request: {e}");
