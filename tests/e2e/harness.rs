@@ -329,6 +329,24 @@ pub fn request_chunked(url: &str, headers: &[(&str, &str)], body: impl Read) -> 
     finish(request.send(body))
 }
 
+/// Runs a checking program (an SDK script, Schemathesis): its success is a zero exit
+/// status and `marker` in what it printed; otherwise the error shows all it printed.
+pub fn run_check(command: &mut Command, what: &str, marker: &str) -> Result<(), String> {
+    let out = command
+        .output()
+        .map_err(|e| format!("{what} could not start: {e}"))?;
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() && printed.contains(marker) {
+        Ok(())
+    } else {
+        Err(format!("{what} failed:\n{printed}"))
+    }
+}
+
 /// Polls `check` until it returns `Some`, or panics with `what` after `limit`.
 pub fn eventually<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + limit;

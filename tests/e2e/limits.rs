@@ -11,7 +11,8 @@ use serde_json::json;
 
 use crate::execution::Case;
 use crate::harness::{
-    get, request, set_rate_limits, Answer, Worker, DEV_KEY, PREVIEW_KEY, PROD_KEY, STG_KEY,
+    get, request, run_check, set_rate_limits, Answer, Worker, DEV_KEY, PREVIEW_KEY, PROD_KEY,
+    STG_KEY,
 };
 use crate::task_server::TaskServer;
 use crate::{auth, ensure, ensure_eq, unique};
@@ -171,23 +172,14 @@ fn run_sdk(w: &Worker, folder: &str, key: &str) -> Result<(), Failed> {
         .join(folder);
     let task = SDK_TASKS.iter().find(|(f, _)| *f == folder).unwrap().1;
     let refused = format!("POST /api/v1/tasks/{task}/trigger 429");
-    let out = Command::new("node")
-        .arg("rate_limited.mjs")
+    let mut node = Command::new("node");
+    node.arg("rate_limited.mjs")
         .current_dir(&dir)
         .env("TRIGGER_API_URL", &w.base)
         .env("TRIGGER_SECRET_KEY", key)
         .env("TASK", task)
-        .env("TRIGGERS", (REQUESTS * 2).to_string())
-        .output()?;
-    let printed = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    ensure(
-        out.status.success() && printed.contains("ok "),
-        format!("{folder}/rate_limited.mjs failed:\n{printed}"),
-    )?;
+        .env("TRIGGERS", (REQUESTS * 2).to_string());
+    run_check(&mut node, &format!("{folder}/rate_limited.mjs"), "ok ")?;
     // The worker did refuse some of them: the SDK's success came from waiting.
     ensure(
         w.log().contains(&refused),

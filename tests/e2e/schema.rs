@@ -13,7 +13,7 @@ use std::process::Command;
 use libtest_mimic::Failed;
 
 use crate::execution::Case;
-use crate::harness::{get, Worker, DEV_KEY};
+use crate::harness::{get, run_check, Worker, DEV_KEY};
 use crate::task_server::TaskServer;
 use crate::{ensure, ensure_eq};
 
@@ -46,25 +46,20 @@ fn schemathesis(w: &Worker, location: &str, examples: u32) -> Result<(), Failed>
     })?;
     let scratch = root().join("target/e2e/schemathesis");
     std::fs::create_dir_all(&scratch)?;
-    let out = Command::new(st)
-        .current_dir(&scratch)
+    let mut run = Command::new(st);
+    run.current_dir(&scratch)
         .args(["run", location, "--url", &w.base])
         .args(["--header", &format!("Authorization: Bearer {DEV_KEY}")])
         .args(["--checks", CHECKS])
         .args(["--max-examples", &examples.to_string()])
         .args(["--generation-database", "none", "--no-color"])
         .env("SCHEMATHESIS_HOOKS", "hooks")
-        .env("PYTHONPATH", root().join("tests/schemathesis"))
-        .output()?;
-    let printed = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    ensure(
-        out.status.success() && printed.contains(" passed"),
-        format!("schemathesis failed on {location}:\n{printed}"),
-    )
+        .env("PYTHONPATH", root().join("tests/schemathesis"));
+    Ok(run_check(
+        &mut run,
+        &format!("schemathesis on {location}"),
+        " passed",
+    )?)
 }
 
 /// The YAML block of the seed page, written where schemathesis can read it.

@@ -8,7 +8,7 @@ use std::process::Command;
 use libtest_mimic::Failed;
 
 use crate::execution::Case;
-use crate::harness::{Worker, DEV_KEY};
+use crate::harness::{run_check, Worker, DEV_KEY};
 use crate::task_server::TaskServer;
 
 pub fn cases() -> Vec<(&'static str, Case)> {
@@ -22,22 +22,12 @@ fn run_script(w: &Worker, folder: &str) -> Result<(), Failed> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests")
         .join(folder);
-    let out = Command::new("node")
-        .arg("run.mjs")
+    let mut node = Command::new("node");
+    node.arg("run.mjs")
         .current_dir(&dir)
         .env("TRIGGER_API_URL", &w.base)
-        .env("TRIGGER_SECRET_KEY", DEV_KEY)
-        .output()?;
-    let printed = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    if out.status.success() && printed.lines().any(|l| l.starts_with("ok ")) {
-        Ok(())
-    } else {
-        Err(format!("{folder}/run.mjs failed:\n{printed}").into())
-    }
+        .env("TRIGGER_SECRET_KEY", DEV_KEY);
+    Ok(run_check(&mut node, &format!("{folder}/run.mjs"), "ok ")?)
 }
 
 fn sdk_3_2_triggers_reads_lists_and_manages_runs(
