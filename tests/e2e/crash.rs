@@ -50,20 +50,7 @@ const FINAL: [&str; 7] = [
 fn start_worker(name: &str, tasks: &TaskServer) -> Worker {
     let url = tasks.url();
     Worker::start(name, move |config| {
-        let mut task = toml::Table::new();
-        task.insert("endpoint".into(), url.clone().into());
-        task.insert("maxAttempts".into(), 5.into());
-        task.insert("maxDuration".into(), 3.into());
-        task.insert(
-            "retry".into(),
-            toml::Value::Table(
-                toml::toml! { factor = 1 minTimeoutInMs = 200 maxTimeoutInMs = 200 randomize = false },
-            ),
-        );
-        config["vars"]["TASKS"]
-            .as_table_mut()
-            .unwrap()
-            .insert(TASK.into(), toml::Value::Table(task));
+        crate::execution::declare_endpoint_task(config, TASK, &url, 5, 3);
     })
 }
 

@@ -36,19 +36,30 @@ pub fn cases() -> Vec<(&'static str, Case)> {
 
 /// Adds the test task to a worker's configuration.
 pub fn declare_task(config: &mut toml::Table, server: &TaskServer) {
+    declare_endpoint_task(config, TASK, &server.url(), 3, 30);
+}
+
+/// Declares task `name`, calling `endpoint`, with quick fixed retries (200 ms).
+pub fn declare_endpoint_task(
+    config: &mut toml::Table,
+    name: &str,
+    endpoint: &str,
+    max_attempts: i64,
+    max_duration_secs: i64,
+) {
     let vars = config["vars"].as_table_mut().expect("[vars]");
     let tasks = vars["TASKS"].as_table_mut().expect("[vars.TASKS]");
     let mut task = toml::Table::new();
-    task.insert("endpoint".into(), server.url().into());
-    task.insert("maxAttempts".into(), 3.into());
-    task.insert("maxDuration".into(), 30.into());
+    task.insert("endpoint".into(), endpoint.into());
+    task.insert("maxAttempts".into(), max_attempts.into());
+    task.insert("maxDuration".into(), max_duration_secs.into());
     task.insert(
         "retry".into(),
         toml::Value::Table(
             toml::toml! { factor = 1 minTimeoutInMs = 200 maxTimeoutInMs = 200 randomize = false },
         ),
     );
-    tasks.insert(TASK.into(), toml::Value::Table(task));
+    tasks.insert(name.into(), toml::Value::Table(task));
 }
 
 fn trigger(w: &Worker, items: Vec<Value>) -> Result<Vec<String>, Failed> {
