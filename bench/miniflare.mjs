@@ -1,7 +1,8 @@
 // The production-like local path: the built worker loaded by Miniflare's API directly,
 // without wrangler's dev proxy and inspector. Usage:
-//   node bench/miniflare.mjs worker|hello <port> <state dir> [tasks JSON]
-// Prints "ready <url>" and serves until it is killed.
+//   node bench/miniflare.mjs worker|hello <port> <state dir> [tasks JSON] [rate limits JSON]
+// Prints "ready <url>" and serves until it is killed. With INSPECTOR_PORT set, workerd's
+// inspector listens there (bench/profile.mjs takes CPU profiles through it).
 import { Miniflare } from "miniflare";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -48,7 +49,8 @@ const options =
         r2Persist: path.join(state, "r2"),
       };
 
-const mf = new Miniflare({ host: "127.0.0.1", port: Number(port), ...options });
+const inspector = process.env.INSPECTOR_PORT ? { inspectorPort: Number(process.env.INSPECTOR_PORT) } : {};
+const mf = new Miniflare({ host: "127.0.0.1", port: Number(port), ...inspector, ...options });
 const url = await mf.ready;
 console.log(`ready ${url}`);
 const stop = async () => {
