@@ -46,12 +46,10 @@ impl DurableObject for RateLimiter {
         let take: Take = serde_json::from_slice(&req.bytes().await?)
             .map_err(|e| internal(format!("bad rate-limit request: {e}")))?;
         let config = crate::settings::config(&self.env).map_err(internal)?;
-        let verdict = self.buckets.borrow_mut().take_ahead(
-            &config.rate_limits,
-            now(),
-            take.items,
-            take.ahead,
-        );
+        let verdict =
+            self.buckets
+                .borrow_mut()
+                .take(&config.rate_limits, now(), take.items, take.ahead);
         Response::from_json(&verdict)
     }
 }

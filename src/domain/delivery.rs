@@ -27,6 +27,9 @@ pub const MAX_MESSAGES_PER_SEND: usize = 100;
 pub const MAX_BYTES_PER_SEND: usize = 200_000;
 /// How long a sent run may stay unacknowledged before it is sent again.
 pub const REDELIVER_AFTER_MS: Millis = 60_000;
+/// How early a retrying run may be claimed or started before its backoff ends (clock
+/// skew between objects).
+pub const RETRY_SLACK_MS: Millis = 1000;
 
 /// Packs run ids into `sendBatch` calls: each inner `Vec` is one call's messages.
 pub fn pack(store: &str, runs: &[String]) -> Vec<Vec<RunRefs>> {

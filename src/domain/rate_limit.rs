@@ -243,20 +243,10 @@ pub struct Buckets {
 }
 
 impl Buckets {
-    /// Takes one request and `items` run tokens, both or neither.
-    pub fn take(&mut self, limits: &RateLimits, now: Millis, items: u64) -> Verdict {
-        self.take_ahead(limits, now, items, Ahead::default())
-    }
-
-    /// As [`Buckets::take`]; when that is allowed, also takes up to `ahead` more tokens
-    /// of each bucket, as many as it holds (never refusing for them).
-    pub fn take_ahead(
-        &mut self,
-        limits: &RateLimits,
-        now: Millis,
-        items: u64,
-        ahead: Ahead,
-    ) -> Verdict {
+    /// Takes one request and `items` run tokens, both or neither; when that is allowed,
+    /// also takes up to `ahead` more tokens of each bucket, as many as it holds (never
+    /// refusing for them).
+    pub fn take(&mut self, limits: &RateLimits, now: Millis, items: u64, ahead: Ahead) -> Verdict {
         let verdict = self.take_exact(limits, now, items);
         let Verdict::Allowed { figures, .. } = verdict else {
             return verdict;
@@ -438,11 +428,11 @@ mod tests {
     fn a_full_bucket_counts_down_then_refuses_until_the_next_refill() {
         let l = limits(Some(SMALL), None);
         let mut b = Buckets::default();
-        assert_eq!(remaining(b.take(&l, 10_000, 0)), 2);
-        assert_eq!(remaining(b.take(&l, 10_100, 0)), 1);
-        assert_eq!(remaining(b.take(&l, 10_200, 0)), 0);
+        assert_eq!(remaining(b.take(&l, 10_000, 0, Ahead::default())), 2);
+        assert_eq!(remaining(b.take(&l, 10_100, 0, Ahead::default())), 1);
+        assert_eq!(remaining(b.take(&l, 10_200, 0, Ahead::default())), 0);
         assert_eq!(
-            b.take(&l, 10_300, 0),
+            b.take(&l, 10_300, 0, Ahead::default()),
             Verdict::Limited {
                 bucket: BucketName::Requests,
                 figures: Figures {
@@ -453,20 +443,23 @@ mod tests {
             }
         );
         // At the refill, two tokens arrive.
-        assert_eq!(remaining(b.take(&l, 11_000, 0)), 1);
-        assert_eq!(remaining(b.take(&l, 11_001, 0)), 0);
-        assert!(matches!(b.take(&l, 11_002, 0), Verdict::Limited { .. }));
+        assert_eq!(remaining(b.take(&l, 11_000, 0, Ahead::default())), 1);
+        assert_eq!(remaining(b.take(&l, 11_001, 0, Ahead::default())), 0);
+        assert!(matches!(
+            b.take(&l, 11_002, 0, Ahead::default()),
+            Verdict::Limited { .. }
+        ));
     }
 
     #[test]
     fn refills_never_exceed_the_maximum_and_a_full_bucket_banks_no_time() {
         let l = limits(Some(SMALL), None);
         let mut b = Buckets::default();
-        b.take(&l, 0, 0);
+        b.take(&l, 0, 0, Ahead::default());
         // Long idle: back to 3, not 3 + 2*100.
-        assert_eq!(remaining(b.take(&l, 100_500, 0)), 2);
+        assert_eq!(remaining(b.take(&l, 100_500, 0, Ahead::default())), 2);
         // The next refill is a whole interval after the bucket was last seen full.
-        match b.take(&l, 100_600, 0) {
+        match b.take(&l, 100_600, 0, Ahead::default()) {
             Verdict::Allowed {
                 figures: Some(f), ..
             } => assert_eq!(f.reset, 101_500),
@@ -483,10 +476,10 @@ mod tests {
         };
         let l = limits(Some(SMALL), Some(items));
         let mut b = Buckets::default();
-        assert_eq!(remaining(b.take(&l, 0, 8)), 2);
+        assert_eq!(remaining(b.take(&l, 0, 8, Ahead::default())), 2);
         // 8 + 3 > 10: refused by the item bucket; the request token stays.
         assert_eq!(
-            b.take(&l, 1, 3),
+            b.take(&l, 1, 3, Ahead::default()),
             Verdict::Limited {
                 bucket: BucketName::BatchItems,
                 figures: Figures {
@@ -496,9 +489,9 @@ mod tests {
                 }
             }
         );
-        assert_eq!(remaining(b.take(&l, 2, 2)), 1);
+        assert_eq!(remaining(b.take(&l, 2, 2, Ahead::default())), 1);
         // Missing 7 items at 5 per refill: two refills away.
-        match b.take(&l, 3, 7) {
+        match b.take(&l, 3, 7, Ahead::default()) {
             Verdict::Limited { figures, .. } => assert_eq!(figures.reset, 4_000),
             other => panic!("{other:?}"),
         }
@@ -514,12 +507,15 @@ mod tests {
         let l = limits(None, Some(items));
         let mut b = Buckets::default();
         assert!(matches!(
-            b.take(&l, 0, 500),
+            b.take(&l, 0, 500, Ahead::default()),
             Verdict::Allowed { figures: None, .. }
         ));
-        assert!(matches!(b.take(&l, 10, 500), Verdict::Limited { .. }));
         assert!(matches!(
-            b.take(&l, 1_000, 500),
+            b.take(&l, 10, 500, Ahead::default()),
+            Verdict::Limited { .. }
+        ));
+        assert!(matches!(
+            b.take(&l, 1_000, 500, Ahead::default()),
             Verdict::Allowed { figures: None, .. }
         ));
     }
@@ -531,7 +527,7 @@ mod tests {
         let mut b = Buckets::default();
         for t in 0..10_000 {
             assert!(matches!(
-                b.take(&l, t, 1_000),
+                b.take(&l, t, 1_000, Ahead::default()),
                 Verdict::Allowed { figures: None, .. }
             ));
         }
@@ -598,7 +594,7 @@ mod tests {
             requests: 40,
             items: 2000,
         };
-        match b.take_ahead(&l, 0, 10, ahead) {
+        match b.take(&l, 0, 10, ahead) {
             Verdict::Allowed {
                 figures: Some(f),
                 ahead,
@@ -616,9 +612,9 @@ mod tests {
             other => panic!("{other:?}"),
         }
         // The bucket paid for it: 1000 - 1 - 40 requests, 0 items left.
-        assert_eq!(remaining(b.take(&l, 1, 0)), 958);
+        assert_eq!(remaining(b.take(&l, 1, 0, Ahead::default())), 958);
         assert!(matches!(
-            b.take(&l, 2, 1),
+            b.take(&l, 2, 1, Ahead::default()),
             Verdict::Limited {
                 bucket: BucketName::BatchItems,
                 ..

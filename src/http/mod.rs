@@ -133,7 +133,7 @@ impl Ctx<'_> {
             Some(
                 grant
                     .spend(limits, now, items)
-                    .ok_or(grant.next_ahead(limits)),
+                    .ok_or_else(|| grant.next_ahead(limits)),
             )
         });
         let ahead = match local {

@@ -7,12 +7,9 @@ use worker::{console_error, Result};
 use super::protocol::{ClaimedRun, StoreReply};
 use super::sql::exec_in_chunks;
 use super::{internal, now, RunStore, ALARM_BATCH, RUNS_QUEUE};
-use crate::domain::delivery::{self, OutboxRow, REDELIVER_AFTER_MS};
+use crate::domain::delivery::{self, OutboxRow, REDELIVER_AFTER_MS, RETRY_SLACK_MS};
 use crate::domain::status::RunStatus;
 use crate::domain::time::Millis;
-
-/// How early a retrying run may be claimed before its backoff ends.
-const RETRY_SLACK_MS: Millis = 1000;
 
 #[derive(Deserialize)]
 struct ClaimRow {
@@ -150,6 +147,16 @@ impl RunStore {
         if let Some(at) = next {
             self.ensure_alarm(at.max(now + 1)).await?;
         }
+        Ok(())
+    }
+
+    /// Makes `run_id`'s outbox row due at `at` and unsent, replacing any earlier row: the
+    /// run is to be delivered again then (the alarm must already be armed for `at`).
+    pub(super) fn deliver_again_at(&self, run_id: &str, at: Millis) -> Result<()> {
+        self.sql().exec(
+            "INSERT OR REPLACE INTO outbox (run_id, due_at, sent_at) VALUES (?, ?, NULL)",
+            vec![run_id.into(), at.into()],
+        )?;
         Ok(())
     }
 

@@ -13,12 +13,10 @@ use super::protocol::{AttemptOutcome, AttemptStart, StoreReply};
 use super::read::raw;
 use super::{internal, jitter, now, RunStore};
 use crate::domain::config::RetryPolicy;
+use crate::domain::delivery::RETRY_SLACK_MS;
 use crate::domain::execution::{after_failure, AfterFailure};
 use crate::domain::status::RunStatus;
 use crate::domain::time::Millis;
-
-/// How early a retrying run may start before its backoff ends (clock skew between objects).
-const RETRY_SLACK_MS: Millis = 1000;
 
 #[derive(Deserialize)]
 struct StateRow {
@@ -95,10 +93,7 @@ impl RunStore {
                 // its outbox row is due again then, whatever became of the earlier one.
                 let at = row.retry_at.unwrap_or(now);
                 self.ensure_alarm(at).await?;
-                self.sql().exec(
-                    "INSERT OR REPLACE INTO outbox (run_id, due_at, sent_at) VALUES (?, ?, NULL)",
-                    vec![run_id.into(), at.into()],
-                )?;
+                self.deliver_again_at(run_id, at)?;
                 return Ok(StoreReply::NotStartable { status });
             }
             s if s.can_become(RunStatus::Executing) => {}
@@ -213,10 +208,7 @@ impl RunStore {
                         .map_or(Ok(RunStatus::Canceled), |r| status_of(&r))?;
                     return Ok(StoreReply::Ignored { status });
                 }
-                sql.exec(
-                    "INSERT OR REPLACE INTO outbox (run_id, due_at, sent_at) VALUES (?, ?, NULL)",
-                    vec![run_id.into(), at.into()],
-                )?;
+                self.deliver_again_at(run_id, at)?;
                 Ok(StoreReply::Finished {
                     status: RunStatus::Reattempting,
                 })

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use libtest_mimic::Failed;
 use serde_json::json;
@@ -14,7 +14,7 @@ use crate::harness::{
     get, request, run_check, set_rate_limits, Answer, Worker, DEV_KEY, PREVIEW_KEY, PROD_KEY,
     STG_KEY,
 };
-use crate::task_server::TaskServer;
+use crate::task_server::{epoch_ms, TaskServer};
 use crate::{auth, ensure, ensure_eq, unique};
 
 /// Tokens per interval of the limited worker's buckets.
@@ -44,13 +44,6 @@ pub fn cases() -> Vec<(&'static str, Case)> {
     ]
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
-
 fn number(answer: &Answer, header: &str) -> Result<u64, Failed> {
     answer
         .header(header)
@@ -60,7 +53,7 @@ fn number(answer: &Answer, header: &str) -> Result<u64, Failed> {
 
 /// Sleeps until the epoch millisecond `reset` (plus a little for clock reading).
 fn sleep_until(reset: u64) {
-    let wait = reset.saturating_sub(now_ms()) + 100;
+    let wait = reset.saturating_sub(epoch_ms()) + 100;
     std::thread::sleep(Duration::from_millis(wait));
 }
 
@@ -96,7 +89,7 @@ fn requests_past_the_bucket_are_429_with_the_headers_the_sdk_reads_until_reset(
         ensure_eq(number(&answer, "x-ratelimit-limit")?, REQUESTS, "limit")?;
         ensure_eq(number(&answer, "x-ratelimit-remaining")?, left, "remaining")?;
     }
-    let before = now_ms();
+    let before = epoch_ms();
     let limited = probe();
     ensure_eq(limited.status, 429, "the request past the bucket")?;
     ensure_eq(
