@@ -351,7 +351,32 @@ fn a_body_that_never_ends_is_408_within_bounded_time(
             format!("answered after {took:?}: the bound is the 10 s idle allowance"),
         )?;
     }
-    ensure_eq(runs_tagged(w, &tag)?, 0, "runs stored")
+    ensure_eq(runs_tagged_after_a_stall(w, &tag)?, 0, "runs stored")
+}
+
+/// `runs_tagged` for after an abandoned upload. wrangler dev's Node proxy sometimes holds
+/// the next request for a minute behind the connection of an abandoned chunked upload
+/// (about one time in four, also before this worker's body reading changed; a bare
+/// `GET` after the stall suffices, and the Miniflare path without the proxy never does
+/// it). The listing is asked on fresh connections until one answers.
+fn runs_tagged_after_a_stall(w: &Worker, tag: &str) -> Result<usize, Failed> {
+    let url = w.url(&format!("/api/v1/runs?filter[tag]={tag}"));
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(10))
+        .build();
+    for _ in 0..4 {
+        let answer = agent
+            .get(&url)
+            .set("authorization", &format!("Bearer {DEV_KEY}"))
+            .call();
+        if let Ok(answer) = answer {
+            let text = answer.into_string().map_err(|e| e.to_string())?;
+            let listing: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| e.to_string())?;
+            return Ok(listing["data"].as_array().map_or(0, Vec::len));
+        }
+    }
+    Err("the listing never answered".into())
 }
 
 fn duplicate_json_keys_are_400(w: &Worker, _: &TaskServer) -> Result<(), Failed> {
