@@ -18,6 +18,8 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const args = process.argv.slice(2);
 const quick = args.includes("--quick");
 const onlyPath = args.includes("--path") ? args[args.indexOf("--path") + 1] : null;
+// `--only accept` or `--only execute`: one family of scenarios (the ceiling is always run).
+const only = args.includes("--only") ? args[args.indexOf("--only") + 1] : null;
 const DURATION = quick ? 5 : 15;
 const ROUNDS = quick ? 1 : 2;
 const KEY = "tr_dev_bench_key";
@@ -287,7 +289,7 @@ for (const pathName of onlyPath ? [onlyPath] : ["miniflare", "wrangler"]) {
     await sleep(1000);
     const worker = await startServer(pathName, "worker");
     result.workerColdStartMs = worker.coldStartMs;
-    for (const [name, env] of accepts) {
+    for (const [name, env] of only === "execute" ? [] : accepts) {
       log(`  ${name} (round ${round + 1})`);
       try {
         (result.scenarios[name] ??= []).push(wrk(worker, env));
@@ -295,13 +297,13 @@ for (const pathName of onlyPath ? [onlyPath] : ["miniflare", "wrangler"]) {
         log(`  ${name} failed: ${e.message}`);
       }
     }
-    try {
+    if (only !== "accept") try {
       log(`  execute (round ${round + 1})`);
       (result.execute ??= []).push(await execute(worker, pathName));
       log(`  gate (round ${round + 1})`);
       (result.gate ??= []).push(await gate(worker, pathName));
     } catch (e) {
-      log(`  execution scenarios failed: ${e.message}`);
+      log(`  execution scenarios failed: ${e.message}${e.cause ? ` (${e.cause.message ?? e.cause})` : ""}`);
       result.failure = e.message;
     }
     worker.stop();
@@ -328,12 +330,17 @@ for (const [pathName, r] of Object.entries(report.paths)) {
     const non2xx = rounds.map((x) => JSON.stringify(x.non2xx)).join(" ");
     lines.push(`| ${name} | ${m("requestsPerSec").toFixed(0)} | ${(m("requestsPerSec") / ceiling).toFixed(2)} | ${m("runsPerSec").toFixed(0)} | ${(m("runsPerSec") / ceiling).toFixed(2)} | ${m("p50ms").toFixed(1)} | ${m("p90ms").toFixed(1)} | ${m("p99ms").toFixed(1)} | ${m("maxms").toFixed(0)} | ${non2xx} | ${m("cpuMsPerRequest").toFixed(2)} | ${m("peakRssMiB").toFixed(0)} |`);
   }
-  if (!r.execute?.length || !r.gate?.length || Object.values(r.scenarios).some((x) => !x.length)) {
-    lines.push("", `Incomplete: ${r.failure ?? "a scenario failed"} (see the run's log).`, "");
-    continue;
-  }
   const ex = (k) => median(r.execute.map((x) => x[k]));
   const gt = (k) => median(r.gate.map((x) => x[k]));
+  if (only === "execute" && r.execute?.length && r.gate?.length) {
+    lines.push("", `Execute: ${r.execute[0].runs} runs, ${ex("runsCompletedPerSec").toFixed(0)} completed/s; QUEUED→call p50 ${ex("queuedToCallP50ms")} ms, p99 ${ex("queuedToCallP99ms")} ms.`,
+      `Gate (limit 10): ${r.gate[0].runs} runs, ${gt("runsPerSec").toFixed(0)} runs/s; handover p50 ${gt("handoverP50ms")} ms, p99 ${gt("handoverP99ms")} ms.`, "");
+    continue;
+  }
+  if (only || !r.execute?.length || !r.gate?.length || Object.values(r.scenarios).some((x) => !x.length)) {
+    lines.push("", only ? `Partial run (--only ${only}): no targets table.` : `Incomplete: ${r.failure ?? "a scenario failed"} (see the run's log).`, "");
+    continue;
+  }
   const b1 = median(r.scenarios["batch of 1"].map((x) => x.requestsPerSec)) / ceiling;
   const b100 = median(r.scenarios["batch of 100"].map((x) => x.runsPerSec)) / ceiling;
   const b100one = median(r.scenarios["batch of 100, one task"].map((x) => x.runsPerSec)) / ceiling;

@@ -10,8 +10,9 @@
 //! - [`store`]: the `RunStore` Durable Object (SQLite): runs, batches, idempotency keys and
 //!   the delivery outbox of one environment and route; every status change of a run.
 //! - [`gate`]: the `QueueGate` Durable Object: one queue's limit, waiting runs and leases.
-//! - [`executor`]: the `RunExecutor` Durable Object: one admitted attempt, run from an
-//!   alarm, and the signed call to the task's endpoint.
+//! - [`executor`]: the `RunExecutor` Durable Object, a small pool per gate: admitted
+//!   attempts, started and reported in groups, and the signed call to the task's endpoint.
+//! - [`group_commit`]: callers' items sent together, one flush at a time.
 //! - [`consumer`]: the queue consumer that takes delivered runs to their gates.
 //! - [`limiter`]: the `RateLimiter` Durable Object: one environment's rate-limit buckets.
 //! - [`rpc`] and [`settings`]: the Durable Object call and the cached configuration.
@@ -22,6 +23,7 @@ pub mod consumer;
 pub mod domain;
 pub mod executor;
 pub mod gate;
+pub mod group_commit;
 pub mod http;
 pub mod limiter;
 pub mod offers;

@@ -3,7 +3,8 @@
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use worker::{Method, Request, RequestInit, Stub};
+use worker::wasm_bindgen_futures::JsFuture;
+use worker::{web_sys, Method, Request, RequestInit, Response, Stub};
 
 use crate::domain::error::ApiError;
 
@@ -59,14 +60,22 @@ pub async fn call<C: Serialize, R: DeserializeOwned>(
     let mut init = RequestInit::new();
     init.with_method(Method::Post).with_body(Some(body.into()));
     let request = Request::new_with_init("https://object/", &init)?;
-    let mut response = stub.fetch_with_request(request).await?;
-    let bytes = response.bytes().await?;
-    if response.status_code() != 200 {
+    let response = stub.fetch_with_request(request).await?;
+    let status = response.status_code();
+    let bytes = body_bytes(response).await?;
+    if status != 200 {
         return Err(CallError::other(format!(
-            "status {}: {}",
-            response.status_code(),
+            "status {status}: {}",
             String::from_utf8_lossy(&bytes)
         )));
     }
     serde_json::from_slice(&bytes).map_err(|e| CallError::other(format!("unreadable reply: {e}")))
+}
+
+/// A whole response body in one `arrayBuffer()`: workers-rs reads a response through its
+/// stream reader, chunk by chunk, which costs several JavaScript calls per chunk.
+pub async fn body_bytes(response: Response) -> worker::Result<Vec<u8>> {
+    let response = web_sys::Response::from(response);
+    let buffer = JsFuture::from(response.array_buffer()?).await?;
+    Ok(js_sys::Uint8Array::new(&buffer).to_vec())
 }

@@ -118,8 +118,8 @@ pub struct TaskSettings {
     pub retry: RetryPolicy,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+/// A task's declaration as written, before its rules are checked.
+#[derive(Default)]
 struct TaskWire {
     endpoint: Option<String>,
     service: Option<String>,
@@ -131,20 +131,116 @@ struct TaskWire {
     retry: Option<RetryWire>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[derive(Default)]
 struct QueueWire {
     name: Option<String>,
     concurrency_limit: Option<u32>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[derive(Default)]
 struct RetryWire {
     factor: Option<f64>,
     min_timeout_in_ms: Option<u64>,
     max_timeout_in_ms: Option<u64>,
     randomize: Option<bool>,
+}
+
+/// Reads a declaration's fields one at a time, so that an error names its field:
+/// `.queue.name: invalid type: …`, or `: invalid type: …` for the value itself.
+fn read_fields(
+    value: &Value,
+    fields: &[&str],
+    mut read: impl FnMut(&str, &Value) -> Result<(), String>,
+) -> Result<(), String> {
+    let Value::Object(map) = value else {
+        return Err(format!(": {}", invalid_table(value)));
+    };
+    for (key, v) in map {
+        if !fields.contains(&key.as_str()) {
+            let expected = fields.iter().map(|f| format!("`{f}`")).collect::<Vec<_>>();
+            return Err(format!(
+                ".{key}: unknown field `{key}`, expected one of {}",
+                expected.join(", ")
+            ));
+        }
+        read(key, v).map_err(|e| match e.starts_with(['.', ':']) {
+            true => format!(".{key}{e}"), // a nested field's error, already placed
+            false => format!(".{key}: {e}"),
+        })?;
+    }
+    Ok(())
+}
+
+fn invalid_table(value: &Value) -> String {
+    let found = match value {
+        Value::Null => "null".to_owned(),
+        Value::Bool(b) => format!("boolean `{b}`"),
+        Value::Number(n) => format!("number `{n}`"),
+        Value::String(s) => format!("string {s:?}"),
+        Value::Array(_) => "sequence".to_owned(),
+        Value::Object(_) => "map".to_owned(),
+    };
+    format!("invalid type: {found}, expected a table of settings")
+}
+
+/// One field's value as `T`, with serde's own message when it is of another type.
+fn typed<T: serde::de::DeserializeOwned>(value: &Value) -> Result<T, String> {
+    T::deserialize(value).map_err(|e| e.to_string())
+}
+
+fn task_wire(value: &Value) -> Result<TaskWire, String> {
+    const FIELDS: &[&str] = &[
+        "endpoint",
+        "service",
+        "path",
+        "queue",
+        "maxAttempts",
+        "maxDuration",
+        "ttl",
+        "retry",
+    ];
+    let mut wire = TaskWire::default();
+    read_fields(value, FIELDS, |key, v| {
+        match key {
+            "endpoint" => wire.endpoint = typed(v)?,
+            "service" => wire.service = typed(v)?,
+            "path" => wire.path = typed(v)?,
+            "queue" => wire.queue = Some(queue_wire(v)?),
+            "maxAttempts" => wire.max_attempts = typed(v)?,
+            "maxDuration" => wire.max_duration = typed(v)?,
+            "ttl" => wire.ttl = Some(v.clone()).filter(|v| !v.is_null()),
+            _ => wire.retry = Some(retry_wire(v)?),
+        }
+        Ok(())
+    })?;
+    Ok(wire)
+}
+
+fn queue_wire(value: &Value) -> Result<QueueWire, String> {
+    let mut wire = QueueWire::default();
+    read_fields(value, &["name", "concurrencyLimit"], |key, v| {
+        match key {
+            "name" => wire.name = typed(v)?,
+            _ => wire.concurrency_limit = typed(v)?,
+        }
+        Ok(())
+    })?;
+    Ok(wire)
+}
+
+fn retry_wire(value: &Value) -> Result<RetryWire, String> {
+    const FIELDS: &[&str] = &["factor", "minTimeoutInMs", "maxTimeoutInMs", "randomize"];
+    let mut wire = RetryWire::default();
+    read_fields(value, FIELDS, |key, v| {
+        match key {
+            "factor" => wire.factor = typed(v)?,
+            "minTimeoutInMs" => wire.min_timeout_in_ms = typed(v)?,
+            "maxTimeoutInMs" => wire.max_timeout_in_ms = typed(v)?,
+            _ => wire.randomize = typed(v)?,
+        }
+        Ok(())
+    })?;
+    Ok(wire)
 }
 
 impl Config {
@@ -208,15 +304,7 @@ fn parse_tasks(value: Option<&Value>) -> Result<HashMap<String, TaskSettings>, S
                 "{at}: a task id has 1 to 128 characters and no spaces or control characters"
             ));
         }
-        let wire: TaskWire = serde_path_to_error::deserialize(settings).map_err(|e| {
-            let path = e.path().to_string();
-            let field = if path == "." {
-                String::new()
-            } else {
-                format!(".{path}")
-            };
-            format!("{at}{field}: {}", e.inner())
-        })?;
+        let wire = task_wire(settings).map_err(|e| format!("{at}{e}"))?;
         tasks.insert(
             id.clone(),
             task_settings(id, wire).map_err(|e| format!("{at}.{e}"))?,
@@ -396,6 +484,11 @@ mod tests {
             (json!({"t": {"endpoint": "https://x", "queue": {"limit": 3}}}), "TASKS[\"t\"].queue.limit: unknown field `limit`"),
             (json!({"has space": {"endpoint": "https://x"}}), "TASKS[\"has space\"]: a task id has 1 to 128 characters and no spaces or control characters"),
             (json!(["t"]), "TASKS: must be a table of task id to settings"),
+            (json!({"t": 5}), "TASKS[\"t\"]: invalid type: number `5`, expected a table of settings"),
+            (json!({"t": {"endpoint": "https://x", "queue": "q"}}), "TASKS[\"t\"].queue: invalid type: string \"q\", expected a table of settings"),
+            (json!({"t": {"endpoint": "https://x", "queue": {"name": 7}}}), "TASKS[\"t\"].queue.name: invalid type: integer `7`, expected a string"),
+            (json!({"t": {"endpoint": "https://x", "retry": {"randomise": true}}}), "TASKS[\"t\"].retry.randomise: unknown field `randomise`, expected one of `factor`, `minTimeoutInMs`, `maxTimeoutInMs`, `randomize`"),
+            (json!({"t": {"endpoint": "https://x", "ttl": null, "path": null, "maxAttempts": 0}}), "TASKS[\"t\"].maxAttempts: must be an integer from 1 to 100"),
         ] {
             let err = error_of(tasks);
             assert!(err.starts_with(message), "got {err:?}, want {message:?}");

@@ -172,11 +172,24 @@ impl GateState {
     /// Ends the lease of `run_id` if `token` is its current one (any token when `None`),
     /// and admits what now fits.
     pub fn release(&mut self, run_id: &str, token: Option<u64>, now: Millis) -> Changes {
-        let mut changes = Changes::default();
         let current = self.running.get(run_id).map(|l| l.token);
-        if current.is_some() && (token.is_none() || token == current) {
-            self.remove_running(run_id);
-            changes.running_removed.push(run_id.to_owned());
+        let ended: Vec<_> = token
+            .or(current)
+            .map(|t| (run_id.to_owned(), t))
+            .into_iter()
+            .collect();
+        self.release_all(&ended, now)
+    }
+
+    /// Ends every lease of `ended` (run id, token) that is still current, then admits what
+    /// now fits: one step for all the attempts an executor reports at once.
+    pub fn release_all(&mut self, ended: &[(String, u64)], now: Millis) -> Changes {
+        let mut changes = Changes::default();
+        for (run_id, token) in ended {
+            if self.running.get(run_id).is_some_and(|l| l.token == *token) {
+                self.remove_running(run_id);
+                changes.running_removed.push(run_id.clone());
+            }
         }
         self.admit(now, &mut changes);
         changes
@@ -349,6 +362,30 @@ mod tests {
         assert_eq!(gate.running_count(""), 3);
         assert_eq!(gate.waiting_count(), 2);
         assert!(changes.admitted.iter().all(|l| l.lease_until == 1100));
+    }
+
+    #[test]
+    fn releasing_several_leases_at_once_admits_as_many_and_ignores_stale_tokens() {
+        let mut gate = GateState::default();
+        let tickets = (0..6).map(|i| ticket(&format!("r{i}"), "", i)).collect();
+        let first = gate.offer(tickets, limit(3), 100);
+        let token = |run: &str| {
+            first
+                .admitted
+                .iter()
+                .find(|l| l.ticket.run_id == run)
+                .unwrap()
+                .token
+        };
+        let ended = [
+            ("r0".to_owned(), token("r0")),
+            ("r1".to_owned(), token("r1")),
+            ("r2".to_owned(), token("r2") + 100), // not r2's lease: r2 keeps its slot
+        ];
+        let changes = gate.release_all(&ended, 200);
+        assert_eq!(changes.running_removed, ["r0", "r1"]);
+        assert_eq!(ids(&changes.admitted), ["r3", "r4"]);
+        assert_eq!(gate.running_count(""), 3);
     }
 
     #[test]

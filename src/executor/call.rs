@@ -120,25 +120,30 @@ async fn send(
 /// 2xx with a JSON body (or none) completes the run; anything else fails the attempt.
 async fn read_outcome(mut response: Response) -> AttemptOutcome {
     let status = response.status_code();
+    let declared = response
+        .headers()
+        .get("content-length")
+        .ok()
+        .flatten()
+        .and_then(|v| v.trim().parse::<usize>().ok());
     let mut body: Vec<u8> = Vec::new();
-    if let Ok(mut stream) = response.stream() {
+    if declared.is_some_and(|n| n > MAX_OUTPUT_BYTES) {
+        return too_large();
+    }
+    if declared.is_some() {
+        // Its length is known and allowed: one read instead of a loop over chunks.
+        body = match crate::rpc::body_bytes(response).await {
+            Ok(body) => body,
+            Err(e) => return unreadable(e),
+        };
+    } else if let Ok(mut stream) = response.stream() {
         while let Some(chunk) = stream.next().await {
             match chunk {
                 Ok(chunk) if body.len() + chunk.len() <= MAX_OUTPUT_BYTES => {
                     body.extend_from_slice(&chunk)
                 }
-                Ok(_) => {
-                    return failure(
-                        "OutputTooLarge",
-                        format!("the task endpoint answered more than {MAX_OUTPUT_BYTES} bytes"),
-                    )
-                }
-                Err(e) => {
-                    return failure(
-                        "TaskEndpointUnreachable",
-                        format!("reading the answer failed: {e}"),
-                    )
-                }
+                Ok(_) => return too_large(),
+                Err(e) => return unreadable(e),
             }
         }
     }
@@ -165,4 +170,18 @@ async fn read_outcome(mut response: Response) -> AttemptOutcome {
             format!("the task endpoint answered {status} with a body that is not JSON"),
         ),
     }
+}
+
+fn too_large() -> AttemptOutcome {
+    failure(
+        "OutputTooLarge",
+        format!("the task endpoint answered more than {MAX_OUTPUT_BYTES} bytes"),
+    )
+}
+
+fn unreadable(e: worker::Error) -> AttemptOutcome {
+    failure(
+        "TaskEndpointUnreachable",
+        format!("reading the answer failed: {e}"),
+    )
 }

@@ -1,5 +1,6 @@
-//! Starting a `RunExecutor`: one object per admission, named `<run_id>:<token>`, so two
-//! admissions of one run (a retry) never share an object.
+//! Handing a lease to a `RunExecutor`. A gate's executors are a pool of `EXECUTOR_POOL`
+//! objects, `<gate>#<n>` with `n` the lease token modulo the pool's size: objects are
+//! reused across attempts, and a gate's attempts spread over several of them.
 
 use serde::{Deserialize, Serialize};
 use worker::Env;
@@ -10,6 +11,9 @@ use crate::rpc;
 /// The Durable Object namespace binding of `RunExecutor`.
 pub const RUN_EXECUTOR: &str = "RUN_EXECUTOR";
 
+/// Executors per gate.
+pub const EXECUTOR_POOL: u64 = 8;
+
 /// What an executor is asked to do: run the attempt that `lease` allows, then release it
 /// at `gate`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -18,15 +22,22 @@ pub struct Job {
     pub lease: Lease,
 }
 
-pub fn executor_name(lease: &Lease) -> String {
-    format!("{}:{}", lease.ticket.run_id, lease.token)
+impl Job {
+    /// Unique per admission: two admissions of one run (a retry) are two jobs.
+    pub fn key(&self) -> String {
+        format!("{}:{}", self.lease.ticket.run_id, self.lease.token)
+    }
 }
 
-/// Hands a lease to its executor, which records it and runs the attempt from its alarm.
+pub fn executor_name(gate: &str, lease: &Lease) -> String {
+    format!("{gate}#{}", lease.token % EXECUTOR_POOL)
+}
+
+/// Hands a lease to its executor, which records it and starts the attempt.
 pub async fn start_executor(env: &Env, gate: &str, lease: &Lease) -> Result<(), rpc::CallError> {
     let stub = env
         .durable_object(RUN_EXECUTOR)?
-        .id_from_name(&executor_name(lease))?
+        .id_from_name(&executor_name(gate, lease))?
         .get_stub()?;
     let job = Job {
         gate: gate.to_owned(),

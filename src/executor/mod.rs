@@ -1,138 +1,408 @@
-//! `RunExecutor`: the Durable Object that runs one admitted attempt. One object per
-//! admission (`<run_id>:<token>`): the gate hands it the lease, it records it and wakes by
-//! alarm, so the attempt runs outside any queue consumer and may last its whole
-//! `maxDuration`. An alarm is retried by the runtime until it succeeds; the store's
-//! compare-and-set start makes sure a retried alarm never runs the attempt twice
-//! (DESIGN invariant 5). An executor that restarts in the middle of its attempt cannot
-//! know whether the endpoint is still working on it, so it steps aside and keeps the slot
-//! taken: the lease expires at `maxDuration` plus a margin, and the gate then reclaims the
-//! slot and the store fails (and retries) the attempt (invariants 4 and 6).
+//! `RunExecutor`: the Durable Object that runs admitted attempts. Each gate has a small
+//! pool of them, `<gate>#<n>` (`n`: the lease token modulo `EXECUTOR_POOL`), so objects are
+//! reused instead of created per attempt. A gate hands an executor one lease per call:
+//! the executor records the job in its SQLite table and starts the attempt at once, in the
+//! background of that call (`waitUntil`), so each attempt keeps a request of its own and
+//! the gate's call returns as soon as the job is durable. The attempt runs outside any
+//! queue consumer and may last its whole `maxDuration`. (One lease per call also keeps
+//! each endpoint call in an invocation of its own: Cloudflare lets an invocation wait on
+//! six connections at a time.) Ended attempts are reported together: while one report is
+//! on its way to the stores and gates, the attempts that end meanwhile wait and go out in
+//! the next (group commit), so a busy executor makes one store call and one gate call for
+//! many attempts.
+//!
+//! A recorded job is worked on until it is reported and released. A backstop alarm, due
+//! `BACKSTOP_MS` after a job arrives and again while jobs remain, takes up every job this
+//! instance is not working on: one whose instance was evicted or restarted, or whose
+//! report failed. The attempt's outcome is kept with the job before it is reported, so a
+//! job taken up again reports the real result instead of calling the endpoint again; and
+//! the store's compare-and-set start makes sure an attempt never runs twice (DESIGN
+//! invariant 5). A job taken up again after its attempt started but before its outcome was
+//! kept cannot know whether the endpoint is still working on it, so it steps aside and
+//! keeps the slot taken: the lease expires at `maxDuration` plus a margin, and the gate
+//! then reclaims the slot and the store fails (and retries) the attempt (invariants 4, 6).
 
 mod call;
 pub mod client;
 
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
+
+use serde::Deserialize;
+use worker::wasm_bindgen_futures::spawn_local;
 use worker::{
     console_error, console_log, durable_object, DurableObject, Env, Request, Response, Result,
-    State,
+    SqlStorage, State,
 };
 
+use crate::domain::time::Millis;
 use crate::gate::client::QueueGateClient;
 use crate::gate::protocol::GateCommand;
+use crate::group_commit::GroupCommit;
+use crate::runtime::{ensure_alarm, internal, now};
 use crate::store::client::RunStoreClient;
-use crate::store::protocol::{AttemptOutcome, StoreCommand, StoreReply};
+use crate::store::protocol::{AttemptOutcome, Finish, StoreCommand, StoreReply};
 use client::Job;
 
-const JOB: &str = "job";
-/// The attempt's outcome, kept until the store has it, so that a retried alarm reports
-/// the real result instead of calling the endpoint again.
-const OUTCOME: &str = "outcome";
+/// A job (the gate and the lease, as JSON) per admission, and the attempt's outcome once
+/// it is known and not yet reported.
+const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS jobs (
+    key TEXT PRIMARY KEY, job TEXT NOT NULL, attempt INTEGER, outcome TEXT)";
+/// How long a recorded job may go without an instance working on it.
+const BACKSTOP_MS: Millis = 30_000;
 
 #[durable_object]
 pub struct RunExecutor {
+    shared: Rc<Shared>,
+}
+
+/// What the object's background work shares with its handlers.
+struct Shared {
     state: State,
     env: Env,
+    /// Keys of the jobs this instance is working on; the alarm leaves them alone.
+    active: RefCell<HashSet<String>>,
+    /// The alarm time last set, if known (memory only).
+    alarm_at: Cell<Option<Millis>>,
+    /// Starts of attempts (store, run id, lease token), sent together.
+    starts: GroupCommit<(String, String, u64), std::result::Result<StoreReply, String>>,
+    /// Ended attempts, reported together; the reply says whether the store recorded it.
+    reports: GroupCommit<Report, bool>,
+}
+
+/// An ended job to report: the attempt's outcome for the store (none when the run was not
+/// started: cancelled, expired, finished) and the lease to free at the gate.
+struct Report {
+    job: Job,
+    ended: Option<(u32, AttemptOutcome)>,
+}
+
+#[derive(Deserialize)]
+struct JobRow {
+    key: String,
+    job: String,
+    attempt: Option<i64>,
+    outcome: Option<String>,
 }
 
 impl DurableObject for RunExecutor {
     fn new(state: State, env: Env) -> Self {
-        RunExecutor { state, env }
+        if let Err(e) = state.storage().sql().exec(SCHEMA, None) {
+            console_error!("executor: schema failed: {e}");
+        }
+        let shared = Shared {
+            state,
+            env,
+            active: RefCell::new(HashSet::new()),
+            alarm_at: Cell::new(None),
+            starts: GroupCommit::default(),
+            reports: GroupCommit::default(),
+        };
+        RunExecutor {
+            shared: Rc::new(shared),
+        }
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
-        let job: Job = serde_json::from_slice(&req.bytes().await?)
-            .map_err(|e| worker::Error::RustError(format!("bad job: {e}")))?;
-        let storage = self.state.storage();
-        storage.put(JOB, &job).await?;
-        storage.set_alarm(0).await?;
+        let body = req.bytes().await?;
+        let job: Job =
+            serde_json::from_slice(&body).map_err(|e| internal(format!("bad job: {e}")))?;
+        let key = job.key();
+        let text = String::from_utf8(body).map_err(|e| internal(e.to_string()))?;
+        let shared = &self.shared;
+        let new = shared
+            .sql()
+            .exec(
+                "INSERT OR IGNORE INTO jobs (key, job) VALUES (?, ?)",
+                vec![key.as_str().into(), text.as_str().into()],
+            )?
+            .rows_written()
+            > 0;
+        shared.backstop().await?;
+        let row = if new && shared.active.borrow_mut().insert(key.clone()) {
+            Some(JobRow {
+                key,
+                job: text,
+                attempt: None,
+                outcome: None,
+            })
+        } else {
+            shared.take_up(&key)? // handed again: it may have ended already
+        };
+        if let Some(row) = row {
+            shared.work_on(row);
+        }
         Response::from_json(&true)
     }
 
     async fn alarm(&self) -> Result<Response> {
-        let storage = self.state.storage();
-        let Some(job) = storage.get::<Job>(JOB).await? else {
-            return Response::ok("");
-        };
-        self.run(&job).await.map_err(worker::Error::RustError)?;
-        storage.delete_all().await?;
+        let shared = &self.shared;
+        shared.alarm_at.set(None);
+        let keys: Vec<String> = shared
+            .sql()
+            .exec("SELECT key FROM jobs", None)?
+            .to_array::<KeyRow>()?
+            .into_iter()
+            .map(|r| r.key)
+            .collect();
+        for key in &keys {
+            if let Some(row) = shared.take_up(key)? {
+                shared.work_on(row);
+            }
+        }
+        if !keys.is_empty() {
+            shared.backstop().await?; // again, while jobs remain
+        }
         Response::ok("")
     }
 }
 
-/// What became of the attempt an executor was given.
+#[derive(Deserialize)]
+struct KeyRow {
+    key: String,
+}
+
+/// What became of the attempt a job allowed.
 enum Attempt {
     /// It ran (now or before a restart, with its outcome kept): report it.
     Ended(u32, AttemptOutcome),
     /// Nothing to run: the run was cancelled, expired or already finished.
     NotRun,
-    /// It started before this executor restarted; whether the endpoint is still working on
-    /// it is unknown. Its lease keeps the slot until it expires.
+    /// It started before this job was taken up again; whether the endpoint is still
+    /// working on it is unknown. Its lease keeps the slot until it expires.
     InDoubt(u32),
 }
 
-impl RunExecutor {
-    async fn run(&self, job: &Job) -> std::result::Result<(), String> {
-        let ticket = &job.lease.ticket;
-        let store = RunStoreClient::new(&self.env, &ticket.store).map_err(|e| e.detail)?;
-        let start = StoreCommand::StartAttempt {
-            run_id: ticket.run_id.clone(),
-            token: job.lease.token,
-        };
-        let storage = self.state.storage();
-        let kept: Option<(u32, String)> = storage.get(OUTCOME).await.map_err(|e| e.to_string())?;
-        let attempt = match kept {
-            Some((attempt, outcome)) => {
-                let outcome: AttemptOutcome =
-                    serde_json::from_str(&outcome).map_err(|e| e.to_string())?;
-                Attempt::Ended(attempt, outcome)
-            }
-            None => {
-                let env_slug = crate::store::client::env_of_store(&ticket.store);
-                self.attempt(&store, &start, env_slug).await?
-            }
-        };
-        match attempt {
-            Attempt::Ended(attempt, outcome) => {
-                let finish = StoreCommand::FinishAttempt {
-                    run_id: ticket.run_id.clone(),
-                    attempt,
-                    outcome,
-                };
-                store.call(&finish).await.map_err(|e| e.detail)?;
-            }
-            Attempt::NotRun => {}
-            Attempt::InDoubt(attempt) => {
-                console_log!(
-                    "executor: {} attempt {attempt} was under way when its executor restarted; its lease decides",
-                    ticket.run_id
-                );
-                return Ok(());
-            }
-        }
-        let release = GateCommand::Release {
-            run_id: ticket.run_id.clone(),
-            token: job.lease.token,
-        };
-        let gate = QueueGateClient::new(&self.env, &job.gate).map_err(|e| e.detail)?;
-        if let Err(e) = gate.call(&release).await {
-            // The lease expires and the gate reclaims it; log and finish.
-            console_error!(
-                "executor: releasing {} at {} failed: {e}",
-                ticket.run_id,
-                job.gate
-            );
-        }
-        Ok(())
+impl Shared {
+    fn sql(&self) -> SqlStorage {
+        self.state.storage().sql()
     }
 
-    /// Starts the attempt at the store and calls the endpoint.
-    async fn attempt(
+    /// Arms the backstop alarm unless one is already due sooner.
+    async fn backstop(&self) -> Result<()> {
+        ensure_alarm(&self.state.storage(), &self.alarm_at, now() + BACKSTOP_MS).await
+    }
+
+    /// The job's row, marked as worked on by this instance; `None` if it already is (or
+    /// is gone).
+    fn take_up(&self, key: &str) -> Result<Option<JobRow>> {
+        if self.active.borrow().contains(key) {
+            return Ok(None);
+        }
+        let row = self
+            .sql()
+            .exec(
+                "SELECT key, job, attempt, outcome FROM jobs WHERE key = ?",
+                vec![key.into()],
+            )?
+            .to_array::<JobRow>()?
+            .pop();
+        if row.is_some() {
+            self.active.borrow_mut().insert(key.to_owned());
+        }
+        Ok(row)
+    }
+
+    /// Works on a job in the background of the current request.
+    fn work_on(self: &Rc<Self>, row: JobRow) {
+        let worker = Rc::clone(self);
+        self.state.wait_until(async move { worker.work(row).await });
+    }
+
+    /// Works a job to its end. On an error the job stays recorded for the backstop alarm.
+    async fn work(self: Rc<Self>, row: JobRow) {
+        let key = row.key.clone();
+        let reported = match self.conclude(row).await {
+            Ok(Some(report)) => {
+                let (reply, lead) = self.reports.add(report);
+                if lead {
+                    let shared = Rc::clone(&self);
+                    spawn_local(async move {
+                        let batches = |batch| shared.report(batch);
+                        shared.reports.flush_all(batches).await;
+                    });
+                }
+                reply.await.unwrap_or(false)
+            }
+            Ok(None) => true, // in doubt: its lease decides, nothing to report
+            Err(e) => {
+                console_error!("executor: job {key} is left for the backstop: {e}");
+                false
+            }
+        };
+        if reported {
+            self.forget(&key);
+        }
+        self.active.borrow_mut().remove(&key);
+    }
+
+    /// Runs the job's attempt, unless it already ran: what to report, or `None` when the
+    /// attempt is in doubt and its lease decides.
+    async fn conclude(self: &Rc<Self>, row: JobRow) -> std::result::Result<Option<Report>, String> {
+        let job: Job = serde_json::from_str(&row.job).map_err(|e| e.to_string())?;
+        let attempt = match (row.attempt, row.outcome) {
+            (Some(attempt), Some(outcome)) => {
+                let outcome = serde_json::from_str(&outcome).map_err(|e| e.to_string())?;
+                Attempt::Ended(attempt.clamp(0, i64::from(u32::MAX)) as u32, outcome)
+            }
+            _ => self.attempt(&row.key, &job).await?,
+        };
+        let ended = match attempt {
+            Attempt::Ended(attempt, outcome) => Some((attempt, outcome)),
+            Attempt::NotRun => None,
+            Attempt::InDoubt(attempt) => {
+                console_log!(
+                    "executor: {} attempt {attempt} was under way when its job was taken up again; its lease decides",
+                    job.lease.ticket.run_id
+                );
+                return Ok(None);
+            }
+        };
+        Ok(Some(Report { job, ended }))
+    }
+
+    /// Asks the store to start the job's attempt (a compare-and-set on the lease). Starts
+    /// of attempts that begin together go to each store in one call.
+    async fn start(self: &Rc<Self>, job: &Job) -> std::result::Result<StoreReply, String> {
+        let ticket = &job.lease.ticket;
+        let item = (ticket.store.clone(), ticket.run_id.clone(), job.lease.token);
+        let (reply, lead) = self.starts.add(item);
+        if lead {
+            let shared = Rc::clone(self);
+            spawn_local(async move {
+                let batches = |batch| shared.start_batch(batch);
+                shared.starts.flush_all(batches).await;
+            });
+        }
+        reply
+            .await
+            .map_err(|_| "the start was never answered".to_owned())?
+    }
+
+    /// One `StartAttempts` call per store; one reply per start, in order.
+    async fn start_batch(
         &self,
-        store: &RunStoreClient,
-        start: &StoreCommand,
-        env_slug: &str,
+        batch: Vec<(String, String, u64)>,
+    ) -> Vec<std::result::Result<StoreReply, String>> {
+        let mut by_store: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (i, (store, _, _)) in batch.iter().enumerate() {
+            by_store.entry(store).or_default().push(i);
+        }
+        let mut replies: Vec<std::result::Result<StoreReply, String>> =
+            batch.iter().map(|_| Err("not sent".to_owned())).collect();
+        for (store, indexes) in by_store {
+            let starts = indexes
+                .iter()
+                .map(|&i| (batch[i].1.clone(), batch[i].2))
+                .collect();
+            let answer = match RunStoreClient::new(&self.env, store) {
+                Ok(client) => client.call(&StoreCommand::StartAttempts { starts }).await,
+                Err(e) => Err(e),
+            };
+            match answer {
+                Ok(StoreReply::Each(each)) if each.len() == indexes.len() => {
+                    for (i, reply) in indexes.into_iter().zip(each) {
+                        replies[i] = Ok(reply);
+                    }
+                }
+                Ok(_) => indexes
+                    .into_iter()
+                    .for_each(|i| replies[i] = Err("StartAttempts answered amiss".to_owned())),
+                Err(e) => indexes
+                    .into_iter()
+                    .for_each(|i| replies[i] = Err(e.detail.clone())),
+            }
+        }
+        replies
+    }
+
+    /// Records the outcomes at their stores, then frees the slots at their gates: a run's
+    /// outcome is recorded before its slot goes to the next run. One reply per report:
+    /// whether it was recorded. A job whose store could not be told stays recorded (the
+    /// backstop reports it); a slot that could not be freed is reclaimed when its lease
+    /// expires.
+    async fn report(&self, batch: Vec<Report>) -> Vec<bool> {
+        let mut finishes: HashMap<String, Vec<Finish>> = HashMap::new();
+        let mut leases = Vec::with_capacity(batch.len());
+        for Report { job, ended } in batch {
+            let Job { gate, lease } = job;
+            if let Some((attempt, outcome)) = ended {
+                finishes
+                    .entry(lease.ticket.store.clone())
+                    .or_default()
+                    .push(Finish {
+                        run_id: lease.ticket.run_id.clone(),
+                        attempt,
+                        outcome,
+                    });
+            }
+            leases.push((gate, lease));
+        }
+        let mut failed = HashSet::new();
+        for (store, finishes) in finishes {
+            let command = StoreCommand::FinishAttempts { finishes };
+            let recorded = match RunStoreClient::new(&self.env, &store) {
+                Ok(client) => client.call(&command).await.map(drop),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = recorded {
+                console_error!("executor: reporting to {store} failed, the backstop retries: {e}");
+                failed.insert(store);
+            }
+        }
+        let recorded: Vec<bool> = leases
+            .iter()
+            .map(|(_, lease)| !failed.contains(&lease.ticket.store))
+            .collect();
+        let mut releases: HashMap<&str, Vec<(String, u64)>> = HashMap::new();
+        for ((gate, lease), _) in leases.iter().zip(&recorded).filter(|(_, r)| **r) {
+            releases
+                .entry(gate)
+                .or_default()
+                .push((lease.ticket.run_id.clone(), lease.token));
+        }
+        for (gate, ended) in releases {
+            if let Err(e) = self.release(gate, ended).await {
+                console_error!("executor: releasing at {gate} failed, its leases expire: {e}");
+            }
+        }
+        recorded
+    }
+
+    async fn release(
+        &self,
+        gate: &str,
+        ended: Vec<(String, u64)>,
+    ) -> std::result::Result<(), String> {
+        let client = QueueGateClient::new(&self.env, gate).map_err(|e| e.detail)?;
+        client
+            .call(&GateCommand::Release { ended })
+            .await
+            .map(drop)
+            .map_err(|e| e.detail)
+    }
+
+    /// Drops a job that is done with.
+    fn forget(&self, key: &str) {
+        if let Err(e) = self
+            .sql()
+            .exec("DELETE FROM jobs WHERE key = ?", vec![key.into()])
+        {
+            console_error!("executor: forgetting job {key} failed: {e}");
+        }
+    }
+
+    /// Starts the attempt at the store, calls the endpoint, and keeps the outcome.
+    async fn attempt(
+        self: &Rc<Self>,
+        key: &str,
+        job: &Job,
     ) -> std::result::Result<Attempt, String> {
-        Ok(match store.call(start).await.map_err(|e| e.detail)? {
+        let ticket = &job.lease.ticket;
+        Ok(match self.start(job).await? {
             StoreReply::Started(mut attempt) => {
+                let env_slug = crate::store::client::env_of_store(&ticket.store);
                 let (payload, kind) = (&mut attempt.payload, &mut attempt.payload_type);
                 let resolved = crate::packets::resolve(&self.env, env_slug, payload, kind).await;
                 let outcome = match (resolved, crate::settings::config(&self.env)) {
@@ -140,16 +410,12 @@ impl RunExecutor {
                     (Ok(()), Ok(config)) => call::call_task(&self.env, &config, &attempt).await,
                     (Ok(()), Err(message)) => call::failure("Misconfigured", message),
                 };
-                console_log!(
-                    "executor: {} attempt {} ended",
-                    attempt.run_id,
-                    attempt.attempt
-                );
                 let kept = serde_json::to_string(&outcome).map_err(|e| e.to_string())?;
-                self.state
-                    .storage()
-                    .put(OUTCOME, (attempt.attempt, kept))
-                    .await
+                self.sql()
+                    .exec(
+                        "UPDATE jobs SET attempt = ?, outcome = ? WHERE key = ?",
+                        vec![i64::from(attempt.attempt).into(), kept.into(), key.into()],
+                    )
                     .map_err(|e| e.to_string())?;
                 Attempt::Ended(attempt.attempt, outcome)
             }

@@ -37,7 +37,7 @@ const SCHEMA: &[&str] = &[
 ];
 
 /// Executor starts a gate keeps in flight at once.
-const LAUNCH_CONCURRENCY: usize = 32;
+const LAUNCH_CONCURRENCY: usize = 128;
 
 #[durable_object]
 pub struct QueueGate {
@@ -47,6 +47,8 @@ pub struct QueueGate {
     gate: RefCell<Option<GateState>>,
     /// The alarm time last set, if known (memory only).
     alarm_at: Cell<Option<Millis>>,
+    /// The gate's own name, once read (it never changes).
+    name: RefCell<Option<String>>,
 }
 
 #[derive(Deserialize)]
@@ -79,6 +81,7 @@ impl DurableObject for QueueGate {
             env,
             gate: RefCell::new(None),
             alarm_at: Cell::new(None),
+            name: RefCell::new(None),
         }
     }
 
@@ -96,10 +99,9 @@ impl DurableObject for QueueGate {
                 self.remember_name(&gate)?;
                 (gate, self.apply(|g| g.offer(tickets, limit, now))?)
             }
-            GateCommand::Release { run_id, token } => (
-                self.name()?,
-                self.apply(|g| g.release(&run_id, Some(token), now))?,
-            ),
+            GateCommand::Release { ended } => {
+                (self.name()?, self.apply(|g| g.release_all(&ended, now))?)
+            }
             GateCommand::Remove { run_id } => {
                 (self.name()?, self.apply(|g| g.remove(&run_id, now))?)
             }
@@ -159,19 +161,29 @@ impl QueueGate {
     }
 
     fn remember_name(&self, name: &str) -> Result<()> {
+        if self.name.borrow().is_some() {
+            return Ok(());
+        }
         self.sql().exec(
             "INSERT OR IGNORE INTO settings (key, value) VALUES ('name', ?)",
             vec![name.into()],
         )?;
+        *self.name.borrow_mut() = Some(name.to_owned());
         Ok(())
     }
 
     fn name(&self) -> Result<String> {
-        self.settings()?
+        if let Some(name) = self.name.borrow().as_ref() {
+            return Ok(name.clone());
+        }
+        let name = self
+            .settings()?
             .into_iter()
             .find(|r| r.key == "name")
             .map(|r| r.value)
-            .ok_or_else(|| internal("this gate was never offered a run"))
+            .ok_or_else(|| internal("this gate was never offered a run"))?;
+        *self.name.borrow_mut() = Some(name.clone());
+        Ok(name)
     }
 
     fn settings(&self) -> Result<Vec<SettingRow>> {

@@ -14,8 +14,8 @@ pub enum GateCommand {
         tickets: Vec<Ticket>,
         limit: Option<LimitUpdate>,
     },
-    /// The attempt under lease `token` ended: free the slot.
-    Release { run_id: String, token: u64 },
+    /// These attempts ended (run id, lease token): free their slots.
+    Release { ended: Vec<(String, u64)> },
     /// The run was cancelled: forget it, waiting or running.
     Remove { run_id: String },
 }

@@ -5,12 +5,12 @@
 //! Each decision reads and writes with no await in between, except a retry, which arms
 //! the alarm first and then writes under a guard on the status it read.
 
-use serde::Deserialize;
 use serde_json::value::RawValue;
 use worker::Result;
 
 use super::protocol::{AttemptOutcome, AttemptStart, StoreReply};
 use super::read::raw;
+use super::sql::rows;
 use super::{internal, jitter, now, RunStore};
 use crate::domain::config::RetryPolicy;
 use crate::domain::delivery::RETRY_SLACK_MS;
@@ -18,7 +18,6 @@ use crate::domain::execution::{after_failure, AfterFailure};
 use crate::domain::status::RunStatus;
 use crate::domain::time::Millis;
 
-#[derive(Deserialize)]
 struct StateRow {
     status: String,
     attempt_count: i64,
@@ -30,7 +29,6 @@ struct StateRow {
     queue: String,
 }
 
-#[derive(Deserialize)]
 struct CallRow {
     id: String,
     task: String,
@@ -55,15 +53,50 @@ fn status_of(row: &StateRow) -> Result<RunStatus> {
 
 impl RunStore {
     fn state_of(&self, run_id: &str) -> Result<Option<StateRow>> {
-        Ok(self
-            .sql()
-            .exec(
-                "SELECT status, attempt_count, lease_token, expires_at, retry_at, max_attempts, retry, queue
-                 FROM runs WHERE id = ?",
-                vec![run_id.into()],
-            )?
-            .to_array::<StateRow>()?
-            .pop())
+        let query = "SELECT status, attempt_count, lease_token, expires_at, retry_at, max_attempts,
+                 retry, queue
+             FROM runs WHERE id = ?";
+        let Some(mut v) = rows(&self.sql(), query, vec![run_id.into()])?.pop() else {
+            return Ok(None);
+        };
+        Ok(Some(StateRow {
+            status: v.text()?,
+            attempt_count: v.int()?,
+            lease_token: v.opt_int()?,
+            expires_at: v.opt_int()?,
+            retry_at: v.opt_int()?,
+            max_attempts: v.opt_int()?,
+            retry: v.opt_text()?,
+            queue: v.text()?,
+        }))
+    }
+
+    fn call_of(&self, run_id: &str) -> Result<CallRow> {
+        let query =
+            "SELECT id, task, attempt_count, payload, payload_chunks, payload_type, context,
+                 context_chunks, tags, batch_id, idempotency_key, queue, concurrency_key,
+                 created_at, max_duration
+             FROM runs WHERE id = ?";
+        let mut v = rows(&self.sql(), query, vec![run_id.into()])?
+            .pop()
+            .ok_or_else(|| internal("the run vanished while starting"))?;
+        Ok(CallRow {
+            id: v.text()?,
+            task: v.text()?,
+            attempt_count: v.int()?,
+            payload: v.opt_text()?,
+            payload_chunks: v.int()?,
+            payload_type: v.text()?,
+            context: v.opt_text()?,
+            context_chunks: v.int()?,
+            tags: v.text()?,
+            batch_id: v.opt_text()?,
+            idempotency_key: v.opt_text()?,
+            queue: v.text()?,
+            concurrency_key: v.opt_text()?,
+            created_at: v.int()?,
+            max_duration: v.opt_int()?,
+        })
     }
 
     /// `QUEUED` or due `REATTEMPTING` → `EXECUTING` with the next attempt number, for the
@@ -107,15 +140,7 @@ impl RunStore {
              WHERE id = ?",
             vec![now.into(), token.into(), now.into(), run_id.into()],
         )?;
-        let call = sql
-            .exec(
-                "SELECT id, task, attempt_count, payload, payload_chunks, payload_type, context,
-                     context_chunks, tags, batch_id, idempotency_key, queue, concurrency_key,
-                     created_at, max_duration
-                 FROM runs WHERE id = ?",
-                vec![run_id.into()],
-            )?
-            .one::<CallRow>()?;
+        let call = self.call_of(run_id)?;
         let payload = self.stored_text(run_id, "payload", call.payload, call.payload_chunks)?;
         let context = self.stored_text(run_id, "context", call.context, call.context_chunks)?;
         Ok(StoreReply::Started(Box::new(AttemptStart {

@@ -30,7 +30,7 @@ use worker::{
 
 use crate::domain::time::Millis;
 use crate::runtime::{ensure_alarm, internal, now};
-use protocol::StoreCommand;
+use protocol::{StoreCommand, StoreReply};
 
 /// The queue binding that carries run references to the consumer.
 pub const RUNS_QUEUE: &str = "RUNS";
@@ -92,14 +92,20 @@ impl DurableObject for RunStore {
                 run_ids,
                 claimed_at,
             } => self.acknowledge(&run_ids, claimed_at)?,
-            StoreCommand::StartAttempt { run_id, token } => {
-                self.start_attempt(&run_id, token).await?
+            StoreCommand::StartAttempts { starts } => {
+                let mut replies = Vec::with_capacity(starts.len());
+                for (run_id, token) in starts {
+                    replies.push(self.start_attempt(&run_id, token).await?);
+                }
+                StoreReply::Each(replies)
             }
-            StoreCommand::FinishAttempt {
-                run_id,
-                attempt,
-                outcome,
-            } => self.finish_attempt(&run_id, attempt, outcome).await?,
+            StoreCommand::FinishAttempts { finishes } => {
+                let mut replies = Vec::with_capacity(finishes.len());
+                for f in finishes {
+                    replies.push(self.finish_attempt(&f.run_id, f.attempt, f.outcome).await?);
+                }
+                StoreReply::Each(replies)
+            }
             StoreCommand::LeaseExpired { run_id, token } => {
                 self.lease_expired(&run_id, token).await?
             }

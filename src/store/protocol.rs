@@ -32,16 +32,14 @@ pub enum StoreCommand {
         run_ids: Vec<String>,
         claimed_at: Millis,
     },
-    /// An executor holding lease `token` wants to start the run's next attempt.
-    StartAttempt {
-        run_id: String,
-        token: u64,
+    /// Executors holding these leases (run id, token) want to start the runs' next
+    /// attempts; one reply each (`Each`).
+    StartAttempts {
+        starts: Vec<(String, u64)>,
     },
-    /// The attempt `attempt` ended.
-    FinishAttempt {
-        run_id: String,
-        attempt: u32,
-        outcome: AttemptOutcome,
+    /// These attempts ended (one call for all an executor reports at once).
+    FinishAttempts {
+        finishes: Vec<Finish>,
     },
     /// A gate reclaimed lease `token`: its holder is presumed dead.
     LeaseExpired {
@@ -125,6 +123,14 @@ pub struct BatchEntry {
 }
 
 /// How an attempt ended, as the executor saw it.
+/// Attempt `attempt` of run `run_id` ended with `outcome`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Finish {
+    pub run_id: String,
+    pub attempt: u32,
+    pub outcome: AttemptOutcome,
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AttemptOutcome {
@@ -204,6 +210,8 @@ pub enum StoreReply {
     Finished {
         status: RunStatus,
     },
+    /// One reply per item of a command on several runs, in order.
+    Each(Vec<StoreReply>),
     /// The report was late (the run moved on): nothing changed.
     Ignored {
         status: RunStatus,

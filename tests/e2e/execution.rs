@@ -24,6 +24,7 @@ pub fn cases() -> Vec<(&'static str, Case)> {
         a_limit_0_queue_holds_its_runs_until_a_later_batch_raises_the_limit,
         a_run_failing_twice_then_succeeding_completes_on_attempt_3,
         a_run_always_failing_ends_failed_after_max_attempts_with_its_error,
+        an_output_over_1_mib_fails_the_attempt_with_or_without_a_content_length,
         a_delayed_run_starts_no_earlier_than_its_time,
         a_run_whose_ttl_passes_behind_a_full_queue_expires_and_is_never_called,
         a_cancelled_delayed_run_is_never_called,
@@ -261,6 +262,42 @@ fn a_run_always_failing_ends_failed_after_max_attempts_with_its_error(
     )?;
     ensure_eq(tasks.calls_of(&runs[0]).len(), 3, "three calls")?;
     ensure_eq(failed["isFailed"].clone(), json!(true), "isFailed")
+}
+
+fn an_output_over_1_mib_fails_the_attempt_with_or_without_a_content_length(
+    w: &Worker,
+    _tasks: &TaskServer,
+) -> Result<(), Failed> {
+    const MIB: u64 = 1024 * 1024;
+    let runs = trigger(
+        w,
+        vec![
+            json!({"payload": {"outputBytes": MIB}}),
+            json!({"payload": {"outputBytes": MIB + 1}}),
+            json!({"payload": {"outputBytes": MIB + 1, "chunked": true}}),
+            json!({"payload": {"outputBytes": 10, "chunked": true}}),
+        ],
+    )?;
+    let exact = wait_status(w, &runs[0], "COMPLETED", Duration::from_secs(60));
+    ensure_eq(
+        exact["output"].as_str().map(str::len),
+        Some(MIB as usize - 2),
+        "an output of exactly 1 MiB is kept",
+    )?;
+    for (run, how) in [(&runs[1], "declared"), (&runs[2], "chunked")] {
+        let failed = wait_status(w, run, "FAILED", Duration::from_secs(60));
+        ensure_eq(
+            failed["error"]["name"].clone(),
+            json!("OutputTooLarge"),
+            &format!("a {how} output of 1 MiB + 1 byte"),
+        )?;
+    }
+    let small = wait_status(w, &runs[3], "COMPLETED", Duration::from_secs(60));
+    ensure_eq(
+        small["output"].clone(),
+        json!("xxxxxxxx"),
+        "a small chunked output",
+    )
 }
 
 fn a_delayed_run_starts_no_earlier_than_its_time(

@@ -1,7 +1,8 @@
 //! A task endpoint for the tests: a small HTTP server on 127.0.0.1 that records every
 //! call (run, attempt, queue, concurrency key, start and end) and answers as the run's
 //! payload asks: `{"sleepMs": n}` answers after n ms, `{"failTimes": k}` fails the first k
-//! attempts, `{"alwaysFail": true}` always fails. It also tracks how many calls of each
+//! attempts, `{"alwaysFail": true}` always fails, `{"outputBytes": n}` answers a JSON string
+//! of n bytes, `{"chunked": true}` answers without a content-length. It also tracks how many calls of each
 //! queue and (queue, key) were in flight at once, the number the limits are about.
 
 use std::collections::HashMap;
@@ -122,13 +123,30 @@ impl TaskServer {
         if reader.read_exact(&mut body).is_err() {
             return;
         }
+        let chunked = serde_json::from_slice::<Value>(&body)
+            .is_ok_and(|call| call["payload"]["chunked"].as_bool() == Some(true));
         let (status, answer) = self.handle(headers, body);
         let mut stream = stream;
-        let _ = write!(
-            stream,
-            "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
-            answer.len()
-        );
+        let _ = if chunked {
+            write!(
+                stream,
+                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+            )
+            .and_then(|()| {
+                for piece in answer.as_bytes().chunks(64 * 1024) {
+                    write!(stream, "{:x}\r\n", piece.len())?;
+                    stream.write_all(piece)?;
+                    stream.write_all(b"\r\n")?;
+                }
+                stream.write_all(b"0\r\n\r\n")
+            })
+        } else {
+            write!(
+                stream,
+                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
+                answer.len()
+            )
+        };
         let _ = stream.flush();
     }
 
@@ -174,6 +192,12 @@ impl TaskServer {
                 *state.in_flight.entry(name).or_insert(0) -= 1;
             }
             state.calls[index].ended_ms = Some(epoch_ms());
+        }
+        if let Some(n) = payload["outputBytes"].as_u64().filter(|_| !fail) {
+            return (
+                200,
+                format!("\"{}\"", "x".repeat(n.saturating_sub(2) as usize)),
+            );
         }
         if fail {
             (
