@@ -1,15 +1,14 @@
 //! `RunExecutor`: the Durable Object that runs admitted attempts. Each gate has a small
 //! pool of them, `<gate>#<n>` (`n`: the lease token modulo `EXECUTOR_POOL`), so objects are
-//! reused instead of created per attempt. A gate hands an executor one lease per call:
-//! the executor records the job in its SQLite table and starts the attempt at once, in the
-//! background of that call (`waitUntil`), so each attempt keeps a request of its own and
-//! the gate's call returns as soon as the job is durable. The attempt runs outside any
-//! queue consumer and may last its whole `maxDuration`. (One lease per call also keeps
-//! each endpoint call in an invocation of its own: Cloudflare lets an invocation wait on
-//! six connections at a time.) Ended attempts are reported together: while one report is
-//! on its way to the stores and gates, the attempts that end meanwhile wait and go out in
-//! the next (group commit), so a busy executor makes one store call and one gate call for
-//! many attempts.
+//! reused instead of created per attempt. A gate hands an executor at most six leases per
+//! call: the executor records the jobs in its SQLite table and starts their attempts at
+//! once, in the background of that call (`waitUntil`), so the gate's call returns as soon
+//! as the jobs are durable. (Cloudflare lets an invocation wait on six connections at a
+//! time: the endpoint calls of one hand never queue behind each other.) The attempts run
+//! outside any queue consumer and may last their whole `maxDuration`. Starts and reports
+//! go out together: while one is on its way to the stores and gates, those that come
+//! meanwhile wait and go out in the next (group commit), so a busy executor makes one
+//! store call and one gate call for many attempts.
 //!
 //! A recorded job is worked on until it is reported and released. A backstop alarm, due
 //! `BACKSTOP_MS` after a job arrives and again while jobs remain, takes up every job this
@@ -29,7 +28,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
-use serde::Deserialize;
+use crate::store::sql::rows;
 use worker::wasm_bindgen_futures::spawn_local;
 use worker::{
     console_error, console_log, durable_object, DurableObject, Env, Request, Response, Result,
@@ -43,7 +42,7 @@ use crate::group_commit::GroupCommit;
 use crate::runtime::{ensure_alarm, internal, now};
 use crate::store::client::RunStoreClient;
 use crate::store::protocol::{AttemptOutcome, Finish, StoreCommand, StoreReply};
-use client::Job;
+use client::{Hand, Job};
 
 /// A job (the gate and the lease, as JSON) per admission, and the attempt's outcome once
 /// it is known and not yet reported.
@@ -78,7 +77,6 @@ struct Report {
     ended: Option<(u32, AttemptOutcome)>,
 }
 
-#[derive(Deserialize)]
 struct JobRow {
     key: String,
     job: String,
@@ -105,32 +103,38 @@ impl DurableObject for RunExecutor {
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
-        let body = req.bytes().await?;
-        let job: Job =
-            serde_json::from_slice(&body).map_err(|e| internal(format!("bad job: {e}")))?;
-        let key = job.key();
-        let text = String::from_utf8(body).map_err(|e| internal(e.to_string()))?;
+        let hand: Hand = serde_json::from_slice(&req.bytes().await?)
+            .map_err(|e| internal(format!("bad hand: {e}")))?;
         let shared = &self.shared;
-        let new = shared
-            .sql()
-            .exec(
-                "INSERT OR IGNORE INTO jobs (key, job) VALUES (?, ?)",
-                vec![key.as_str().into(), text.as_str().into()],
-            )?
-            .rows_written()
-            > 0;
+        let mut rows = Vec::with_capacity(hand.leases.len());
+        for lease in hand.leases {
+            let job = Job {
+                gate: hand.gate.clone(),
+                lease,
+            };
+            let key = job.key();
+            let text = serde_json::to_string(&job).map_err(|e| internal(e.to_string()))?;
+            let new = shared
+                .sql()
+                .exec(
+                    "INSERT OR IGNORE INTO jobs (key, job) VALUES (?, ?)",
+                    vec![key.as_str().into(), text.as_str().into()],
+                )?
+                .rows_written()
+                > 0;
+            if new && shared.active.borrow_mut().insert(key.clone()) {
+                rows.push(JobRow {
+                    key,
+                    job: text,
+                    attempt: None,
+                    outcome: None,
+                });
+            } else if let Some(row) = shared.take_up(&key)? {
+                rows.push(row); // handed again: it may have ended already
+            }
+        }
         shared.backstop().await?;
-        let row = if new && shared.active.borrow_mut().insert(key.clone()) {
-            Some(JobRow {
-                key,
-                job: text,
-                attempt: None,
-                outcome: None,
-            })
-        } else {
-            shared.take_up(&key)? // handed again: it may have ended already
-        };
-        if let Some(row) = row {
+        for row in rows {
             shared.work_on(row);
         }
         Response::from_json(&true)
@@ -139,13 +143,10 @@ impl DurableObject for RunExecutor {
     async fn alarm(&self) -> Result<Response> {
         let shared = &self.shared;
         shared.alarm_at.set(None);
-        let keys: Vec<String> = shared
-            .sql()
-            .exec("SELECT key FROM jobs", None)?
-            .to_array::<KeyRow>()?
+        let keys = rows(&shared.sql(), "SELECT key FROM jobs", vec![])?
             .into_iter()
-            .map(|r| r.key)
-            .collect();
+            .map(|mut row| row.text())
+            .collect::<Result<Vec<String>>>()?;
         for key in &keys {
             if let Some(row) = shared.take_up(key)? {
                 shared.work_on(row);
@@ -156,11 +157,6 @@ impl DurableObject for RunExecutor {
         }
         Response::ok("")
     }
-}
-
-#[derive(Deserialize)]
-struct KeyRow {
-    key: String,
 }
 
 /// What became of the attempt a job allowed.
@@ -190,18 +186,18 @@ impl Shared {
         if self.active.borrow().contains(key) {
             return Ok(None);
         }
-        let row = self
-            .sql()
-            .exec(
-                "SELECT key, job, attempt, outcome FROM jobs WHERE key = ?",
-                vec![key.into()],
-            )?
-            .to_array::<JobRow>()?
-            .pop();
-        if row.is_some() {
-            self.active.borrow_mut().insert(key.to_owned());
-        }
-        Ok(row)
+        let query = "SELECT key, job, attempt, outcome FROM jobs WHERE key = ?";
+        let Some(mut v) = rows(&self.sql(), query, vec![key.into()])?.pop() else {
+            return Ok(None);
+        };
+        let row = JobRow {
+            key: v.text()?,
+            job: v.text()?,
+            attempt: v.opt_int()?,
+            outcome: v.opt_text()?,
+        };
+        self.active.borrow_mut().insert(key.to_owned());
+        Ok(Some(row))
     }
 
     /// Works on a job in the background of the current request.

@@ -4,7 +4,7 @@
 //!
 //! The decisions are `domain::gate::GateState`'s; this object keeps that state in memory,
 //! writes every change through to SQLite in the same synchronous step (so memory and
-//! storage never disagree across an await), starts an executor for every admitted run,
+//! storage never disagree across an await), hands every admitted run to an executor,
 //! and wakes by alarm to reclaim expired leases and forget waiting runs past their TTL.
 
 pub mod client;
@@ -13,18 +13,17 @@ pub mod protocol;
 use std::cell::{Cell, RefCell};
 
 use futures_util::stream::{self, StreamExt};
-use serde::Deserialize;
 use worker::{
     console_error, durable_object, DurableObject, Env, Request, Response, Result, SqlStorage, State,
 };
 
 use crate::domain::gate::{Changes, GateState, Lease, Waiting};
 use crate::domain::time::Millis;
-use crate::executor::client::start_executor;
+use crate::executor::client::{hand, hands};
 use crate::runtime::{ensure_alarm, internal, now};
 use crate::store::client::RunStoreClient;
 use crate::store::protocol::{StoreCommand, StoreReply};
-use crate::store::sql::transaction;
+use crate::store::sql::{rows, transaction};
 use protocol::{GateCommand, GateReply};
 
 const SCHEMA: &[&str] = &[
@@ -36,8 +35,8 @@ const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS running (run_id TEXT PRIMARY KEY, lease TEXT NOT NULL)",
 ];
 
-/// Executor starts a gate keeps in flight at once.
-const LAUNCH_CONCURRENCY: usize = 128;
+/// Hands to executors a gate keeps in flight at once.
+const LAUNCH_CONCURRENCY: usize = 32;
 
 #[durable_object]
 pub struct QueueGate {
@@ -51,21 +50,9 @@ pub struct QueueGate {
     name: RefCell<Option<String>>,
 }
 
-#[derive(Deserialize)]
 struct SettingRow {
     key: String,
     value: String,
-}
-
-#[derive(Deserialize)]
-struct WaitingRow {
-    seq: i64,
-    ticket: String,
-}
-
-#[derive(Deserialize)]
-struct RunningRow {
-    lease: String,
 }
 
 impl DurableObject for QueueGate {
@@ -187,9 +174,15 @@ impl QueueGate {
     }
 
     fn settings(&self) -> Result<Vec<SettingRow>> {
-        self.sql()
-            .exec("SELECT key, value FROM settings", None)?
-            .to_array::<SettingRow>()
+        rows(&self.sql(), "SELECT key, value FROM settings", vec![])?
+            .into_iter()
+            .map(|mut v| {
+                Ok(SettingRow {
+                    key: v.text()?,
+                    value: v.text()?,
+                })
+            })
+            .collect()
     }
 
     fn load(&self) -> Result<GateState> {
@@ -205,23 +198,23 @@ impl QueueGate {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
         let sql = self.sql();
-        let waiting = sql
-            .exec("SELECT seq, ticket FROM waiting", None)?
-            .to_array::<WaitingRow>()?
+        fn json<T: serde::de::DeserializeOwned>(text: String) -> Result<T> {
+            serde_json::from_str(&text).map_err(|e| internal(e.to_string()))
+        }
+        let waiting = rows(&sql, "SELECT seq, ticket FROM waiting", vec![])?
             .into_iter()
-            .map(|r| {
+            .map(|mut v| {
+                let seq = v.int()?.max(0) as u64;
                 Ok(Waiting {
-                    ticket: serde_json::from_str(&r.ticket).map_err(|e| internal(e.to_string()))?,
-                    seq: r.seq.max(0) as u64,
+                    ticket: json(v.text()?)?,
+                    seq,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let running = sql
-            .exec("SELECT lease FROM running", None)?
-            .to_array::<RunningRow>()?
+        let running = rows(&sql, "SELECT lease FROM running", vec![])?
             .into_iter()
-            .map(|r| serde_json::from_str::<Lease>(&r.lease).map_err(|e| internal(e.to_string())))
-            .collect::<Result<Vec<_>>>()?;
+            .map(|mut v| json(v.text()?))
+            .collect::<Result<Vec<Lease>>>()?;
         Ok(GateState::restore(limit, limit_set_at, waiting, running))
     }
 
@@ -277,17 +270,19 @@ impl QueueGate {
         }
     }
 
-    /// Starts an executor for every admitted run. One that cannot be started keeps its
-    /// lease until it expires; the alarm then gives the run back its place.
+    /// Hands every admitted run to its executor. A lease that cannot be handed stays until
+    /// it expires; the alarm then gives the run back its place. The caller waits for the
+    /// hands (they could go in the background, the leases being stored, but that measured
+    /// no faster), which holds back a caller offering faster than executors start.
     async fn launch(&self, gate: &str, admitted: Vec<Lease>) {
         // At most LAUNCH_CONCURRENCY calls in flight: a queue with a high limit may admit a
         // thousand runs in one step, and that many simultaneous calls strain the runtime.
-        stream::iter(admitted)
-            .for_each_concurrent(LAUNCH_CONCURRENCY, |lease| async move {
-                if let Err(e) = start_executor(&self.env, gate, &lease).await {
+        stream::iter(hands(gate, admitted))
+            .for_each_concurrent(LAUNCH_CONCURRENCY, |(executor, leases)| async move {
+                let count = leases.len();
+                if let Err(e) = hand(&self.env, gate, &executor, leases).await {
                     console_error!(
-                        "queue gate {gate}: starting {} failed: {e}",
-                        lease.ticket.run_id
+                        "queue gate {gate}: handing {count} runs to {executor} failed: {e}"
                     );
                 }
             })

@@ -23,6 +23,6 @@ pub enum GateCommand {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum GateReply {
-    /// How many runs this call admitted (their executors were started).
+    /// How many runs this call admitted (they were handed to their executors).
     Admitted { count: usize },
 }
