@@ -246,6 +246,19 @@ async function execute(server, pathName) {
   };
 }
 
+/** One run at a time on a warm worker and a free gate: QUEUED→call without a backlog. */
+async function singles(server) {
+  calls.length = 0;
+  const latencies = [];
+  for (let i = 0; i < 21; i++) {
+    await post(server.base, "bench-1", [{ payload: { n: i } }]);
+    const [call] = await waitCalls("bench-1", 1, 30_000);
+    if (i > 0) latencies.push(call.calledAt - call.createdAt); // the first warms the objects
+    calls.length = 0;
+  }
+  return { runs: latencies.length, queuedToCallP50ms: pct(latencies, 50), queuedToCallP99ms: pct(latencies, 99) };
+}
+
 async function gate(server, pathName) {
   calls.length = 0;
   const count = quick || pathName === "wrangler" ? 500 : 2000;
@@ -300,6 +313,8 @@ for (const pathName of onlyPath ? [onlyPath] : ["miniflare", "wrangler"]) {
     if (only !== "accept") try {
       log(`  execute (round ${round + 1})`);
       (result.execute ??= []).push(await execute(worker, pathName));
+      log(`  single runs (round ${round + 1})`);
+      (result.singles ??= []).push(await singles(worker));
       log(`  gate (round ${round + 1})`);
       (result.gate ??= []).push(await gate(worker, pathName));
     } catch (e) {
@@ -332,8 +347,10 @@ for (const [pathName, r] of Object.entries(report.paths)) {
   }
   const ex = (k) => median(r.execute.map((x) => x[k]));
   const gt = (k) => median(r.gate.map((x) => x[k]));
+  const sg = (k) => median((r.singles ?? []).map((x) => x[k]));
   if (only === "execute" && r.execute?.length && r.gate?.length) {
     lines.push("", `Execute: ${r.execute[0].runs} runs, ${ex("runsCompletedPerSec").toFixed(0)} completed/s; QUEUED→call p50 ${ex("queuedToCallP50ms")} ms, p99 ${ex("queuedToCallP99ms")} ms.`,
+    `Single runs, one at a time (warm, free gate): QUEUED→call p50 ${sg("queuedToCallP50ms")} ms, p99 ${sg("queuedToCallP99ms")} ms.`,
       `Gate (limit 10): ${r.gate[0].runs} runs, ${gt("runsPerSec").toFixed(0)} runs/s; handover p50 ${gt("handoverP50ms")} ms, p99 ${gt("handoverP99ms")} ms.`, "");
     continue;
   }
@@ -346,6 +363,7 @@ for (const [pathName, r] of Object.entries(report.paths)) {
   const b100one = median(r.scenarios["batch of 100, one task"].map((x) => x.runsPerSec)) / ceiling;
   const fiveXX = Object.values(r.scenarios).flat().some((x) => Object.keys(x.non2xx).some((s) => s.startsWith("5") && s !== "503"));
   lines.push("", `Execute: ${r.execute[0].runs} runs, ${ex("runsCompletedPerSec").toFixed(0)} completed/s; QUEUED→call p50 ${ex("queuedToCallP50ms")} ms, p99 ${ex("queuedToCallP99ms")} ms.`,
+    `Single runs, one at a time (warm, free gate): QUEUED→call p50 ${sg("queuedToCallP50ms")} ms, p99 ${sg("queuedToCallP99ms")} ms.`,
     `Gate (limit 10): ${r.gate[0].runs} runs, ${gt("runsPerSec").toFixed(0)} runs/s; handover p50 ${gt("handoverP50ms")} ms, p99 ${gt("handoverP99ms")} ms.`, "",
     "| target | measured | |", "|---|---|---|",
     `| batch of 1 ≥ 0.5× ceiling requests/s | ${b1.toFixed(2)}× | ${b1 >= 0.5 ? "met" : "missed"} |`,
