@@ -1,9 +1,9 @@
 //! Small pieces every adapter needs from the Workers runtime: the clock, an internal
-//! error, and a Durable Object's single alarm.
+//! error, a message's declared length, and a Durable Object's single alarm.
 
 use std::cell::Cell;
 
-use worker::{Result, ScheduledTime, Storage};
+use worker::{Headers, Result, ScheduledTime, Storage};
 
 use crate::domain::time::Millis;
 
@@ -15,6 +15,15 @@ pub fn now() -> Millis {
 /// An error of ours (never shown to API callers: the edge logs it and answers 500).
 pub fn internal(message: impl Into<String>) -> worker::Error {
     worker::Error::RustError(message.into())
+}
+
+/// The `content-length` of a request or response, when it declares a valid one.
+pub fn content_length(headers: &Headers) -> Option<u64> {
+    headers
+        .get("content-length")
+        .ok()
+        .flatten()
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// Arms the object's alarm for `at` unless it is already due no later. `known` caches

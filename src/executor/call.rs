@@ -120,14 +120,9 @@ async fn send(
 /// 2xx with a JSON body (or none) completes the run; anything else fails the attempt.
 async fn read_outcome(mut response: Response) -> AttemptOutcome {
     let status = response.status_code();
-    let declared = response
-        .headers()
-        .get("content-length")
-        .ok()
-        .flatten()
-        .and_then(|v| v.trim().parse::<usize>().ok());
+    let declared = crate::runtime::content_length(response.headers());
     let mut body: Vec<u8> = Vec::new();
-    if declared.is_some_and(|n| n > MAX_OUTPUT_BYTES) {
+    if declared.is_some_and(|n| n > MAX_OUTPUT_BYTES as u64) {
         return too_large();
     }
     if declared.is_some() {

@@ -106,36 +106,16 @@ impl DurableObject for RunExecutor {
         let hand: Hand = serde_json::from_slice(&req.bytes().await?)
             .map_err(|e| internal(format!("bad hand: {e}")))?;
         let shared = &self.shared;
-        let mut rows = Vec::with_capacity(hand.leases.len());
+        // Armed first: every job recorded below is then sure to be taken up.
+        shared.backstop().await?;
         for lease in hand.leases {
             let job = Job {
                 gate: hand.gate.clone(),
                 lease,
             };
-            let key = job.key();
-            let text = serde_json::to_string(&job).map_err(|e| internal(e.to_string()))?;
-            let new = shared
-                .sql()
-                .exec(
-                    "INSERT OR IGNORE INTO jobs (key, job) VALUES (?, ?)",
-                    vec![key.as_str().into(), text.as_str().into()],
-                )?
-                .rows_written()
-                > 0;
-            if new && shared.active.borrow_mut().insert(key.clone()) {
-                rows.push(JobRow {
-                    key,
-                    job: text,
-                    attempt: None,
-                    outcome: None,
-                });
-            } else if let Some(row) = shared.take_up(&key)? {
-                rows.push(row); // handed again: it may have ended already
+            if let Some(row) = shared.record(job)? {
+                shared.work_on(row);
             }
-        }
-        shared.backstop().await?;
-        for row in rows {
-            shared.work_on(row);
         }
         Response::from_json(&true)
     }
@@ -178,6 +158,30 @@ impl Shared {
     /// Arms the backstop alarm unless one is already due sooner.
     async fn backstop(&self) -> Result<()> {
         ensure_alarm(&self.state.storage(), &self.alarm_at, now() + BACKSTOP_MS).await
+    }
+
+    /// Records a handed job; its row to work on, unless this instance already works on it.
+    fn record(&self, job: Job) -> Result<Option<JobRow>> {
+        let key = job.key();
+        let text = serde_json::to_string(&job).map_err(|e| internal(e.to_string()))?;
+        let new = self
+            .sql()
+            .exec(
+                "INSERT OR IGNORE INTO jobs (key, job) VALUES (?, ?)",
+                vec![key.as_str().into(), text.as_str().into()],
+            )?
+            .rows_written()
+            > 0;
+        if !new {
+            return self.take_up(&key); // handed again: it may have ended already
+        }
+        self.active.borrow_mut().insert(key.clone());
+        Ok(Some(JobRow {
+            key,
+            job: text,
+            attempt: None,
+            outcome: None,
+        }))
     }
 
     /// The job's row, marked as worked on by this instance; `None` if it already is (or

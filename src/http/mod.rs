@@ -196,12 +196,7 @@ fn authenticate(req: &Request, config: &Config) -> Result<Environment, ApiError>
 /// Reads the body, refusing more than `limit` bytes by `content-length` or while
 /// streaming, so an oversized body is never buffered; a body sent too slowly is a 408.
 pub async fn read_body(req: &mut Request, limit: usize) -> Result<Vec<u8>, ApiError> {
-    let declared = req
-        .headers()
-        .get("content-length")
-        .ok()
-        .flatten()
-        .and_then(|v| v.trim().parse::<u64>().ok());
+    let declared = crate::runtime::content_length(req.headers());
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(ApiError::PayloadTooLarge);
     }
