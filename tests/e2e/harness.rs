@@ -77,6 +77,15 @@ fn spawn(dir: &Path, port: u16, log: &Path) -> Child {
         .expect("wrangler starts (run scripts/setup)")
 }
 
+enum Ready {
+    Serving,
+    PortTaken,
+}
+
+fn log_len(log: &Path) -> usize {
+    fs::metadata(log).map_or(0, |m| m.len() as usize)
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -136,17 +145,25 @@ impl Worker {
         )
         .unwrap();
 
-        let port = free_port();
         let log = dir.join("wrangler.log");
-        let mut worker = Worker {
-            child: spawn(&dir, port, &log),
-            base: format!("http://127.0.0.1:{port}"),
-            port,
-            dir,
-            log,
-        };
-        worker.wait_ready();
-        worker
+        for _ in 0..5 {
+            // A port found free can be taken before wrangler binds it (other workers open
+            // loopback ports of their own): then try another.
+            let port = free_port();
+            let from = log_len(&log);
+            let mut worker = Worker {
+                child: spawn(&dir, port, &log),
+                base: format!("http://127.0.0.1:{port}"),
+                port,
+                dir: dir.clone(),
+                log: log.clone(),
+            };
+            match worker.wait_ready(from) {
+                Ready::Serving => return worker,
+                Ready::PortTaken => drop(worker),
+            }
+        }
+        panic!("no free port for wrangler after 5 tries");
     }
 
     /// Kills wrangler and workerd at once (SIGKILL to the whole process group), as a
@@ -159,8 +176,11 @@ impl Worker {
 
     /// Starts the worker again on the same port and the same `--persist-to` storage.
     pub fn restart(&mut self) {
+        let from = log_len(&self.log);
         self.child = spawn(&self.dir, self.port, &self.log);
-        self.wait_ready();
+        if let Ready::PortTaken = self.wait_ready(from) {
+            panic!("port {} was taken while the worker was down", self.port);
+        }
     }
 
     /// The worker's storage folder (`--persist-to`).
@@ -168,15 +188,22 @@ impl Worker {
         self.dir.join("state")
     }
 
-    fn wait_ready(&mut self) {
+    /// Waits until wrangler says it serves on its port (the log past byte `from`) and the
+    /// port answers. Any answer on the port is not enough: another process may hold it.
+    fn wait_ready(&mut self, from: usize) -> Ready {
         let deadline = Instant::now() + Duration::from_secs(180);
+        let ready_line = format!("Ready on {}", self.base);
         while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("wrangler exited with {status}:\n{}", self.log());
+            let log = self.log();
+            let new = log.get(from..).unwrap_or_default();
+            if new.contains("Address already in use") {
+                return Ready::PortTaken;
             }
-            // Any HTTP answer, even a 404, means the worker is serving.
-            if get(&format!("{}/", self.base), None).status > 0 {
-                return;
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("wrangler exited with {status}:\n{log}");
+            }
+            if new.contains(&ready_line) && get(&format!("{}/", self.base), None).status > 0 {
+                return Ready::Serving;
             }
             std::thread::sleep(Duration::from_millis(250));
         }
