@@ -15,14 +15,12 @@ use std::collections::HashMap;
 use futures_util::future::{select, Either};
 use futures_util::StreamExt;
 use serde::Serialize;
-use wasm_bindgen::JsCast;
-use worker::wasm_bindgen_futures::JsFuture;
-use worker::{console_error, web_sys, ByteStream, Context, Delay, Env, Request, Response};
+use worker::{console_error, ByteStream, Context, Delay, Env, Request, Response};
 
 use crate::domain::auth::{AuthError, Environment};
 use crate::domain::config::Config;
 use crate::domain::error::{rate_limit_headers, ApiError};
-use crate::domain::http_body::{next_chunk_wait, reads_whole, BODY_IDLE_MS};
+use crate::domain::http_body::next_chunk_wait;
 use crate::domain::rate_limit::{retry_after_secs, Ahead, Figures, Grant, Verdict};
 use crate::domain::request_url::split_url;
 use crate::domain::time::Millis;
@@ -200,9 +198,6 @@ pub async fn read_body(req: &mut Request, limit: usize) -> Result<Vec<u8>, ApiEr
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(ApiError::PayloadTooLarge);
     }
-    if reads_whole(declared, limit as u64) {
-        return read_whole(req, declared.unwrap_or(0) as usize).await;
-    }
     let mut body = Vec::with_capacity(declared.map_or(0, |n| n as usize));
     let Ok(mut stream) = req.stream() else {
         return Ok(body); // no body at all
@@ -216,37 +211,6 @@ pub async fn read_body(req: &mut Request, limit: usize) -> Result<Vec<u8>, ApiEr
         body.extend_from_slice(&chunk);
     }
     Ok(body)
-}
-
-/// A small body of declared length, due whole within the idle allowance. It is read
-/// straight from the body's reader: workers-rs' byte stream costs several JavaScript calls
-/// per chunk. A body that does not arrive in time is cancelled.
-async fn read_whole(req: &Request, declared: usize) -> Result<Vec<u8>, ApiError> {
-    let Some(stream) = req.inner().body() else {
-        return Ok(Vec::new());
-    };
-    let reader: web_sys::ReadableStreamDefaultReader = stream.get_reader().unchecked_into();
-    let mut body = Vec::with_capacity(declared);
-    let mut timer = Delay::from(std::time::Duration::from_millis(BODY_IDLE_MS as u64));
-    loop {
-        match select(JsFuture::from(reader.read()), &mut timer).await {
-            Either::Left((Ok(chunk), _)) => {
-                let field = |name: &str| js_sys::Reflect::get(&chunk, &name.into());
-                if field("done").ok().and_then(|d| d.as_bool()).unwrap_or(true) {
-                    return Ok(body);
-                }
-                let bytes = js_sys::Uint8Array::new(&field("value").unwrap_or_default());
-                let start = body.len();
-                body.resize(start + bytes.length() as usize, 0);
-                bytes.copy_to(&mut body[start..]);
-            }
-            Either::Left((Err(e), _)) => return Err(unreadable(e.into())),
-            Either::Right(_) => {
-                let _ = reader.cancel();
-                return Err(ApiError::RequestTimeout);
-            }
-        }
-    }
 }
 
 fn unreadable(e: worker::Error) -> ApiError {
@@ -273,8 +237,8 @@ pub async fn drain(stream: &mut ByteStream) {
 pub const BODY_TIME_MS: Millis = 60_000;
 
 /// How slowly a client may send a body (a slowloris defence): each chunk must come within
-/// [`BODY_IDLE_MS`] of the previous one, and the body must end by a deadline; otherwise the
-/// read ends with `408`.
+/// [`BODY_IDLE_MS`](crate::domain::http_body::BODY_IDLE_MS) of the previous one, and the
+/// body must end by a deadline; otherwise the read ends with `408`.
 pub struct BodyPace {
     deadline: Millis,
 }
