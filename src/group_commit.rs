@@ -49,12 +49,34 @@ impl<I, R> GroupCommit<I, R> {
                 self.flushing.set(false);
                 return;
             }
-            let (items, senders): (Vec<I>, Vec<_>) = batch.into_iter().unzip();
-            let replies = send(items).await;
-            for (sender, reply) in senders.into_iter().zip(replies) {
-                let _ = sender.send(reply); // the caller may have gone: nothing to do
-            }
+            answer(batch, &mut send).await;
         }
+    }
+
+    /// Sends what is queued as one batch and returns: an item added from now on leads a
+    /// group of its own (so a caller that flushes is never kept flushing for others).
+    pub async fn flush_once<F, Fut>(&self, mut send: F)
+    where
+        F: FnMut(Vec<I>) -> Fut,
+        Fut: Future<Output = Vec<R>>,
+    {
+        let batch = std::mem::take(&mut *self.pending.borrow_mut());
+        self.flushing.set(false);
+        if !batch.is_empty() {
+            answer(batch, &mut send).await;
+        }
+    }
+}
+
+async fn answer<I, R, F, Fut>(batch: Vec<(I, oneshot::Sender<R>)>, send: &mut F)
+where
+    F: FnMut(Vec<I>) -> Fut,
+    Fut: Future<Output = Vec<R>>,
+{
+    let (items, senders): (Vec<I>, Vec<_>) = batch.into_iter().unzip();
+    let replies = send(items).await;
+    for (sender, reply) in senders.into_iter().zip(replies) {
+        let _ = sender.send(reply); // the caller may have gone: nothing to do
     }
 }
 
@@ -107,6 +129,43 @@ mod tests {
         let (reply, lead) = late.expect("added");
         assert!(!lead, "a flush was running: it took the item");
         assert_eq!(reply.now_or_never(), Some(Ok(2)));
+    }
+
+    #[test]
+    fn a_single_flush_answers_its_group_and_lets_a_later_item_lead_the_next() {
+        let group: GroupCommit<u32, u32> = GroupCommit::default();
+        let (a, lead_a) = group.add(1);
+        let (b, lead_b) = group.add(2);
+        assert!(lead_a && !lead_b);
+        let mut batches = Vec::new();
+        let mut late = None;
+        group
+            .flush_once(|items| {
+                late = Some(group.add(3)); // arrives while the group is out
+                batches.push(items.clone());
+                async move { items.iter().map(|i| i * 10).collect() }
+            })
+            .now_or_never()
+            .expect("no await left");
+        assert_eq!(
+            batches,
+            [vec![1, 2]],
+            "one batch: the late item is not in it"
+        );
+        assert_eq!(a.now_or_never(), Some(Ok(10)));
+        assert_eq!(b.now_or_never(), Some(Ok(20)));
+        let (late_reply, late_lead) = late.expect("added");
+        assert!(
+            late_lead,
+            "no flush is running for it: it leads the next group"
+        );
+        let mut late_reply = Box::pin(late_reply);
+        assert_eq!((&mut late_reply).now_or_never(), None, "not answered yet");
+        group
+            .flush_once(|items| async move { items })
+            .now_or_never()
+            .expect("no await left");
+        assert_eq!(late_reply.now_or_never(), Some(Ok(3)));
     }
 
     #[test]

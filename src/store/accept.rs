@@ -5,7 +5,9 @@ use std::collections::HashMap;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use worker::{Result, SqlStorage, SqlStorageValue};
+use std::time::Duration;
+
+use worker::{Delay, Result, SqlStorage, SqlStorageValue};
 
 use super::protocol::{ClaimedRun, StoreReply, TriggerBatch};
 use super::sql::{exec_in_chunks, insert_rows, opt_i64, transaction};
@@ -35,30 +37,71 @@ struct HeldBatchKeyRow {
 
 impl RunStore {
     /// API.md section 2: create the batch, or replay it for a repeated batch key.
+    ///
+    /// Triggers that reach the object together are accepted as one group: the first waits
+    /// one turn of the event loop for others to arrive, arms the alarm once for all, then
+    /// accepts them in one run of synchronous code (each in its own transaction, so one
+    /// failing leaves the others), sends the group's queue messages together and answers
+    /// each.
     pub(super) async fn trigger_batch(&self, cmd: TriggerBatch) -> Result<StoreReply> {
-        let now = now();
-        let sql = self.sql();
-        // Arm the alarm first, for the earliest moment any item could need it: if the
-        // commit below fails, a spare wake-up is harmless. After this await, the batch-key
-        // check, the key reads, the plan and the write run with no await at all, so no
-        // other request can interleave with an idempotency decision.
-        let earliest = cmd
-            .items
-            .iter()
-            .map(|item| {
-                let ttl_end = item
-                    .ttl
-                    .clone()
-                    .flatten()
-                    .map(|t| now.saturating_add(t.ms.min(i64::MAX as u64) as i64));
-                let due = item.delay_until.unwrap_or(now + REDELIVER_AFTER_MS);
-                ttl_end.map_or(due, |end| end.min(due))
-            })
-            .min();
-        if let Some(at) = earliest {
-            self.ensure_alarm(at).await?;
+        let (reply, lead) = self.triggers.add(cmd);
+        if lead {
+            Delay::from(Duration::ZERO).await;
+            self.triggers
+                .flush_once(|group| self.accept_group(group))
+                .await;
         }
+        reply
+            .await
+            .map_err(|_| internal("a grouped trigger got no answer"))?
+            .map_err(worker::Error::RustError)
+    }
 
+    async fn accept_group(
+        &self,
+        group: Vec<TriggerBatch>,
+    ) -> Vec<std::result::Result<StoreReply, String>> {
+        let now = now();
+        // Arm the alarm first, for the earliest moment any item could need it: if a commit
+        // below fails, a spare wake-up is harmless. After this await, the batch-key checks,
+        // the key reads, the plans and the writes run with no await at all, so no other
+        // request can interleave with an idempotency decision.
+        let earliest = group.iter().flat_map(|cmd| &cmd.items).map(|item| {
+            let ttl_end = item
+                .ttl
+                .clone()
+                .flatten()
+                .map(|t| now.saturating_add(t.ms.min(i64::MAX as u64) as i64));
+            let due = item.delay_until.unwrap_or(now + REDELIVER_AFTER_MS);
+            ttl_end.map_or(due, |end| end.min(due))
+        });
+        if let Some(at) = earliest.min() {
+            if let Err(e) = self.ensure_alarm(at).await {
+                return group.iter().map(|_| Err(e.to_string())).collect();
+            }
+        }
+        // Each trigger in a transaction of its own, so that one failing leaves the others.
+        // (One outer transaction around them, with each trigger's a savepoint inside it,
+        // measured slower: about 460 against 540 requests/s for batches of 1.)
+        let mut send_now = Vec::new();
+        let replies = group
+            .into_iter()
+            .map(|cmd| {
+                let reply = self.accept(cmd, now).map_err(|e| e.to_string())?;
+                if let StoreReply::Triggered { ready, .. } = &reply {
+                    send_now.extend(ready.iter().map(|r| r.run_id.clone()));
+                }
+                Ok(reply)
+            })
+            .collect();
+        self.send(&send_now, now).await;
+        replies
+    }
+
+    /// One trigger of a group: replays a repeated batch key, or plans and writes the runs
+    /// in one transaction.
+    fn accept(&self, cmd: TriggerBatch, now: Millis) -> Result<StoreReply> {
+        let sql = self.sql();
         if let Some(key) = &cmd.batch_key {
             let held = sql
                 .exec(
@@ -141,17 +184,11 @@ impl RunStore {
                 max_duration_secs: item.max_duration.unwrap_or(300),
             })
             .collect();
-        let send_now: Vec<String> = ready.iter().map(|r| r.run_id.clone()).collect();
-        let batch_id = cmd.batch_id.clone();
-        let write_sql = sql.clone();
-        let reply_runs = runs.clone();
-        transaction(&self.state.storage(), move || {
-            write_batch(&write_sql, &cmd, &outcomes, &reply_runs, now)
+        transaction(&self.state.storage(), || {
+            write_batch(&sql, &cmd, &outcomes, &runs, now)
         })?;
-
-        self.send(&send_now, now).await;
         Ok(StoreReply::Triggered {
-            batch_id,
+            batch_id: cmd.batch_id,
             runs,
             cached,
             ready,

@@ -29,8 +29,9 @@ use worker::{
 };
 
 use crate::domain::time::Millis;
+use crate::group_commit::GroupCommit;
 use crate::runtime::{ensure_alarm, internal, now};
-use protocol::{StoreCommand, StoreReply};
+use protocol::{StoreCommand, StoreReply, TriggerBatch};
 
 /// The queue binding that carries run references to the consumer.
 pub const RUNS_QUEUE: &str = "RUNS";
@@ -45,6 +46,8 @@ pub struct RunStore {
     /// The alarm time this object last set, if known. Memory only: after a restart it is
     /// unknown and the next write sets the alarm again.
     alarm_at: Cell<Option<Millis>>,
+    /// Triggers waiting for their group's commit (see `trigger_batch`).
+    triggers: GroupCommit<TriggerBatch, std::result::Result<StoreReply, String>>,
 }
 
 /// A uniform random number in [0, 1), for retry jitter.
@@ -76,6 +79,7 @@ impl DurableObject for RunStore {
             state,
             env,
             alarm_at: Cell::new(None),
+            triggers: GroupCommit::default(),
         }
     }
 

@@ -2,10 +2,7 @@
 //! within the 100-parameter limit, rows read by position, and `transactionSync`, which
 //! workers-rs does not bind.
 
-use std::cell::RefCell;
-use std::rc::Rc;
-
-use wasm_bindgen::closure::Closure;
+use wasm_bindgen::closure::ScopedClosure;
 use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::{JsCast, JsValue};
 use worker::worker_sys::DurableObjectStorage;
@@ -89,28 +86,33 @@ fn unexpected(wanted: &str, found: Option<SqlStorageValue>) -> worker::Error {
 
 /// Runs `work` inside `storage.transactionSync`: every statement it executes commits
 /// together, or none does when it returns an error.
-pub fn transaction<T: 'static>(
+pub fn transaction<T>(
     storage: &Storage,
-    work: impl FnOnce() -> worker::Result<T> + 'static,
+    work: impl FnOnce() -> worker::Result<T>,
 ) -> worker::Result<T> {
-    let slot: Rc<RefCell<Option<worker::Result<T>>>> = Rc::default();
-    let out = slot.clone();
-    let callback = Closure::once_into_js(move || -> Result<JsValue, JsValue> {
-        let result = work();
-        let failed = result.is_err();
-        *out.borrow_mut() = Some(result);
+    let mut work = Some(work);
+    let mut result = None;
+    let mut callback = || -> Result<JsValue, JsValue> {
+        let outcome = work.take().map(|work| work());
+        let failed = matches!(outcome, Some(Err(_)));
+        result = outcome;
         if failed {
             // Throwing makes the runtime roll the transaction back.
             Err(JsValue::from_str("transaction rolled back"))
         } else {
             Ok(JsValue::UNDEFINED)
         }
-    });
+    };
+    // Borrowed, not owned: `transactionSync` calls it before returning, and the JavaScript
+    // function is invalidated when `closure` drops at the end of this scope.
+    let closure = ScopedClosure::<dyn FnMut() -> Result<JsValue, JsValue>>::borrow_mut_aborting(
+        &mut callback,
+    );
     let raw: &DurableObjectStorage = storage.as_raw();
     let call = raw
         .unchecked_ref::<SyncStorage>()
-        .transaction_sync(callback.unchecked_ref());
-    let result = slot.borrow_mut().take();
+        .transaction_sync(closure.as_js_value().unchecked_ref());
+    drop(closure);
     match (call, result) {
         (_, Some(Err(e))) => Err(e),
         (Ok(_), Some(Ok(value))) => Ok(value),
