@@ -1,6 +1,6 @@
 // The production-like local path: the built worker loaded by Miniflare's API directly,
 // without wrangler's dev proxy and inspector. Usage:
-//   node bench/miniflare.mjs worker|hello <port> <state dir> [tasks JSON] [rate limits JSON]
+//   node bench/miniflare.mjs worker|hello|floor <port> <state dir> [tasks JSON] [rate limits JSON]
 // Prints "ready <url>" and serves until it is killed. With INSPECTOR_PORT set, workerd's
 // inspector listens there (bench/profile.mjs takes CPU profiles through it).
 import { Miniflare } from "miniflare";
@@ -17,6 +17,15 @@ const options =
         modules: true,
         scriptPath: path.join(root, "bench/hello/index.js"),
         compatibilityDate: "2026-04-01",
+      }
+    : which === "floor"
+    ? {
+        name: "bench-floor",
+        modules: true,
+        scriptPath: path.join(root, "bench/floor/index.js"),
+        compatibilityDate: "2026-04-01",
+        durableObjects: { FLOOR_STORE: { className: "FloorStore", useSQLite: true } },
+        durableObjectsPersist: path.join(state, "do"),
       }
     : {
         name: "trigger-edge",

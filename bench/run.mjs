@@ -1,6 +1,7 @@
 // The benchmark. Builds nothing itself (bench/run does), then for each path — wrangler dev
 // (what users run) and Miniflare's API (production-like: no dev proxy, no inspector) —
-// starts the hello-world ceiling and the worker with fresh storage, drives them with wrk
+// starts the hello-world ceiling, the floor (a minimal durable accept in plain JavaScript)
+// and the worker with fresh storage, drives them with wrk
 // at 16 connections, and writes bench/out/report.json and report.md. Every figure is also
 // given as a ratio to the ceiling measured in the same run on the same path.
 //
@@ -131,8 +132,8 @@ async function startServer(pathName, which) {
     });
   } else {
     let config;
-    if (which === "hello") {
-      config = path.join(root, "bench/hello/wrangler.toml");
+    if (which === "hello" || which === "floor") {
+      config = path.join(root, `bench/${which}/wrangler.toml`);
     } else {
       const text = fs.readFileSync(path.join(root, "wrangler.toml"), "utf8");
       const withoutBuild = text
@@ -286,6 +287,12 @@ const accepts = [
   ["batch of 100, half the keys repeating", { BENCH_ITEMS: "100", BENCH_TASKS: "8", BENCH_REPEAT: "1" }],
 ];
 
+// The floor (bench/floor): the least a durable accept of the same requests does here.
+const floors = [
+  ["batch of 1", { BENCH_ITEMS: "1", BENCH_TASKS: "8" }],
+  ["batch of 100", { BENCH_ITEMS: "100", BENCH_TASKS: "8" }],
+];
+
 // ---------------------------------------------------------------------------------------
 const report = { date: new Date().toISOString(), quick, durationSec: DURATION, rounds: ROUNDS, machine: `${os.cpus().length} cores, ${Math.round(os.totalmem() / 2 ** 30)} GiB`, paths: {} };
 const wasm = fs.readFileSync(path.join(root, "build/index_bg.wasm"));
@@ -293,12 +300,16 @@ report.size = { wasmBytes: wasm.length, wasmGzipBytes: zlib.gzipSync(wasm, { lev
 
 for (const pathName of onlyPath ? [onlyPath] : ["miniflare", "wrangler"]) {
   log(`path ${pathName}`);
-  const result = { ceiling: [], scenarios: {} };
+  const result = { ceiling: [], floor: {}, scenarios: {} };
   for (let round = 0; round < ROUNDS; round++) {
     const hello = await startServer(pathName, "hello");
     result.ceiling.push(wrk(hello, { BENCH_ITEMS: "1" }));
     result.helloColdStartMs = hello.coldStartMs;
     hello.stop();
+    await sleep(1000);
+    const floor = await startServer(pathName, "floor");
+    for (const [name, env] of floors) (result.floor[name] ??= []).push(wrk(floor, env));
+    floor.stop();
     await sleep(1000);
     const worker = await startServer(pathName, "worker");
     result.workerColdStartMs = worker.coldStartMs;
@@ -337,7 +348,14 @@ const lines = [`# Benchmark ${report.date}${quick ? " (quick)" : ""}`, "",
 for (const [pathName, r] of Object.entries(report.paths)) {
   const ceiling = median(r.ceiling.map((c) => c.requestsPerSec));
   lines.push(`## ${pathName === "miniflare" ? "Miniflare API (production-like)" : "wrangler dev"}`, "",
-    `Ceiling (hello-world): ${ceiling.toFixed(0)} requests/s, CPU ${median(r.ceiling.map((c) => c.cpuMsPerRequest)).toFixed(2)} ms/request. Cold start: hello ${r.helloColdStartMs} ms, worker ${r.workerColdStartMs} ms.`, "",
+    `Ceiling (hello-world): ${ceiling.toFixed(0)} requests/s, CPU ${median(r.ceiling.map((c) => c.cpuMsPerRequest)).toFixed(2)} ms/request. Cold start: hello ${r.helloColdStartMs} ms, worker ${r.workerColdStartMs} ms.`,
+    `Floor (bench/floor: one object call and one committed write per request, plain JavaScript): ` +
+      Object.entries(r.floor).map(([name, rounds]) => {
+        const rps = median(rounds.map((x) => x.requestsPerSec)), runs = median(rounds.map((x) => x.runsPerSec));
+        const ours = r.scenarios[name] ? median(r.scenarios[name].map((x) => x.runsPerSec)) : null;
+        return `${name} ${rps.toFixed(0)} requests/s, ${runs.toFixed(0)} runs/s (${(runs / ceiling).toFixed(2)}× ceiling` +
+          (ours === null ? ")" : `; the worker does ${(ours / runs).toFixed(2)}× the floor)`);
+      }).join("; ") + ".", "",
     "| scenario | requests/s | × ceiling | runs/s | runs/s × ceiling | p50 | p90 | p99 | max | non-2xx | CPU ms/req | peak RSS MiB |",
     "|---|---|---|---|---|---|---|---|---|---|---|---|");
   for (const [name, rounds] of Object.entries(r.scenarios)) {

@@ -1,0 +1,52 @@
+// The floor: the least a durable accept does on this runtime, written plainly in
+// JavaScript. It answers the benchmark's batch requests like the worker does (same URL,
+// same body), but with nothing else: no authentication, validation, options, rate limit
+// or queue. The edge parses the body and makes one call to the task's object; the object
+// writes each item's run, idempotency key and outbox row in one transaction and answers
+// with the run ids. A ratio to the floor is what the worker's own code costs on top of
+// one object call and one committed write per request.
+export class FloorStore {
+  constructor(state) {
+    this.storage = state.storage;
+    this.sql = state.storage.sql;
+    this.sql.exec(`CREATE TABLE IF NOT EXISTS runs (id TEXT PRIMARY KEY, task TEXT NOT NULL,
+      payload TEXT, options TEXT, idempotency_key TEXT, created_at INTEGER NOT NULL)`);
+    this.sql.exec(`CREATE TABLE IF NOT EXISTS idempotency_keys (task TEXT NOT NULL, key TEXT NOT NULL,
+      run_id TEXT NOT NULL, PRIMARY KEY (task, key))`);
+    this.sql.exec("CREATE TABLE IF NOT EXISTS outbox (run_id TEXT PRIMARY KEY, due_at INTEGER NOT NULL)");
+  }
+
+  async fetch(request) {
+    const { task, items } = await request.json();
+    const now = Date.now();
+    const runs = this.storage.transactionSync(() =>
+      items.map((item) => {
+        const key = item.options?.idempotencyKey ?? null;
+        if (key !== null) {
+          const [held] = this.sql
+            .exec("SELECT run_id FROM idempotency_keys WHERE task = ? AND key = ?", task, key)
+            .toArray();
+          if (held) return held.run_id;
+        }
+        const id = `run_${crypto.randomUUID().replaceAll("-", "")}`;
+        this.sql.exec("INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?)", id, task,
+          JSON.stringify(item.payload), JSON.stringify(item.options ?? {}), key, now);
+        if (key !== null) this.sql.exec("INSERT INTO idempotency_keys VALUES (?, ?, ?)", task, key, id);
+        this.sql.exec("INSERT INTO outbox VALUES (?, ?)", id, now);
+        return id;
+      }),
+    );
+    return Response.json({ runs });
+  }
+}
+
+export default {
+  async fetch(request, env) {
+    const task = new URL(request.url).pathname.split("/")[4] ?? "";
+    const { items } = await request.json();
+    const store = env.FLOOR_STORE.get(env.FLOOR_STORE.idFromName(task));
+    const answer = await store.fetch("http://floor/", { method: "POST", body: JSON.stringify({ task, items }) });
+    const { runs } = await answer.json();
+    return Response.json({ batchId: `batch_${crypto.randomUUID().replaceAll("-", "")}`, runs });
+  },
+};
