@@ -1,6 +1,7 @@
-//! Handing leases to `RunExecutor`s. A gate's executors are a pool of `EXECUTOR_POOL`
-//! objects, `<gate>#<n>` with `n` the lease token modulo the pool's size: objects are
-//! reused across attempts, and a gate's attempts spread over several of them.
+//! Handing leases to `RunExecutor`s. A gate's executors are a pool of at most
+//! `EXECUTOR_POOL` objects, `<gate>#<n>` with `n` the lease token modulo the pool's size:
+//! objects are reused across attempts, and a gate's attempts spread over several of them,
+//! as many as its limit needs (`pool_size`).
 
 use serde::{Deserialize, Serialize};
 use worker::Env;
@@ -11,8 +12,20 @@ use crate::rpc;
 /// The Durable Object namespace binding of `RunExecutor`.
 pub const RUN_EXECUTOR: &str = "RUN_EXECUTOR";
 
-/// Executors per gate.
+/// The most executors one gate uses.
 pub const EXECUTOR_POOL: u64 = 8;
+
+/// How many executors a gate whose limit is `limit` uses: one per `HAND_MAX` slots, at
+/// least one, at most `EXECUTOR_POOL`. A small queue's runs then share few executors, so
+/// their starts, reports and releases go out in few grouped calls instead of one call per
+/// executor each.
+pub fn pool_size(limit: Option<u32>) -> u64 {
+    limit.map_or(EXECUTOR_POOL, |limit| {
+        u64::from(limit)
+            .div_ceil(HAND_MAX as u64)
+            .clamp(1, EXECUTOR_POOL)
+    })
+}
 
 /// What an executor is asked to do: run the attempt that `lease` allows, then release it
 /// at `gate`.
@@ -41,16 +54,16 @@ pub struct Hand {
     pub leases: Vec<Lease>,
 }
 
-pub fn executor_name(gate: &str, lease: &Lease) -> String {
-    format!("{gate}#{}", lease.token % EXECUTOR_POOL)
+fn executor_name(gate: &str, lease: &Lease, pool: u64) -> String {
+    format!("{gate}#{}", lease.token % pool)
 }
 
-/// The calls that hand `admitted` to their executors: per executor, in admission order,
-/// at most `HAND_MAX` leases each.
-pub fn hands(gate: &str, admitted: Vec<Lease>) -> Vec<(String, Vec<Lease>)> {
+/// The calls that hand `admitted` to the executors of a pool of `pool` (`pool_size`): per
+/// executor, in admission order, at most `HAND_MAX` leases each.
+pub fn hands(gate: &str, admitted: Vec<Lease>, pool: u64) -> Vec<(String, Vec<Lease>)> {
     let mut hands: Vec<(String, Vec<Lease>)> = Vec::new();
     for lease in admitted {
-        let name = executor_name(gate, &lease);
+        let name = executor_name(gate, &lease, pool.max(1));
         match hands
             .iter_mut()
             .find(|(n, leases)| *n == name && leases.len() < HAND_MAX)
@@ -104,7 +117,7 @@ mod tests {
     #[test]
     fn leases_go_to_their_executor_at_most_six_per_call_in_order() {
         let admitted = (0..20).map(lease).collect();
-        let spread = hands("dev:q", admitted);
+        let spread = hands("dev:q", admitted, EXECUTOR_POOL);
         let tokens = |i: usize| spread[i].1.iter().map(|l| l.token).collect::<Vec<_>>();
         // Tokens 0, 8 and 16 go to executor #0; 1, 9 and 17 to #1; and so on.
         assert_eq!(spread.len(), 8);
@@ -112,9 +125,33 @@ mod tests {
         assert_eq!(tokens(0), [0, 8, 16]);
         assert_eq!(tokens(7), [7, 15]);
         let one_executor = (0..14).map(|i| lease(i * EXECUTOR_POOL)).collect();
-        let chunked = hands("dev:q", one_executor);
+        let chunked = hands("dev:q", one_executor, EXECUTOR_POOL);
         let sizes: Vec<usize> = chunked.iter().map(|(_, l)| l.len()).collect();
         assert_eq!(sizes, [6, 6, 2]);
         assert!(chunked.iter().all(|(name, _)| name == "dev:q#0"));
+    }
+
+    #[test]
+    fn a_queue_uses_one_executor_per_six_slots_of_its_limit_at_most_eight() {
+        assert_eq!(pool_size(Some(1)), 1);
+        assert_eq!(pool_size(Some(6)), 1);
+        assert_eq!(pool_size(Some(7)), 2);
+        assert_eq!(pool_size(Some(10)), 2);
+        assert_eq!(pool_size(Some(48)), 8);
+        assert_eq!(pool_size(Some(1000)), 8);
+        assert_eq!(pool_size(None), EXECUTOR_POOL, "no limit: the whole pool");
+        assert_eq!(
+            pool_size(Some(0)),
+            1,
+            "a paused queue still names an executor"
+        );
+        let ten = hands("dev:q", (0..10).map(lease).collect(), pool_size(Some(10)));
+        let names: Vec<&str> = ten.iter().map(|(name, _)| name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["dev:q#0", "dev:q#1"],
+            "five leases each, one hand each"
+        );
+        assert!(ten.iter().all(|(_, leases)| leases.len() == 5));
     }
 }

@@ -19,7 +19,7 @@ use worker::{
 
 use crate::domain::gate::{Changes, GateState, Lease, Waiting};
 use crate::domain::time::Millis;
-use crate::executor::client::{hand, hands};
+use crate::executor::client::{hand, hands, pool_size, EXECUTOR_POOL};
 use crate::runtime::{ensure_alarm, internal, now};
 use crate::store::client::RunStoreClient;
 use crate::store::protocol::{StoreCommand, StoreReply};
@@ -275,9 +275,13 @@ impl QueueGate {
     /// hands (they could go in the background, the leases being stored, but that measured
     /// no faster), which holds back a caller offering faster than executors start.
     async fn launch(&self, gate: &str, admitted: Vec<Lease>) {
+        let pool = match self.with_gate(GateState::limit) {
+            Ok(limit) => pool_size(limit),
+            Err(_) => EXECUTOR_POOL,
+        };
         // At most LAUNCH_CONCURRENCY calls in flight: a queue with a high limit may admit a
         // thousand runs in one step, and that many simultaneous calls strain the runtime.
-        stream::iter(hands(gate, admitted))
+        stream::iter(hands(gate, admitted, pool))
             .for_each_concurrent(LAUNCH_CONCURRENCY, |(executor, leases)| async move {
                 let count = leases.len();
                 if let Err(e) = hand(&self.env, gate, &executor, leases).await {
