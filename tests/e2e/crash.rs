@@ -57,15 +57,36 @@ fn start_worker(name: &str, tasks: &TaskServer) -> Worker {
 /// Triggers `items`; the run ids when the answer is a 200, `None` otherwise (a refused
 /// connection while the worker is down, or any other answer).
 fn trigger(base: &str, items: &[Value]) -> Option<Vec<String>> {
+    trigger_with_key(base, items, None)
+}
+
+/// Triggers `items` as a client that retries would: with a batch key, sent again (up to
+/// three times) when the answer is a 503, which wrangler dev's proxy gives when its own
+/// call to the worker fails under load. The key makes a retry replay, never run twice.
+fn trigger_retrying(base: &str, items: &[Value]) -> Option<Vec<String>> {
+    let key = unique("stress-batch");
+    (0..3).find_map(|attempt| {
+        thread::sleep(Duration::from_millis(300 * attempt));
+        trigger_with_key(base, items, Some(&key))
+    })
+}
+
+fn trigger_with_key(base: &str, items: &[Value], key: Option<&str>) -> Option<Vec<String>> {
+    let authorization = auth(DEV_KEY);
+    let mut headers = vec![
+        ("authorization", authorization.as_str()),
+        ("content-type", "application/json"),
+    ];
+    headers.extend(key.map(|k| ("idempotency-key", k)));
     let answer = request(
         "POST",
         &format!("{base}/api/v1/tasks/{TASK}/batch"),
-        &[
-            ("authorization", &auth(DEV_KEY)),
-            ("content-type", "application/json"),
-        ],
+        &headers,
         json!({ "items": items }).to_string().as_bytes(),
     );
+    if answer.status == 503 {
+        eprintln!("stress: a batch answered 503: {}", answer.body);
+    }
     (answer.status == 200).then(|| {
         answer.json()["runs"]
             .as_array()
@@ -277,7 +298,7 @@ fn limits_hold_under_stress_failures_slow_answers_and_a_kill(
         .collect();
     let mut ids = Vec::new();
     for chunk in items.chunks(100) {
-        ids.extend(trigger(&w.base, chunk).ok_or("a stress batch was refused")?);
+        ids.extend(trigger_retrying(&w.base, chunk).ok_or("a stress batch was refused")?);
     }
     thread::sleep(Duration::from_secs(4));
     w.kill_hard();
