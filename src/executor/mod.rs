@@ -1,6 +1,7 @@
 //! `RunExecutor`: the Durable Object that runs admitted attempts. Each gate has a small
-//! pool of them, `<gate>#<n>` (`n`: the lease token modulo `EXECUTOR_POOL`), so objects are
-//! reused instead of created per attempt. A gate hands an executor at most six leases per
+//! pool of them, `<gate>#<n>` (`n`: the lease token modulo the pool's size, one executor
+//! per six slots of the limit, at most `EXECUTOR_POOL`), so objects are reused instead of
+//! created per attempt. A gate hands an executor at most six leases per
 //! call: the executor records the jobs in its SQLite table and starts their attempts at
 //! once, in the background of that call (`waitUntil`), so the gate's call returns as soon
 //! as the jobs are durable. (Cloudflare lets an invocation wait on six connections at a

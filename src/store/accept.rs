@@ -2,11 +2,10 @@
 //! one transaction that writes runs, keys, queue limits, outbox rows and the batch.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use std::time::Duration;
-
 use worker::{Delay, Result, SqlStorage, SqlStorageValue};
 
 use super::protocol::{ClaimedRun, StoreReply, TriggerBatch};

@@ -46,7 +46,7 @@ pub struct RunStore {
     /// The alarm time this object last set, if known. Memory only: after a restart it is
     /// unknown and the next write sets the alarm again.
     alarm_at: Cell<Option<Millis>>,
-    /// Triggers waiting for their group's commit (see `trigger_batch`).
+    /// Triggers waiting to be accepted with their group (see `trigger_batch`).
     triggers: GroupCommit<TriggerBatch, std::result::Result<StoreReply, String>>,
 }
 

@@ -57,21 +57,26 @@ fn start_worker(name: &str, tasks: &TaskServer) -> Worker {
 /// Triggers `items`; the run ids when the answer is a 200, `None` otherwise (a refused
 /// connection while the worker is down, or any other answer).
 fn trigger(base: &str, items: &[Value]) -> Option<Vec<String>> {
-    trigger_with_key(base, items, None)
+    trigger_with_key(base, items, None).ok()
 }
 
 /// Triggers `items` as a client that retries would: with a batch key, sent again (up to
-/// three times) when the answer is a 503, which wrangler dev's proxy gives when its own
-/// call to the worker fails under load. The key makes a retry replay, never run twice.
+/// three times in all) when the answer is a 503, which wrangler dev's proxy gives when its
+/// own call to the worker fails under load. The key makes a retry replay, never run twice.
 fn trigger_retrying(base: &str, items: &[Value]) -> Option<Vec<String>> {
     let key = unique("stress-batch");
-    (0..3).find_map(|attempt| {
-        thread::sleep(Duration::from_millis(300 * attempt));
-        trigger_with_key(base, items, Some(&key))
-    })
+    for attempt in 1..=3 {
+        match trigger_with_key(base, items, Some(&key)) {
+            Ok(runs) => return Some(runs),
+            Err(503) if attempt < 3 => thread::sleep(Duration::from_millis(300 * attempt)),
+            Err(_) => return None,
+        }
+    }
+    None
 }
 
-fn trigger_with_key(base: &str, items: &[Value], key: Option<&str>) -> Option<Vec<String>> {
+/// The run ids of a 200, else the answer's status.
+fn trigger_with_key(base: &str, items: &[Value], key: Option<&str>) -> Result<Vec<String>, u16> {
     let authorization = auth(DEV_KEY);
     let mut headers = vec![
         ("authorization", authorization.as_str()),
@@ -84,19 +89,20 @@ fn trigger_with_key(base: &str, items: &[Value], key: Option<&str>) -> Option<Ve
         &headers,
         json!({ "items": items }).to_string().as_bytes(),
     );
-    if answer.status == 503 {
-        eprintln!("stress: a batch answered 503: {}", answer.body);
+    if answer.status != 200 {
+        if answer.status == 503 {
+            eprintln!("a batch answered 503: {}", answer.body);
+        }
+        return Err(answer.status);
     }
-    (answer.status == 200).then(|| {
-        answer.json()["runs"]
-            .as_array()
-            .map(|runs| {
-                runs.iter()
-                    .filter_map(|r| r.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default()
-    })
+    Ok(answer.json()["runs"]
+        .as_array()
+        .map(|runs| {
+            runs.iter()
+                .filter_map(|r| r.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default())
 }
 
 /// Waits until every run in `ids` has a final status; returns the statuses.
