@@ -47,6 +47,7 @@ fn main() {
         same_key_in_a_later_batch_returns_the_same_run,
         twenty_concurrent_requests_racing_on_one_key_create_one_run,
         repeated_batch_key_header_replays_and_a_different_body_is_422,
+        ten_concurrent_batches_with_one_batch_key_make_one_batch,
         delayed_and_ttl_runs_show_delayed_until_and_ttl,
         every_accepted_run_is_delivered_to_the_queue_consumer,
         payload_of_2_5_mib_round_trips_byte_for_byte,
@@ -535,6 +536,42 @@ fn repeated_batch_key_header_replays_and_a_different_body_is_422(
         "Idempotency key was already used for a different batch".into(),
         "message",
     )
+}
+
+/// Ten identical batches with one batch key at once: a store takes triggers that arrive
+/// together as one group, and within it the first writes the key and the others replay it.
+fn ten_concurrent_batches_with_one_batch_key_make_one_batch(
+    w: &Worker,
+    _: &TaskServer,
+) -> Result<(), Failed> {
+    let key = unique("batch-key-race");
+    let body = json!({"items": [{"payload": 1}, {"payload": 2}, {"payload": 3}]}).to_string();
+    let answers: Vec<Answer> = thread::scope(|s| {
+        let handles: Vec<_> = (0..10)
+            .map(|_| {
+                s.spawn(|| {
+                    trigger_raw(
+                        w,
+                        "hello-world",
+                        body.as_bytes(),
+                        &[("idempotency-key", key.as_str())],
+                    )
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for answer in &answers {
+        ensure_eq(answer.status, 200, "every racing batch is answered 200")?;
+    }
+    let distinct: HashSet<String> = answers.iter().map(|a| a.json().to_string()).collect();
+    ensure_eq(
+        distinct.len(),
+        1,
+        "one batch and one set of runs for all ten",
+    )?;
+    let runs = answers[0].json()["runs"].as_array().map_or(0, Vec::len);
+    ensure_eq(runs, 3, "runs in the batch")
 }
 
 fn delayed_and_ttl_runs_show_delayed_until_and_ttl(
