@@ -179,11 +179,11 @@ function toml(v) {
 
 // ---------------------------------------------------------------------------------------
 // Scenarios.
-function wrk(server, env) {
+function wrk(server, env, duration = DURATION) {
   const before = usage(server.child.pid);
   const text = execFileSync(
     "wrk",
-    ["-t2", "-c16", `-d${DURATION}s`, "--timeout", "10s", "-s", path.join(root, "bench/accept.lua"), server.base],
+    ["-t2", "-c16", `-d${duration}s`, "--timeout", "10s", "-s", path.join(root, "bench/accept.lua"), server.base],
     { env: { ...process.env, BENCH_KEY: KEY, ...env }, encoding: "utf8", maxBuffer: 1 << 24 },
   );
   const after = usage(server.child.pid);
@@ -329,16 +329,19 @@ for (const pathName of onlyPath ? [onlyPath] : ["miniflare", "wrangler"]) {
   const result = { ceiling: [], floor: {}, scenarios: {} };
   for (let round = 0; round < ROUNDS; round++) {
     const hello = await startServer(pathName, "hello");
+    wrk(hello, { BENCH_ITEMS: "1" }, 2); // warm-up, not counted: the first seconds run cold
     result.ceiling.push(wrk(hello, { BENCH_ITEMS: "1" }));
     result.helloColdStartMs = hello.coldStartMs;
     hello.stop();
     await sleep(1000);
     const floor = await startServer(pathName, "floor");
+    wrk(floor, floors[0][1], 2); // warm-up, not counted
     for (const [name, env] of floors) (result.floor[name] ??= []).push(wrk(floor, env));
     floor.stop();
     await sleep(1000);
     const worker = await startServer(pathName, "worker");
     result.workerColdStartMs = worker.coldStartMs;
+    if (only !== "execute") wrk(worker, accepts[0][1], 2); // warm-up, not counted
     for (const [name, env] of only === "execute" ? [] : accepts) {
       log(`  ${name} (round ${round + 1})`);
       try {
