@@ -206,22 +206,31 @@ const median = (xs) => { const s = [...xs].sort((a, b) => a - b); return s[Math.
 const pct = (xs, p) => { const s = [...xs].sort((a, b) => a - b); return s[Math.min(s.length - 1, Math.floor((s.length * p) / 100))]; };
 
 /** Triggers a batch as a client would: with a batch idempotency key, so that a 503 (which
- * wrangler's dev proxy answers when its own call to the worker fails under load) can be
- * sent again without making its runs twice. Retries are counted in `retried503`. */
-let retried503 = 0;
+ * wrangler's dev proxy answers when its own call to the worker fails under load) or a
+ * connection reset (an idle kept-alive connection closed by the server as the client
+ * reuses it) can be sent again without making its runs twice. Counted in `resent`. */
+let resent = 0;
 async function post(base, task, items) {
   const key = `bench-${process.pid}-${Date.now()}-${Math.random()}`;
   for (let attempt = 1; ; attempt++) {
-    const res = await fetch(`${base}/api/v1/tasks/${task}/batch`, {
-      method: "POST",
-      headers: { authorization: `Bearer ${KEY}`, "content-type": "application/json", "idempotency-key": key },
-      body: JSON.stringify({ items }),
-    });
-    if (res.ok) return;
-    const text = await res.text();
-    if (res.status !== 503 || attempt === 5) throw new Error(`batch answered ${res.status}: ${text}`);
-    retried503++;
-    log(`  a batch answered 503 (${text.slice(0, 60)}); sending it again`);
+    let failure;
+    try {
+      const res = await fetch(`${base}/api/v1/tasks/${task}/batch`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${KEY}`, "content-type": "application/json", "idempotency-key": key },
+        body: JSON.stringify({ items }),
+      });
+      if (res.ok) return;
+      const text = await res.text();
+      if (res.status !== 503) throw new Error(`batch answered ${res.status}: ${text}`);
+      failure = `answered 503 (${text.slice(0, 60)})`;
+    } catch (e) {
+      if (e.cause?.code !== "ECONNRESET") throw e;
+      failure = "had its connection reset";
+    }
+    if (attempt === 5) throw new Error(`a batch ${failure} five times`);
+    resent++;
+    log(`  a batch ${failure}; sending it again`);
     await sleep(200 * attempt);
   }
 }
@@ -247,7 +256,7 @@ async function waitCalls(queue, count, ms) {
 
 async function execute(server, pathName) {
   calls.length = 0;
-  retried503 = 0;
+  resent = 0;
   // wrangler dev's proxy cannot carry 10,000 runs' worth of inspector events: fewer there.
   const count = quick || pathName === "wrangler" ? 2000 : 10000;
   const started = Date.now();
@@ -257,7 +266,7 @@ async function execute(server, pathName) {
   const latencies = done.map((c) => c.calledAt - c.createdAt);
   return {
     runs: count,
-    triggers503: retried503,
+    triggersResent: resent,
     runsCompletedPerSec: count / ((lastEnd - started) / 1000),
     queuedToCallP50ms: pct(latencies, 50),
     queuedToCallP99ms: pct(latencies, 99),
@@ -397,7 +406,7 @@ for (const [pathName, r] of Object.entries(report.paths)) {
   const sg = (k) => median((r.singles ?? []).map((x) => x[k]));
   if (only === "execute" && r.execute?.length && r.gate?.length) {
     lines.push("", `Execute: ${r.execute[0].runs} runs, ${ex("runsCompletedPerSec").toFixed(0)} completed/s; QUEUED→call p50 ${ex("queuedToCallP50ms")} ms, p99 ${ex("queuedToCallP99ms")} ms` +
-      (ex("triggers503") ? ` (${ex("triggers503")} trigger(s) answered 503 and were sent again with their batch key).` : "."),
+      (ex("triggersResent") ? ` (${ex("triggersResent")} trigger(s) answered 503 or had their connection reset, and were sent again with their batch key).` : "."),
     `Single runs, one at a time (warm, free gate): QUEUED→call p50 ${sg("queuedToCallP50ms")} ms, p99 ${sg("queuedToCallP99ms")} ms.`,
       `Gate (limit 10): ${r.gate[0].runs} runs, ${gt("runsPerSec").toFixed(0)} runs/s; handover p50 ${gt("handoverP50ms")} ms, p99 ${gt("handoverP99ms")} ms. ` +
       `Diagnostic, limit 2 (the local isolate not saturated): ${median(r.gate.map((x) => x.limit2.runsPerSec)).toFixed(0)} runs/s, handover p50 ${median(r.gate.map((x) => x.limit2.handoverP50ms))} ms, p99 ${median(r.gate.map((x) => x.limit2.handoverP99ms))} ms.`, "");
@@ -412,7 +421,7 @@ for (const [pathName, r] of Object.entries(report.paths)) {
   const b100one = median(r.scenarios["batch of 100, one task"].map((x) => x.runsPerSec)) / ceiling;
   const fiveXX = Object.values(r.scenarios).flat().some((x) => Object.keys(x.non2xx).some((s) => s.startsWith("5") && s !== "503"));
   lines.push("", `Execute: ${r.execute[0].runs} runs, ${ex("runsCompletedPerSec").toFixed(0)} completed/s; QUEUED→call p50 ${ex("queuedToCallP50ms")} ms, p99 ${ex("queuedToCallP99ms")} ms` +
-      (ex("triggers503") ? ` (${ex("triggers503")} trigger(s) answered 503 and were sent again with their batch key).` : "."),
+      (ex("triggersResent") ? ` (${ex("triggersResent")} trigger(s) answered 503 or had their connection reset, and were sent again with their batch key).` : "."),
     `Single runs, one at a time (warm, free gate): QUEUED→call p50 ${sg("queuedToCallP50ms")} ms, p99 ${sg("queuedToCallP99ms")} ms.`,
     `Gate (limit 10): ${r.gate[0].runs} runs, ${gt("runsPerSec").toFixed(0)} runs/s; handover p50 ${gt("handoverP50ms")} ms, p99 ${gt("handoverP99ms")} ms. ` +
       `Diagnostic, limit 2 (the local isolate not saturated): ${median(r.gate.map((x) => x.limit2.runsPerSec)).toFixed(0)} runs/s, handover p50 ${median(r.gate.map((x) => x.limit2.handoverP50ms))} ms, p99 ${median(r.gate.map((x) => x.limit2.handoverP99ms))} ms.`, "",
