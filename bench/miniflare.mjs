@@ -29,8 +29,9 @@ const options =
       }
     : {
         name: "trigger-edge",
-        modulesRoot: path.join(root, "build"),
+        modulesRoot: root,
         modules: [
+          { type: "ESModule", path: path.join(root, "src/entry.js") },
           { type: "ESModule", path: path.join(root, "build/index.js") },
           { type: "CompiledWasm", path: path.join(root, "build/index_bg.wasm") },
         ],

@@ -141,7 +141,7 @@ async function startServer(pathName, which) {
       const text = fs.readFileSync(path.join(root, "wrangler.toml"), "utf8");
       const withoutBuild = text
         .replace(/\[build\][^\[]*/s, "")
-        .replace(/^main = .*$/m, `main = "${path.join(root, "build/index.js")}"`)
+        .replace(/^main = .*$/m, `main = "${path.join(root, "src/entry.js")}"`)
         .replace(/^directory = "public"$/m, `directory = "${path.join(root, "public")}"`)
         .replace(/^name = .*$/m, `name = "trigger-edge-bench-${process.pid}"`)
         .replace(/service = "trigger-edge"/, `service = "trigger-edge-bench-${process.pid}"`);

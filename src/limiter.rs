@@ -10,7 +10,7 @@
 use std::cell::RefCell;
 
 use serde::{Deserialize, Serialize};
-use worker::{durable_object, DurableObject, Env, Request, Response, Result, State, Stub};
+use worker::{durable_object, DurableObject, Env, Request, Response, Result, State};
 
 use crate::domain::auth::Environment;
 use crate::domain::rate_limit::{Ahead, Buckets, Verdict};
@@ -28,7 +28,7 @@ struct Take {
     ahead: Ahead,
 }
 
-#[durable_object]
+#[durable_object(fetch)]
 pub struct RateLimiter {
     env: Env,
     buckets: RefCell<Buckets>,
@@ -43,14 +43,22 @@ impl DurableObject for RateLimiter {
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
-        let take: Take = serde_json::from_slice(&req.bytes().await?)
-            .map_err(|e| internal(format!("bad rate-limit request: {e}")))?;
+        rpc::fetched(self.handle(&req.bytes().await?).await)
+    }
+}
+
+crate::export_command!(RateLimiter);
+
+impl RateLimiter {
+    /// Admits one request, or not (`rpc::call`).
+    async fn handle(&self, command: &[u8]) -> Result<String> {
+        let take: Take = rpc::command(command, "rate-limit request")?;
         let config = crate::settings::config(&self.env).map_err(internal)?;
         let verdict =
             self.buckets
                 .borrow_mut()
                 .take(&config.rate_limits, now(), take.items, take.ahead);
-        Response::from_json(&verdict)
+        rpc::reply(&verdict)
     }
 }
 
@@ -62,9 +70,6 @@ pub async fn take(
     items: u64,
     ahead: Ahead,
 ) -> std::result::Result<Verdict, rpc::CallError> {
-    let stub: Stub = env
-        .durable_object(RATE_LIMITER)?
-        .id_from_name(environment.slug())?
-        .get_stub()?;
-    rpc::call(&stub, &Take { items, ahead }).await
+    let limiter = rpc::object(env, RATE_LIMITER, environment.slug())?;
+    rpc::call(&limiter, &Take { items, ahead }).await
 }

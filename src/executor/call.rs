@@ -6,9 +6,10 @@ use std::time::Duration;
 use futures_util::future::{select, Either};
 use futures_util::StreamExt;
 use serde_json::value::RawValue;
+use worker::wasm_bindgen_futures::JsFuture;
 use worker::{
-    AbortController, AbortSignal, Delay, Env, Fetch, Headers, Method, Request, RequestInit,
-    Response,
+    web_sys, AbortController, AbortSignal, Delay, Env, Fetch, Headers, Method, Request,
+    RequestInit, Response,
 };
 
 use crate::domain::config::{Config, Target, MAX_DURATION_SECS};
@@ -127,7 +128,7 @@ async fn read_outcome(mut response: Response) -> AttemptOutcome {
     }
     if declared.is_some() {
         // Its length is known and allowed: one read instead of a loop over chunks.
-        body = match crate::rpc::body_bytes(response).await {
+        body = match body_bytes(response).await {
             Ok(body) => body,
             Err(e) => return unreadable(e),
         };
@@ -179,4 +180,12 @@ fn unreadable(e: worker::Error) -> AttemptOutcome {
         "TaskEndpointUnreachable",
         format!("reading the answer failed: {e}"),
     )
+}
+
+/// A whole response body in one `arrayBuffer()`: workers-rs reads a response through its
+/// stream reader, chunk by chunk, which costs several JavaScript calls per chunk.
+async fn body_bytes(response: Response) -> worker::Result<Vec<u8>> {
+    let response = web_sys::Response::from(response);
+    let buffer = JsFuture::from(response.array_buffer()?).await?;
+    Ok(js_sys::Uint8Array::new(&buffer).to_vec())
 }

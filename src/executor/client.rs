@@ -82,15 +82,12 @@ pub async fn hand(
     executor: &str,
     leases: Vec<Lease>,
 ) -> Result<(), rpc::CallError> {
-    let stub = env
-        .durable_object(RUN_EXECUTOR)?
-        .id_from_name(executor)?
-        .get_stub()?;
+    let object = rpc::object(env, RUN_EXECUTOR, executor)?;
     let hand = Hand {
         gate: gate.to_owned(),
         leases,
     };
-    let _: bool = rpc::call(&stub, &hand).await?;
+    let _: bool = rpc::call(&object, &hand).await?;
     Ok(())
 }
 

@@ -40,6 +40,7 @@ use crate::domain::time::Millis;
 use crate::gate::client::QueueGateClient;
 use crate::gate::protocol::GateCommand;
 use crate::group_commit::GroupCommit;
+use crate::rpc;
 use crate::runtime::{ensure_alarm, internal, now};
 use crate::store::client::RunStoreClient;
 use crate::store::protocol::{AttemptOutcome, Finish, StoreCommand, StoreReply};
@@ -52,7 +53,7 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS jobs (
 /// How long a recorded job may go without an instance working on it.
 const BACKSTOP_MS: Millis = 30_000;
 
-#[durable_object]
+#[durable_object(alarm)]
 pub struct RunExecutor {
     shared: Rc<Shared>,
 }
@@ -104,21 +105,7 @@ impl DurableObject for RunExecutor {
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
-        let hand: Hand = serde_json::from_slice(&req.bytes().await?)
-            .map_err(|e| internal(format!("bad hand: {e}")))?;
-        let shared = &self.shared;
-        // Armed first: every job recorded below is then sure to be taken up.
-        shared.backstop().await?;
-        for lease in hand.leases {
-            let job = Job {
-                gate: hand.gate.clone(),
-                lease,
-            };
-            if let Some(row) = shared.record(job)? {
-                shared.work_on(row);
-            }
-        }
-        Response::from_json(&true)
+        rpc::fetched(self.handle(&req.bytes().await?).await)
     }
 
     async fn alarm(&self) -> Result<Response> {
@@ -137,6 +124,28 @@ impl DurableObject for RunExecutor {
             shared.backstop().await?; // again, while jobs remain
         }
         Response::ok("")
+    }
+}
+
+crate::export_command!(RunExecutor);
+
+impl RunExecutor {
+    /// Takes a hand of leases from a gate (`rpc::call`).
+    async fn handle(&self, command: &[u8]) -> Result<String> {
+        let hand: Hand = rpc::command(command, "hand")?;
+        let shared = &self.shared;
+        // Armed first: every job recorded below is then sure to be taken up.
+        shared.backstop().await?;
+        for lease in hand.leases {
+            let job = Job {
+                gate: hand.gate.clone(),
+                lease,
+            };
+            if let Some(row) = shared.record(job)? {
+                shared.work_on(row);
+            }
+        }
+        rpc::reply(&true)
     }
 }
 

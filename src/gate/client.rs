@@ -1,6 +1,6 @@
-//! `QueueGateClient`: the only code that builds queue-gate URLs or reads their replies.
+//! `QueueGateClient`: the only code that sends commands to queue gates or reads their replies.
 
-use worker::{Env, Stub};
+use worker::Env;
 
 use super::protocol::{GateCommand, GateReply};
 use crate::domain::auth::Environment;
@@ -20,19 +20,17 @@ pub fn gate_name_in(environment: Environment, queue: &str) -> String {
 }
 
 pub struct QueueGateClient {
-    stub: Stub,
+    object: rpc::ObjectStub,
 }
 
 impl QueueGateClient {
     pub fn new(env: &Env, name: &str) -> Result<QueueGateClient, rpc::CallError> {
-        let stub = env
-            .durable_object(QUEUE_GATE)?
-            .id_from_name(name)?
-            .get_stub()?;
-        Ok(QueueGateClient { stub })
+        Ok(QueueGateClient {
+            object: rpc::object(env, QUEUE_GATE, name)?,
+        })
     }
 
     pub async fn call(&self, command: &GateCommand) -> Result<GateReply, rpc::CallError> {
-        rpc::call(&self.stub, command).await
+        rpc::call(&self.object, command).await
     }
 }

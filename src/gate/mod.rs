@@ -20,6 +20,7 @@ use worker::{
 use crate::domain::gate::{Changes, GateState, Lease, Waiting};
 use crate::domain::time::Millis;
 use crate::executor::client::{hand, hands, pool_size, EXECUTOR_POOL};
+use crate::rpc;
 use crate::runtime::{ensure_alarm, internal, now};
 use crate::store::client::RunStoreClient;
 use crate::store::protocol::{StoreCommand, StoreReply};
@@ -38,7 +39,7 @@ const SCHEMA: &[&str] = &[
 /// Hands to executors a gate keeps in flight at once.
 const LAUNCH_CONCURRENCY: usize = 32;
 
-#[durable_object]
+#[durable_object(alarm)]
 pub struct QueueGate {
     state: State,
     env: Env,
@@ -73,32 +74,7 @@ impl DurableObject for QueueGate {
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
-        let body = req.bytes().await?;
-        let command: GateCommand = serde_json::from_slice(&body)
-            .map_err(|e| internal(format!("bad gate command: {e}")))?;
-        let now = now();
-        let (name, changes) = match command {
-            GateCommand::Offer {
-                gate,
-                tickets,
-                limit,
-            } => {
-                self.remember_name(&gate)?;
-                (gate, self.apply(|g| g.offer(tickets, limit, now))?)
-            }
-            GateCommand::Release { ended } => {
-                (self.name()?, self.apply(|g| g.release_all(&ended, now))?)
-            }
-            GateCommand::Remove { run_id } => {
-                (self.name()?, self.apply(|g| g.remove(&run_id, now))?)
-            }
-        };
-        let count = changes.admitted.len();
-        self.rearm().await?;
-        self.launch(&name, changes.admitted).await;
-        let reply = serde_json::to_vec(&GateReply::Admitted { count })
-            .map_err(|e| internal(e.to_string()))?;
-        Response::from_bytes(reply)
+        rpc::fetched(self.handle(&req.bytes().await?).await)
     }
 
     async fn alarm(&self) -> Result<Response> {
@@ -142,7 +118,34 @@ fn merge(into: &mut Changes, other: Changes) {
     into.limit_changed |= other.limit_changed;
 }
 
+crate::export_command!(QueueGate);
+
 impl QueueGate {
+    /// Answers one command from a caller (`rpc::call`).
+    async fn handle(&self, command: &[u8]) -> Result<String> {
+        let now = now();
+        let (name, changes) = match rpc::command::<GateCommand>(command, "gate command")? {
+            GateCommand::Offer {
+                gate,
+                tickets,
+                limit,
+            } => {
+                self.remember_name(&gate)?;
+                (gate, self.apply(|g| g.offer(tickets, limit, now))?)
+            }
+            GateCommand::Release { ended } => {
+                (self.name()?, self.apply(|g| g.release_all(&ended, now))?)
+            }
+            GateCommand::Remove { run_id } => {
+                (self.name()?, self.apply(|g| g.remove(&run_id, now))?)
+            }
+        };
+        let count = changes.admitted.len();
+        self.rearm().await?;
+        self.launch(&name, changes.admitted).await;
+        rpc::reply(&GateReply::Admitted { count })
+    }
+
     fn sql(&self) -> SqlStorage {
         self.state.storage().sql()
     }

@@ -1,6 +1,6 @@
-//! `RunStoreClient`: the only code that builds run-store URLs or reads their replies.
+//! `RunStoreClient`: the only code that sends commands to run stores or reads their replies.
 
-use worker::{Env, Stub};
+use worker::Env;
 
 use super::protocol::{StoreCommand, StoreReply};
 use crate::domain::auth::Environment;
@@ -21,19 +21,17 @@ pub fn env_of_store(store: &str) -> &str {
 }
 
 pub struct RunStoreClient {
-    stub: Stub,
+    object: rpc::ObjectStub,
 }
 
 impl RunStoreClient {
     pub fn new(env: &Env, name: &str) -> Result<RunStoreClient, rpc::CallError> {
-        let stub = env
-            .durable_object(RUN_STORE)?
-            .id_from_name(name)?
-            .get_stub()?;
-        Ok(RunStoreClient { stub })
+        Ok(RunStoreClient {
+            object: rpc::object(env, RUN_STORE, name)?,
+        })
     }
 
     pub async fn call(&self, command: &StoreCommand) -> Result<StoreReply, rpc::CallError> {
-        rpc::call(&self.stub, command).await
+        rpc::call(&self.object, command).await
     }
 }

@@ -30,6 +30,7 @@ use worker::{
 
 use crate::domain::time::Millis;
 use crate::group_commit::GroupCommit;
+use crate::rpc;
 use crate::runtime::{ensure_alarm, internal, now};
 use protocol::{StoreCommand, StoreReply, TriggerBatch};
 
@@ -39,7 +40,7 @@ pub const RUNS_QUEUE: &str = "RUNS";
 /// Outbox rows the alarm handles per wake-up; it re-arms at once when more remain.
 const ALARM_BATCH: usize = 5000;
 
-#[durable_object]
+#[durable_object(alarm)]
 pub struct RunStore {
     state: State,
     env: Env,
@@ -84,10 +85,22 @@ impl DurableObject for RunStore {
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
-        let body = req.bytes().await?;
-        let command: StoreCommand = serde_json::from_slice(&body)
-            .map_err(|e| worker::Error::RustError(format!("bad store command: {e}")))?;
-        let reply = match command {
+        rpc::fetched(self.handle(&req.bytes().await?).await)
+    }
+
+    async fn alarm(&self) -> Result<Response> {
+        self.alarm_at.set(None);
+        self.deliver_due().await?;
+        Response::ok("")
+    }
+}
+
+crate::export_command!(RunStore);
+
+impl RunStore {
+    /// Answers one command from a caller (`rpc::call`).
+    async fn handle(&self, command: &[u8]) -> Result<String> {
+        let reply = match rpc::command::<StoreCommand>(command, "store command")? {
             StoreCommand::TriggerBatch(cmd) => self.trigger_batch(cmd).await?,
             StoreCommand::GetRun { run_id } => self.get_run(&run_id)?,
             StoreCommand::GetBatch { batch_id } => self.get_batch(&batch_id)?,
@@ -138,19 +151,9 @@ impl DurableObject for RunStore {
                 limit,
             } => self.list_runs(&filter, &page, limit)?,
         };
-        let bytes =
-            serde_json::to_vec(&reply).map_err(|e| worker::Error::RustError(e.to_string()))?;
-        Response::from_bytes(bytes)
+        rpc::reply(&reply)
     }
 
-    async fn alarm(&self) -> Result<Response> {
-        self.alarm_at.set(None);
-        self.deliver_due().await?;
-        Response::ok("")
-    }
-}
-
-impl RunStore {
     pub(super) fn sql(&self) -> SqlStorage {
         self.state.storage().sql()
     }

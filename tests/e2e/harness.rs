@@ -112,7 +112,8 @@ impl Worker {
         let text = fs::read_to_string(root().join("wrangler.toml")).unwrap();
         let mut config: toml::Table = text.parse().expect("wrangler.toml parses");
         config.remove("build");
-        config.insert("main".into(), built.to_string_lossy().into_owned().into());
+        let entry = root().join("src/entry.js"); // it imports build/index.js
+        config.insert("main".into(), entry.to_string_lossy().into_owned().into());
         // Paths in the configuration are relative to its file, which moves: make them
         // absolute.
         if let Some(assets) = config.get_mut("assets").and_then(|a| a.as_table_mut()) {
