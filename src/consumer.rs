@@ -86,9 +86,12 @@ pub async fn consume(batch: MessageBatch<serde_json::Value>, env: Env) {
                 .await
                 .is_ok()
         {
-            for run in &delivery.refs.runs {
-                console_log!("queue: delivered {run} from {}", delivery.refs.store);
-            }
+            // One line per message, not per run: a log line is an event to pay for.
+            console_log!(
+                "queue: delivered from {}: {}",
+                delivery.refs.store,
+                delivery.refs.runs.join(" ")
+            );
             delivery.message.ack();
         } else {
             delivery.message.retry();

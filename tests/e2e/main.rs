@@ -627,8 +627,13 @@ fn every_accepted_run_is_delivered_to_the_queue_consumer(
         "every run delivered to the consumer",
         || {
             let log = w.log();
+            let delivered: HashSet<&str> = log
+                .lines()
+                .filter_map(|line| line.split_once("queue: delivered from "))
+                .flat_map(|(_, rest)| rest.split_whitespace().skip(1))
+                .collect();
             all.iter()
-                .all(|id| log.contains(&format!("queue: delivered {id} ")))
+                .all(|id| delivered.contains(id.as_str()))
                 .then_some(())
         },
     );
