@@ -3,10 +3,14 @@
 //! An id is a prefix (`run_`, `batch_`) and 21 characters of Trigger.dev's alphabet.
 //! The first [`ROUTE_LEN`] characters are a *route*: the shard of the run store that owns
 //! the object, derived from the task identifier, so that reading a run by id needs no
-//! index. The other 18 characters come from the operating system's cryptographic random
-//! source: 18 × log2(34) ≈ 91.6 bits, above the contract's 80.
+//! index. The next [`TIME_LEN`] follow the clock (the second, modulo 34²), so that ids
+//! made close in time sit close together in a store's indexes. The other 16 characters
+//! come from the operating system's cryptographic random source: 16 × log2(34) ≈ 81.4
+//! bits, above the contract's 80.
 
 use std::fmt;
+
+use super::time::Millis;
 
 /// Trigger.dev's id alphabet: digits without `0`, lowercase letters without `l`.
 pub const ALPHABET: &[u8; 34] = b"123456789abcdefghijkmnopqrstuvwxyz";
@@ -16,6 +20,11 @@ pub const ID_LEN: usize = 21;
 pub const ROUTE_LEN: usize = 3;
 /// Number of distinct routes: 34³.
 pub const ROUTE_COUNT: u64 = 34 * 34 * 34;
+/// Characters after the route that follow the clock. A store's inserts of one second then
+/// land in one narrow range of its id indexes (a few pages) instead of all over them: the
+/// benchmark's floor accepted 100-item batches about 50 % faster with such ids than with
+/// wholly random ones. The range moves every second and wraps about every 19 minutes.
+pub const TIME_LEN: usize = 2;
 
 /// The run-store shard that owns a task's objects, written with [`ALPHABET`].
 ///
@@ -81,12 +90,15 @@ impl IdKind {
     }
 }
 
-/// A fresh id of `kind` on `route`.
-pub fn new_id(kind: IdKind, route: Route) -> String {
+/// A fresh id of `kind` on `route`, made at `now`.
+pub fn new_id(kind: IdKind, route: Route, now: Millis) -> String {
     let mut id = String::with_capacity(kind.prefix().len() + ID_LEN);
     id.push_str(kind.prefix());
     id.push_str(route.as_str());
-    fill_random(&mut id, ID_LEN - ROUTE_LEN);
+    let second = (now.max(0) / 1000) as u64 % (34 * 34);
+    id.push(char::from(ALPHABET[(second / 34) as usize]));
+    id.push(char::from(ALPHABET[(second % 34) as usize]));
+    fill_random(&mut id, ID_LEN - ROUTE_LEN - TIME_LEN);
     id
 }
 
@@ -137,7 +149,7 @@ mod tests {
     fn ids_have_the_prefix_length_alphabet_and_route() {
         let route = Route::for_task("hello-world");
         for kind in [IdKind::Run, IdKind::Batch] {
-            let id = new_id(kind, route);
+            let id = new_id(kind, route, 1_795_920_000_000);
             assert!(id.starts_with(kind.prefix()), "{id}");
             assert_eq!(id.len(), kind.prefix().len() + ID_LEN);
             assert_eq!(parse_id(kind, &id), Some(route));
@@ -147,10 +159,46 @@ mod tests {
     #[test]
     fn ids_are_unique_and_use_every_character() {
         let route = Route::for_task("t");
-        let ids: HashSet<String> = (0..20_000).map(|_| new_id(IdKind::Run, route)).collect();
-        assert_eq!(ids.len(), 20_000);
-        let used: HashSet<u8> = ids.iter().flat_map(|id| id.bytes().skip(7)).collect();
+        let now = 1_795_920_000_000;
+        let ids: HashSet<String> = (0..20_000)
+            .map(|_| new_id(IdKind::Run, route, now))
+            .collect();
+        assert_eq!(ids.len(), 20_000, "one second's ids are still unique");
+        let used: HashSet<u8> = ids.iter().flat_map(|id| id.bytes().skip(9)).collect();
         assert_eq!(used.len(), 34, "random part covers the whole alphabet");
+    }
+
+    #[test]
+    fn the_two_characters_after_the_route_follow_the_second_and_wrap() {
+        let route = Route::for_task("t");
+        let time = |now: Millis| new_id(IdKind::Run, route, now)[7..9].to_owned();
+        let second = 1_795_920_000_000; // a whole second
+        assert_eq!(time(second), time(second + 999), "one second, one range");
+        let step = |a: &str, b: &str| {
+            let at = |s: &str| {
+                let c = s.as_bytes();
+                let i = |b: u8| ALPHABET.iter().position(|&x| x == b).unwrap();
+                i(c[0]) * 34 + i(c[1])
+            };
+            (at(b) + 34 * 34 - at(a)) % (34 * 34)
+        };
+        assert_eq!(
+            step(&time(second), &time(second + 1000)),
+            1,
+            "the next second"
+        );
+        assert_eq!(
+            time(second),
+            time(second + 1156 * 1000),
+            "wraps after 34² seconds"
+        );
+        assert_eq!(time(0), "11");
+        assert_eq!(time(-5), "11", "a clock before 1970 counts as 0");
+        assert_eq!(
+            ID_LEN - ROUTE_LEN - TIME_LEN,
+            16,
+            "16 × log2(34) ≥ 80 random bits"
+        );
     }
 
     #[test]
@@ -169,7 +217,7 @@ mod tests {
 
     #[test]
     fn malformed_ids_have_no_route() {
-        let good = new_id(IdKind::Run, Route::for_task("t"));
+        let good = new_id(IdKind::Run, Route::for_task("t"), 0);
         assert!(parse_id(IdKind::Batch, &good).is_none());
         for bad in [
             "",

@@ -91,12 +91,16 @@ async fn submit(
     ctx.admit(items.len() as u64).await?;
     let route = Route::for_task(task);
     let store = store_name(ctx.environment, route);
+    let now = crate::runtime::now();
     let command = StoreCommand::TriggerBatch(TriggerBatch {
         store: store.clone(),
         task: task.to_owned(),
-        batch_id: as_batch.then(|| new_id(IdKind::Batch, route)),
+        batch_id: as_batch.then(|| new_id(IdKind::Batch, route, now)),
         batch_items: None,
-        run_ids: items.iter().map(|_| new_id(IdKind::Run, route)).collect(),
+        run_ids: items
+            .iter()
+            .map(|_| new_id(IdKind::Run, route, now))
+            .collect(),
         items,
         batch_key,
         trigger_function: if as_batch { "batchTrigger" } else { "trigger" }.into(),

@@ -185,7 +185,7 @@ pub async fn replay_run(ctx: &Ctx<'_>, run_id: &str) -> Result<Response, ApiErro
     let (store, route) = owner(ctx, IdKind::Run, run_id, NOT_FOUND)?;
     let command = StoreCommand::Replay {
         run_id: run_id.to_owned(),
-        new_run_id: new_id(IdKind::Run, route),
+        new_run_id: new_id(IdKind::Run, route, crate::runtime::now()),
     };
     match store.call(&command).await? {
         StoreReply::Replayed { id } => json_response(200, &Id { id: &id }),

@@ -111,7 +111,7 @@ pub async fn create_batch(ctx: &Ctx<'_>, mut req: Request) -> Result<Response, A
     let route = Route::for_batch(key.as_deref());
     let store = store_name(ctx.environment, route);
     let command = StoreCommand::CreateBatch {
-        batch_id: new_id(IdKind::Batch, route),
+        batch_id: new_id(IdKind::Batch, route, crate::runtime::now()),
         run_count: run_count as usize,
         key: key.map(|key| BatchKey {
             key,
@@ -379,7 +379,10 @@ impl Stream<'_, '_> {
                 task: task.clone(),
                 batch_id: Some(self.batch_id.clone()),
                 batch_items: Some(indexes.clone()),
-                run_ids: group.iter().map(|_| new_id(IdKind::Run, route)).collect(),
+                run_ids: group
+                    .iter()
+                    .map(|_| new_id(IdKind::Run, route, crate::runtime::now()))
+                    .collect(),
                 items: group.into_iter().map(|p| p.item).collect(),
                 batch_key: None,
                 trigger_function: "batchTrigger".into(),
