@@ -127,9 +127,10 @@ macro_rules! export_command {
         const _: () = {
             use ::worker::wasm_bindgen::prelude::wasm_bindgen;
             use ::worker::wasm_bindgen::JsValue;
-            use ::worker::{wasm_bindgen as bindgen, wasm_bindgen_futures as futures};
+            // The paths the attribute's generated code takes for these two crates.
+            use ::worker::{wasm_bindgen as bindgen, wasm_bindgen_futures};
 
-            #[wasm_bindgen(wasm_bindgen = bindgen, wasm_bindgen_futures = futures)]
+            #[wasm_bindgen(wasm_bindgen = bindgen)]
             impl $object {
                 /// One command by RPC (`src/entry.js`): JSON in, JSON out.
                 pub async fn command(
