@@ -225,7 +225,8 @@ async function post(base, task, items) {
       if (res.status !== 503) throw new Error(`batch answered ${res.status}: ${text}`);
       failure = `answered 503 (${text.slice(0, 60)})`;
     } catch (e) {
-      if (e.cause?.code !== "ECONNRESET") throw e;
+      // ECONNRESET, or undici's "other side closed" when the close came first.
+      if (!["ECONNRESET", "UND_ERR_SOCKET"].includes(e.cause?.code)) throw e;
       failure = "had its connection reset";
     }
     if (attempt === 5) throw new Error(`a batch ${failure} five times`);
