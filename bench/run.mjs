@@ -207,8 +207,9 @@ const pct = (xs, p) => { const s = [...xs].sort((a, b) => a - b); return s[Math.
 
 /** Triggers a batch as a client would: with a batch idempotency key, so that a 503 (which
  * wrangler's dev proxy answers when its own call to the worker fails under load) or a
- * connection reset (an idle kept-alive connection closed by the server as the client
- * reuses it) can be sent again without making its runs twice. Counted in `resent`. */
+ * connection reset (a kept-alive connection closed under the client, seen on the
+ * Miniflare path during bursts) can be sent again without making its runs twice.
+ * Counted in `resent`. */
 let resent = 0;
 async function post(base, task, items) {
   const key = `bench-${process.pid}-${Date.now()}-${Math.random()}`;
