@@ -379,10 +379,13 @@ impl Stream<'_, '_> {
                 task: task.clone(),
                 batch_id: Some(self.batch_id.clone()),
                 batch_items: Some(indexes.clone()),
-                run_ids: group
-                    .iter()
-                    .map(|_| new_id(IdKind::Run, route, crate::runtime::now()))
-                    .collect(),
+                run_ids: {
+                    let now = crate::runtime::now(); // once per group, not per run
+                    group
+                        .iter()
+                        .map(|_| new_id(IdKind::Run, route, now))
+                        .collect()
+                },
                 items: group.into_iter().map(|p| p.item).collect(),
                 batch_key: None,
                 trigger_function: "batchTrigger".into(),
