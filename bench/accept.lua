@@ -67,9 +67,10 @@ function done(summary, latency, requests)
   for _, thread in ipairs(threads) do other = other + (thread:get("s_other") or 0) end
   if other > 0 then table.insert(status_json, string.format('"other":%d', other)) end
   io.write(string.format(
-    'RESULT {"requests":%d,"duration_us":%d,"p50_us":%d,"p90_us":%d,"p99_us":%d,"max_us":%d,"socket_errors":%d,"statuses":{%s}}\n',
+    'RESULT {"requests":%d,"duration_us":%d,"p50_us":%d,"p90_us":%d,"p99_us":%d,"max_us":%d,"socket_errors":%d,"timeouts":%d,"statuses":{%s}}\n',
     summary.requests, summary.duration, latency:percentile(50), latency:percentile(90),
     latency:percentile(99), latency.max,
     summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+    summary.errors.timeout,
     table.concat(status_json, ",")))
 end
