@@ -33,7 +33,7 @@ pub mod runtime;
 pub mod settings;
 pub mod store;
 
-use worker::{event, Context, Env, MessageBatch, Request, Response};
+use worker::{event, web_sys, Context, Env, MessageBatch, Response};
 
 pub use executor::RunExecutor;
 pub use gate::QueueGate;
@@ -46,8 +46,8 @@ fn start() {
 }
 
 #[event(fetch)]
-async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
-    Ok(http::handle(req, env, ctx).await)
+async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> worker::Result<Response> {
+    Ok(http::handle(http::Incoming::new(req), env, ctx).await)
 }
 
 #[event(queue)]

@@ -4,9 +4,9 @@
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use worker::{Request, Response};
+use worker::Response;
 
-use super::{json_response, read_body, Ctx, MAX_BODY_BYTES};
+use super::{json_response, read_body, Ctx, Incoming, MAX_BODY_BYTES};
 use crate::domain::duration::parse_key_ttl;
 use crate::domain::error::ApiError;
 use crate::domain::ids::{new_id, IdKind, Route};
@@ -39,12 +39,8 @@ struct Submitted {
     cached: Vec<bool>,
 }
 
-pub async fn trigger_batch(
-    ctx: &Ctx<'_>,
-    mut req: Request,
-    task: &str,
-) -> Result<Response, ApiError> {
-    let body = read_body(&mut req, MAX_BODY_BYTES).await?;
+pub async fn trigger_batch(ctx: &Ctx<'_>, req: Incoming, task: &str) -> Result<Response, ApiError> {
+    let body = read_body(&req, MAX_BODY_BYTES).await?;
     let items = parse_batch_body(&body, ctx.config.max_batch_items, crate::runtime::now())?;
     let batch_key = batch_key(&req, &body)?;
     let done = submit(ctx, task, items, true, batch_key).await?;
@@ -58,12 +54,8 @@ pub async fn trigger_batch(
     )
 }
 
-pub async fn trigger_task(
-    ctx: &Ctx<'_>,
-    mut req: Request,
-    task: &str,
-) -> Result<Response, ApiError> {
-    let body = read_body(&mut req, MAX_BODY_BYTES).await?;
+pub async fn trigger_task(ctx: &Ctx<'_>, req: Incoming, task: &str) -> Result<Response, ApiError> {
+    let body = read_body(&req, MAX_BODY_BYTES).await?;
     let item = parse_trigger_body(&body, crate::runtime::now())?;
     let done = submit(ctx, task, vec![item], false, None).await?;
     let (Some(id), Some(&is_cached)) = (done.runs.into_iter().next(), done.cached.first()) else {
@@ -130,8 +122,8 @@ async fn submit(
 }
 
 /// The optional `idempotency-key` and `idempotency-key-ttl` headers.
-fn batch_key(req: &Request, body: &[u8]) -> Result<Option<BatchKey>, ApiError> {
-    let header = |name: &str| req.headers().get(name).ok().flatten();
+fn batch_key(req: &Incoming, body: &[u8]) -> Result<Option<BatchKey>, ApiError> {
+    let header = |name: &str| req.header(name);
     let Some(key) = header("idempotency-key") else {
         return Ok(None);
     };

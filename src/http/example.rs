@@ -4,9 +4,9 @@
 
 use serde::Deserialize;
 use serde_json::Value;
-use worker::{Request, Response};
+use worker::Response;
 
-use super::{json_response, read_body};
+use super::{json_response, read_body, Incoming};
 use crate::domain::config::Config;
 use crate::domain::error::ApiError;
 use crate::domain::execution::{verify, HEADER_SIGNATURE, HEADER_TIMESTAMP, MAX_OUTPUT_BYTES};
@@ -16,16 +16,12 @@ struct Call {
     payload: Option<Value>,
 }
 
-pub async fn run_example(
-    config: &Config,
-    mut req: Request,
-    task: &str,
-) -> Result<Response, ApiError> {
+pub async fn run_example(config: &Config, req: Incoming, task: &str) -> Result<Response, ApiError> {
     if task != "hello-world" {
         return Err(ApiError::NotFound("Not found"));
     }
-    let body = read_body(&mut req, MAX_OUTPUT_BYTES).await?;
-    let header = |name: &str| req.headers().get(name).ok().flatten().unwrap_or_default();
+    let body = read_body(&req, MAX_OUTPUT_BYTES).await?;
+    let header = |name: &str| req.header(name).unwrap_or_default();
     let now = crate::runtime::now();
     let signed = verify(
         config.signing_secret.as_bytes(),

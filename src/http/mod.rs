@@ -4,6 +4,7 @@
 
 mod batches;
 mod example;
+mod incoming;
 mod packets;
 pub mod routes;
 mod runs;
@@ -15,29 +16,28 @@ use std::collections::HashMap;
 use futures_util::future::{select, Either};
 use futures_util::StreamExt;
 use serde::Serialize;
-use worker::{console_error, ByteStream, Context, Delay, Env, Request, Response};
+use worker::{console_error, ByteStream, Context, Delay, Env, Response};
 
 use crate::domain::auth::{AuthError, Environment};
 use crate::domain::config::Config;
 use crate::domain::error::{rate_limit_headers, ApiError};
 use crate::domain::http_body::next_chunk_wait;
 use crate::domain::rate_limit::{retry_after_secs, Ahead, Figures, Grant, Verdict};
-use crate::domain::request_url::split_url;
 use crate::domain::time::Millis;
+pub use incoming::Incoming;
 use routes::{route, NoRoute, Route};
 
 /// The largest request body read (API.md section 2): 3 MiB.
 pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
 
-pub async fn handle(req: Request, env: Env, context: Context) -> Response {
+pub async fn handle(req: Incoming, env: Env, context: Context) -> Response {
     let result = dispatch(req, &env, &context).await;
     result.unwrap_or_else(|err| error_response(&err))
 }
 
-async fn dispatch(req: Request, env: &Env, context: &Context) -> Result<Response, ApiError> {
-    let url = req.inner().url();
-    let parts = split_url(&url).ok_or(ApiError::NotFound("Not found"))?;
-    let route = route(req.method().as_ref(), parts.path).map_err(|e| match e {
+async fn dispatch(req: Incoming, env: &Env, context: &Context) -> Result<Response, ApiError> {
+    let parts = req.url().ok_or(ApiError::NotFound("Not found"))?;
+    let route = route(&req.method(), parts.path).map_err(|e| match e {
         NoRoute::NotFound => ApiError::NotFound("Not found"),
         NoRoute::MethodNotAllowed { allow } => ApiError::MethodNotAllowed { allow },
     })?;
@@ -75,7 +75,7 @@ async fn dispatch(req: Request, env: &Env, context: &Context) -> Result<Response
     Ok(response)
 }
 
-async fn serve(ctx: &Ctx<'_>, route: Route, req: Request) -> Result<Response, ApiError> {
+async fn serve(ctx: &Ctx<'_>, route: Route, req: Incoming) -> Result<Response, ApiError> {
     match route {
         Route::TriggerBatch { task } => batches::trigger_batch(ctx, req, &task).await,
         Route::TriggerTask { task } => batches::trigger_task(ctx, req, &task).await,
@@ -180,8 +180,8 @@ impl Ctx<'_> {
     }
 }
 
-fn authenticate(req: &Request, config: &Config) -> Result<Environment, ApiError> {
-    let header = req.headers().get("authorization").ok().flatten();
+fn authenticate(req: &Incoming, config: &Config) -> Result<Environment, ApiError> {
+    let header = req.header("authorization");
     config
         .keys
         .authenticate(header.as_deref())
@@ -193,13 +193,13 @@ fn authenticate(req: &Request, config: &Config) -> Result<Environment, ApiError>
 
 /// Reads the body, refusing more than `limit` bytes by `content-length` or while
 /// streaming, so an oversized body is never buffered; a body sent too slowly is a 408.
-pub async fn read_body(req: &mut Request, limit: usize) -> Result<Vec<u8>, ApiError> {
+pub async fn read_body(req: &Incoming, limit: usize) -> Result<Vec<u8>, ApiError> {
     let declared = crate::runtime::content_length(req.headers());
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(ApiError::PayloadTooLarge);
     }
     let mut body = Vec::with_capacity(declared.map_or(0, |n| n as usize));
-    let Ok(mut stream) = req.stream() else {
+    let Some(mut stream) = req.body() else {
         return Ok(body); // no body at all
     };
     let pace = BodyPace::start(BODY_TIME_MS);
@@ -265,19 +265,13 @@ impl BodyPace {
 }
 
 /// The query of the request's URL (without `?`), empty when there is none.
-pub fn query_of(req: &Request) -> String {
-    let url = req.inner().url();
-    split_url(&url)
-        .map(|p| p.query.to_owned())
-        .unwrap_or_default()
+pub fn query_of(req: &Incoming) -> &str {
+    req.url().map_or("", |p| p.query)
 }
 
 /// The request's origin (`scheme://host[:port]`), to build URLs on this worker.
-pub fn origin_of(req: &Request) -> String {
-    let url = req.inner().url();
-    split_url(&url)
-        .map(|p| p.origin.to_owned())
-        .unwrap_or_default()
+pub fn origin_of(req: &Incoming) -> &str {
+    req.url().map_or("", |p| p.origin)
 }
 
 /// A JSON response with any status (202 for a created two-step batch).

@@ -2,9 +2,9 @@
 //! returns, served by this worker at `PUT /packets/{env}/{path}`.
 
 use serde::Serialize;
-use worker::{Request, Response};
+use worker::Response;
 
-use super::{json_response, origin_of, query_of, read_body, Ctx};
+use super::{json_response, origin_of, query_of, read_body, Ctx, Incoming};
 use crate::domain::config::Config;
 use crate::domain::error::ApiError;
 use crate::domain::packets::{
@@ -20,7 +20,7 @@ struct PacketUrl {
 
 pub async fn create_packet_url(
     ctx: &Ctx<'_>,
-    req: &Request,
+    req: &Incoming,
     filename: &str,
 ) -> Result<Response, ApiError> {
     if !valid_packet_path(filename) {
@@ -46,12 +46,11 @@ pub async fn create_packet_url(
 pub async fn upload_packet(
     config: &Config,
     env: &worker::Env,
-    mut req: Request,
+    req: Incoming,
     env_slug: &str,
     path: &str,
 ) -> Result<Response, ApiError> {
     let query = query_of(&req);
-    let query = query.as_str();
     if !valid_packet_path(path)
         || !verify_upload(
             config.signing_secret.as_bytes(),
@@ -66,12 +65,9 @@ pub async fn upload_packet(
         ));
     }
     let content_type = req
-        .headers()
-        .get("content-type")
-        .ok()
-        .flatten()
+        .header("content-type")
         .unwrap_or_else(|| "application/json".into());
-    let body = read_body(&mut req, MAX_PACKET_BYTES).await?;
+    let body = read_body(&req, MAX_PACKET_BYTES).await?;
     crate::packets::store(env, env_slug, path, body, &content_type)
         .await
         .map_err(|e| {

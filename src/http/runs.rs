@@ -2,9 +2,9 @@
 
 use futures_util::future::join_all;
 use serde_json::value::RawValue;
-use worker::{Request, Response};
+use worker::Response;
 
-use super::{json_response, query_of, read_body, Ctx};
+use super::{json_response, query_of, read_body, Ctx, Incoming};
 use crate::domain::error::ApiError;
 use crate::domain::ids::{new_id, parse_id, IdKind, Route};
 use crate::domain::list::{merge_pages, parse_list_query, Cursor};
@@ -18,7 +18,7 @@ use crate::store::protocol::{StoreCommand, StoreReply};
 
 pub async fn retrieve_run(
     ctx: &Ctx<'_>,
-    req: &Request,
+    req: &Incoming,
     run_id: &str,
 ) -> Result<Response, ApiError> {
     const NOT_FOUND: ApiError = ApiError::NotFound("Run not found");
@@ -106,15 +106,15 @@ async fn load_batch(ctx: &Ctx<'_>, batch_id: &str) -> Result<BatchRecord, ApiErr
     }
 }
 
-fn vocabulary(req: &Request) -> StatusVocabulary {
-    let version = req.headers().get("x-trigger-api-version").ok().flatten();
+fn vocabulary(req: &Incoming) -> StatusVocabulary {
+    let version = req.header("x-trigger-api-version");
     StatusVocabulary::from_api_version(version.as_deref())
 }
 
 /// `GET /api/v1/runs` (section 4): every store that holds runs of a declared task (or of
 /// the filtered tasks) answers its own newest page; the edge merges them.
-pub async fn list_runs(ctx: &Ctx<'_>, req: &Request) -> Result<Response, ApiError> {
-    let query = parse_list_query(&query_of(req), crate::runtime::now())?;
+pub async fn list_runs(ctx: &Ctx<'_>, req: &Incoming) -> Result<Response, ApiError> {
+    let query = parse_list_query(query_of(req), crate::runtime::now())?;
     let mut stores: Vec<String> = ctx
         .config
         .tasks
@@ -196,7 +196,7 @@ pub async fn replay_run(ctx: &Ctx<'_>, run_id: &str) -> Result<Response, ApiErro
 /// `POST /api/v1/runs/{runId}/reschedule` (section 5), body `{"delay": duration | date}`.
 pub async fn reschedule_run(
     ctx: &Ctx<'_>,
-    mut req: Request,
+    req: Incoming,
     run_id: &str,
 ) -> Result<Response, ApiError> {
     const NOT_FOUND: ApiError = ApiError::NotFound("Run not found");
@@ -205,7 +205,7 @@ pub async fn reschedule_run(
         #[serde(borrow)]
         delay: Option<&'a RawValue>,
     }
-    let body = read_body(&mut req, 64 * 1024).await?;
+    let body = read_body(&req, 64 * 1024).await?;
     if body.is_empty() {
         return Err(ApiError::BadRequest("Request body is empty".into()));
     }
@@ -233,7 +233,7 @@ pub async fn reschedule_run(
 /// `POST /api/v1/idempotencyKeys/{key}/reset` (section 5), body `{"taskIdentifier"}`.
 pub async fn reset_idempotency_key(
     ctx: &Ctx<'_>,
-    mut req: Request,
+    req: Incoming,
     key: &str,
 ) -> Result<Response, ApiError> {
     #[derive(serde::Deserialize)]
@@ -241,7 +241,7 @@ pub async fn reset_idempotency_key(
     struct Body {
         task_identifier: Option<serde_json::Value>,
     }
-    let body = read_body(&mut req, 64 * 1024).await?;
+    let body = read_body(&req, 64 * 1024).await?;
     if body.is_empty() {
         return Err(ApiError::BadRequest("Request body is empty".into()));
     }

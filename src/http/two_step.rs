@@ -14,9 +14,9 @@ use crate::domain::time::Millis;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value;
-use worker::{Request, Response};
+use worker::Response;
 
-use super::{drain, json_response, read_body, BodyPace, Ctx, MAX_BODY_BYTES};
+use super::{drain, json_response, read_body, BodyPace, Ctx, Incoming, MAX_BODY_BYTES};
 use crate::domain::error::ApiError;
 use crate::domain::ids::{new_id, parse_id, IdKind, Route};
 use crate::domain::ndjson::{identify, Line, LineSplitter};
@@ -52,7 +52,7 @@ struct Streamed {
 }
 
 /// `POST /api/v3/batches`.
-pub async fn create_batch(ctx: &Ctx<'_>, mut req: Request) -> Result<Response, ApiError> {
+pub async fn create_batch(ctx: &Ctx<'_>, req: Incoming) -> Result<Response, ApiError> {
     #[derive(Deserialize)]
     #[serde(rename_all = "camelCase")]
     struct Body {
@@ -60,7 +60,7 @@ pub async fn create_batch(ctx: &Ctx<'_>, mut req: Request) -> Result<Response, A
         task_identifiers: Option<Value>,
         idempotency_key: Option<Value>,
     }
-    let body = read_body(&mut req, MAX_CREATE_BYTES).await?;
+    let body = read_body(&req, MAX_CREATE_BYTES).await?;
     if body.is_empty() {
         return Err(ApiError::BadRequest("Request body is empty".into()));
     }
@@ -164,10 +164,10 @@ struct Stream<'c, 'e> {
 /// `POST /api/v3/batches/{batchId}/items`.
 pub async fn stream_items(
     ctx: &Ctx<'_>,
-    mut req: Request,
+    req: Incoming,
     batch_id: &str,
 ) -> Result<Response, ApiError> {
-    let Ok(mut body) = req.stream() else {
+    let Some(mut body) = req.body() else {
         return items(ctx, &req, None, batch_id).await;
     };
     let result = items(ctx, &req, Some(&mut body), batch_id).await;
@@ -183,16 +183,11 @@ const STREAM_TIME_MS: Millis = 300_000;
 
 async fn items(
     ctx: &Ctx<'_>,
-    req: &Request,
+    req: &Incoming,
     body: Option<&mut worker::ByteStream>,
     batch_id: &str,
 ) -> Result<Response, ApiError> {
-    let content_type = req
-        .headers()
-        .get("content-type")
-        .ok()
-        .flatten()
-        .unwrap_or_default();
+    let content_type = req.header("content-type").unwrap_or_default();
     if !content_type
         .to_ascii_lowercase()
         .starts_with("application/x-ndjson")

@@ -693,6 +693,16 @@ fn wrong_method_is_405_and_unknown_path_is_404(w: &Worker, _: &TaskServer) -> Re
     let answer = get(&w.url("/api/v1/tasks/hello-world/batch"), Some(DEV_KEY));
     ensure_eq(answer.status, 405, "GET on the batch endpoint")?;
     ensure_eq(answer.header("allow"), Some("POST"), "Allow header")?;
+    // A method the API does not use is not taken for a GET.
+    let auth = auth(DEV_KEY);
+    let unknown = request(
+        "PROPFIND",
+        &w.url("/api/v1/runs"),
+        &[("authorization", &auth)],
+        b"",
+    );
+    ensure_eq(unknown.status, 405, "PROPFIND on the run list")?;
+    ensure_eq(unknown.header("allow"), Some("GET"), "its Allow header")?;
     let missing = get(&w.url("/api/v9/nothing"), Some(DEV_KEY));
     ensure_eq(missing.status, 404, "unknown path")?;
     ensure_eq(missing.error(), "Not found".into(), "message")
