@@ -9,7 +9,9 @@
 //! outside any queue consumer and may last their whole `maxDuration`. Starts and reports
 //! go out together: while one is on its way to the stores and gates, those that come
 //! meanwhile wait and go out in the next (group commit), so a busy executor makes one
-//! store call and one gate call for many attempts.
+//! store call and one gate call for many attempts. The runs a gate admits into the slots
+//! a release frees come back in the release's reply, and this executor runs them as if
+//! handed: a hand-over makes no call from the gate.
 //!
 //! A recorded job is worked on until it is reported and released. A backstop alarm, due
 //! `BACKSTOP_MS` after a job arrives and again while jobs remain, takes up every job this
@@ -36,9 +38,10 @@ use worker::{
     SqlStorage, State,
 };
 
+use crate::domain::gate::Lease;
 use crate::domain::time::Millis;
 use crate::gate::client::QueueGateClient;
-use crate::gate::protocol::GateCommand;
+use crate::gate::protocol::{GateCommand, GateReply};
 use crate::group_commit::GroupCommit;
 use crate::rpc;
 use crate::runtime::{ensure_alarm, internal, now};
@@ -133,18 +136,7 @@ impl RunExecutor {
     /// Takes a hand of leases from a gate (`rpc::call`).
     async fn handle(&self, command: &[u8]) -> Result<String> {
         let hand: Hand = rpc::command(command, "hand")?;
-        let shared = &self.shared;
-        // Armed first: every job recorded below is then sure to be taken up.
-        shared.backstop().await?;
-        for lease in hand.leases {
-            let job = Job {
-                gate: hand.gate.clone(),
-                lease,
-            };
-            if let Some(row) = shared.record(job)? {
-                shared.work_on(row);
-            }
-        }
+        self.shared.take(hand).await?;
         rpc::reply(&true)
     }
 }
@@ -168,6 +160,23 @@ impl Shared {
     /// Arms the backstop alarm unless one is already due sooner.
     async fn backstop(&self) -> Result<()> {
         ensure_alarm(&self.state.storage(), &self.alarm_at, now() + BACKSTOP_MS).await
+    }
+
+    /// Records the jobs of a hand (from a gate's call, or from a release's reply) and
+    /// works on each.
+    async fn take(self: &Rc<Self>, hand: Hand) -> Result<()> {
+        // Armed first: every job recorded below is then sure to be taken up.
+        self.backstop().await?;
+        for lease in hand.leases {
+            let job = Job {
+                gate: hand.gate.clone(),
+                lease,
+            };
+            if let Some(row) = self.record(job)? {
+                self.work_on(row);
+            }
+        }
+        Ok(())
     }
 
     /// Records a handed job; its row to work on, unless this instance already works on it.
@@ -328,11 +337,12 @@ impl Shared {
     }
 
     /// Records the outcomes at their stores, then frees the slots at their gates: a run's
-    /// outcome is recorded before its slot goes to the next run. One reply per report:
-    /// whether it was recorded. A job whose store could not be told stays recorded (the
-    /// backstop reports it); a slot that could not be freed is reclaimed when its lease
-    /// expires.
-    async fn report(&self, batch: Vec<Report>) -> Vec<bool> {
+    /// outcome is recorded before its slot goes to the next run. Runs the gates admit into
+    /// the freed slots come back in their replies, and this executor runs them. One reply
+    /// per report: whether it was recorded. A job whose store could not be told stays
+    /// recorded (the backstop reports it); a slot that could not be freed is reclaimed
+    /// when its lease expires.
+    async fn report(self: &Rc<Self>, batch: Vec<Report>) -> Vec<bool> {
         let mut finishes: HashMap<String, Vec<Finish>> = HashMap::new();
         let mut leases = Vec::with_capacity(batch.len());
         for Report { job, ended } in batch {
@@ -373,24 +383,41 @@ impl Shared {
                 .push((lease.ticket.run_id.clone(), lease.token));
         }
         for (gate, ended) in releases {
-            if let Err(e) = self.release(gate, ended).await {
-                console_error!("executor: releasing at {gate} failed, its leases expire: {e}");
+            let next = match self.release(gate, ended).await {
+                Ok(next) => next,
+                Err(e) => {
+                    console_error!("executor: releasing at {gate} failed, its leases expire: {e}");
+                    continue;
+                }
+            };
+            let count = next.len();
+            let hand = Hand {
+                gate: gate.to_owned(),
+                leases: next,
+            };
+            if let Err(e) = self.take(hand).await {
+                console_error!(
+                    "executor: taking {count} runs from {gate} failed, their leases expire: {e}"
+                );
             }
         }
         recorded
     }
 
+    /// Frees the slots of ended attempts; the runs admitted into them for this executor.
     async fn release(
         &self,
         gate: &str,
         ended: Vec<(String, u64)>,
-    ) -> std::result::Result<(), String> {
+    ) -> std::result::Result<Vec<Lease>, String> {
         let client = QueueGateClient::new(&self.env, gate).map_err(|e| e.detail)?;
-        client
-            .call(&GateCommand::Release { ended })
-            .await
-            .map(drop)
-            .map_err(|e| e.detail)
+        let command = GateCommand::Release {
+            ended,
+            take_next: true,
+        };
+        match client.call(&command).await.map_err(|e| e.detail)? {
+            GateReply::Admitted { hand, .. } => Ok(hand),
+        }
     }
 
     /// Drops a job that is done with.

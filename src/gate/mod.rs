@@ -19,7 +19,7 @@ use worker::{
 
 use crate::domain::gate::{Changes, GateState, Lease, Waiting};
 use crate::domain::time::Millis;
-use crate::executor::client::{hand, hands, pool_size, EXECUTOR_POOL};
+use crate::executor::client::{hand, hands, pool_size, split_for_releaser, EXECUTOR_POOL};
 use crate::rpc;
 use crate::runtime::{ensure_alarm, internal, now};
 use crate::store::client::RunStoreClient;
@@ -124,26 +124,30 @@ impl QueueGate {
     /// Answers one command from a caller (`rpc::call`).
     async fn handle(&self, command: &[u8]) -> Result<String> {
         let now = now();
-        let (name, changes) = match rpc::command::<GateCommand>(command, "gate command")? {
+        // `returns`: how many of the admitted runs the caller takes back in the reply.
+        let (name, changes, returns) = match rpc::command::<GateCommand>(command, "gate command")? {
             GateCommand::Offer {
                 gate,
                 tickets,
                 limit,
             } => {
                 self.remember_name(&gate)?;
-                (gate, self.apply(|g| g.offer(tickets, limit, now))?)
+                (gate, self.apply(|g| g.offer(tickets, limit, now))?, 0)
             }
-            GateCommand::Release { ended } => {
-                (self.name()?, self.apply(|g| g.release_all(&ended, now))?)
+            GateCommand::Release { ended, take_next } => {
+                let returns = if take_next { ended.len() } else { 0 };
+                let changes = self.apply(|g| g.release_all(&ended, now))?;
+                (self.name()?, changes, returns)
             }
             GateCommand::Remove { run_id } => {
-                (self.name()?, self.apply(|g| g.remove(&run_id, now))?)
+                (self.name()?, self.apply(|g| g.remove(&run_id, now))?, 0)
             }
         };
         let count = changes.admitted.len();
         self.rearm().await?;
-        self.launch(&name, changes.admitted).await;
-        rpc::reply(&GateReply::Admitted { count })
+        let (hand, others) = split_for_releaser(changes.admitted, returns);
+        self.launch(&name, others).await;
+        rpc::reply(&GateReply::Admitted { count, hand })
     }
 
     fn sql(&self) -> SqlStorage {

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::gate::{LimitUpdate, Ticket};
+use crate::domain::gate::{Lease, LimitUpdate, Ticket};
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -14,8 +14,14 @@ pub enum GateCommand {
         tickets: Vec<Ticket>,
         limit: Option<LimitUpdate>,
     },
-    /// These attempts ended (run id, lease token): free their slots.
-    Release { ended: Vec<(String, u64)> },
+    /// These attempts ended (run id, lease token): free their slots. With `take_next`,
+    /// the releasing executor takes runs admitted into the freed slots from the reply
+    /// (`executor::client::split_for_releaser`) instead of in a hand of their own.
+    Release {
+        ended: Vec<(String, u64)>,
+        #[serde(default)]
+        take_next: bool,
+    },
     /// The run was cancelled: forget it, waiting or running.
     Remove { run_id: String },
 }
@@ -23,6 +29,11 @@ pub enum GateCommand {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum GateReply {
-    /// How many runs this call admitted (they were handed to their executors).
-    Admitted { count: usize },
+    /// How many runs this call admitted. Those in `hand` are the caller's to run (a
+    /// release with `take_next`); the others were handed to their executors.
+    Admitted {
+        count: usize,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        hand: Vec<Lease>,
+    },
 }
