@@ -14,6 +14,8 @@ use crate::{ensure, ensure_eq, unique};
 
 /// The task the tests declare, pointing at the test task endpoint.
 pub const TASK: &str = "e2e-task";
+/// A second task on the same endpoint, whose runs live in another store.
+const OTHER_TASK: &str = "e2e-task-b";
 
 pub type Case = fn(&Worker, &TaskServer) -> Result<(), Failed>;
 
@@ -21,6 +23,7 @@ pub fn cases() -> Vec<(&'static str, Case)> {
     crate::cases![
         thirty_runs_on_a_limit_3_queue_all_complete_never_more_than_3_at_once,
         two_concurrency_keys_on_a_limit_2_queue_each_reach_2_never_more,
+        two_tasks_sharing_a_limit_2_queue_all_complete_never_more_than_2_at_once,
         a_limit_0_queue_holds_its_runs_until_a_later_batch_raises_the_limit,
         a_run_failing_twice_then_succeeding_completes_on_attempt_3,
         a_run_always_failing_ends_failed_after_max_attempts_with_its_error,
@@ -38,6 +41,7 @@ pub fn cases() -> Vec<(&'static str, Case)> {
 /// Adds the test task to a worker's configuration.
 pub fn declare_task(config: &mut toml::Table, server: &TaskServer) {
     declare_endpoint_task(config, TASK, &server.url(), 3, 30);
+    declare_endpoint_task(config, OTHER_TASK, &server.url(), 3, 30);
 }
 
 /// Declares task `name`, calling `endpoint`, with quick fixed retries (200 ms).
@@ -64,11 +68,15 @@ pub fn declare_endpoint_task(
 }
 
 fn trigger(w: &Worker, items: Vec<Value>) -> Result<Vec<String>, Failed> {
+    trigger_task(w, TASK, items)
+}
+
+fn trigger_task(w: &Worker, task: &str, items: Vec<Value>) -> Result<Vec<String>, Failed> {
     let body = json!({ "items": items }).to_string();
     let authorization = format!("Bearer {DEV_KEY}");
     let answer = request(
         "POST",
-        &w.url(&format!("/api/v1/tasks/{TASK}/batch")),
+        &w.url(&format!("/api/v1/tasks/{task}/batch")),
         &[("authorization", &authorization)],
         body.as_bytes(),
     );
@@ -163,6 +171,43 @@ fn thirty_runs_on_a_limit_3_queue_all_complete_never_more_than_3_at_once(
     ensure_eq(
         tasks.max_in_flight(&queue, None),
         3,
+        "most calls of the queue in flight at once",
+    )
+}
+
+/// A slot freed by one task's run may go to the other task's: that run starts at its own
+/// store, not at the one the freed run reported to.
+fn two_tasks_sharing_a_limit_2_queue_all_complete_never_more_than_2_at_once(
+    w: &Worker,
+    tasks: &TaskServer,
+) -> Result<(), Failed> {
+    let queue = unique("shared");
+    let batch = |task| {
+        let items = (0..10)
+            .map(|_| item(json!({"sleepMs": 100}), &queue, 2))
+            .collect();
+        trigger_task(w, task, items)
+    };
+    let (ours, theirs) = (batch(TASK)?, batch(OTHER_TASK)?);
+    // Run ids begin with their store's route (`run_` and three characters).
+    ensure(
+        ours[0][..7] != theirs[0][..7],
+        format!(
+            "the two tasks' runs live in two stores: {} {}",
+            ours[0], theirs[0]
+        ),
+    )?;
+    for id in ours.iter().chain(&theirs) {
+        wait_status(w, id, "COMPLETED", Duration::from_secs(90));
+        ensure_eq(
+            tasks.calls_of(id).len(),
+            1,
+            "each run is called exactly once",
+        )?;
+    }
+    ensure_eq(
+        tasks.max_in_flight(&queue, None),
+        2,
         "most calls of the queue in flight at once",
     )
 }
