@@ -127,7 +127,10 @@ macro_rules! export_command {
         const _: () = {
             use ::worker::wasm_bindgen::prelude::wasm_bindgen;
             use ::worker::wasm_bindgen::JsValue;
-            // The paths the attribute's generated code takes for these two crates.
+            // The paths the attribute's generated code takes for these two crates. Under
+            // worker-build (which sets `WASM_BINDGEN_USE_JS_SYS`) it awaits through
+            // `js_sys` instead, and the second goes unused.
+            #[allow(unused_imports)]
             use ::worker::{wasm_bindgen as bindgen, wasm_bindgen_futures};
 
             #[wasm_bindgen(wasm_bindgen = bindgen)]
