@@ -55,13 +55,22 @@ pub struct Hand {
 }
 
 /// Of the leases a release admitted, those the releasing executor takes back in the
-/// release's reply: in admission order, no more than it `released` (so each executor
-/// keeps the share of the limit it had) and at most `HAND_MAX`. The rest go out in hands.
-/// A hand-over is then three calls in series (the report to the store, the release, the
-/// start) instead of four: no separate hand from the gate.
-pub fn split_for_releaser(mut admitted: Vec<Lease>, released: usize) -> (Vec<Lease>, Vec<Lease>) {
-    let others = admitted.split_off(released.min(HAND_MAX).min(admitted.len()));
+/// release's reply: in admission order, at most `wanted` (no more than it released, so
+/// that each executor keeps the share of the limit it had, and no more than it has room
+/// for, `room_to_take`). The rest go out in hands. A hand-over is then three calls in
+/// series (the report to the store, the release, the start) instead of four.
+pub fn split_for_releaser(mut admitted: Vec<Lease>, wanted: usize) -> (Vec<Lease>, Vec<Lease>) {
+    let others = admitted.split_off(wanted.min(HAND_MAX).min(admitted.len()));
     (admitted, others)
+}
+
+/// How many runs an executor may take from a release's reply while `running` attempts of
+/// its own go on: its calls then number `HAND_MAX` at most, so that none of them waits
+/// for a connection whatever invocation it runs in (a run taken this way starts in the
+/// invocation that reported, not in a hand's own). An executor busier than that gets
+/// its runs in hands, six per call.
+pub fn room_to_take(running: usize) -> usize {
+    HAND_MAX.saturating_sub(running)
 }
 
 fn executor_name(gate: &str, lease: &Lease, pool: u64) -> String {
@@ -157,6 +166,14 @@ mod tests {
             "a caller that does not take runs gets none"
         );
         assert_eq!(others.len(), 3);
+    }
+
+    #[test]
+    fn an_executor_takes_runs_from_a_release_only_while_it_runs_fewer_than_six() {
+        assert_eq!(room_to_take(0), HAND_MAX);
+        assert_eq!(room_to_take(4), 2);
+        assert_eq!(room_to_take(6), 0);
+        assert_eq!(room_to_take(40), 0, "a busy executor gets hands");
     }
 
     #[test]

@@ -11,7 +11,9 @@
 //! meanwhile wait and go out in the next (group commit), so a busy executor makes one
 //! store call and one gate call for many attempts. The runs a gate admits into the slots
 //! a release frees come back in the release's reply, and this executor runs them as if
-//! handed: a hand-over makes no call from the gate.
+//! handed: a hand-over makes no call from the gate. Their calls start in the invocation
+//! that reported, so it takes them only while its attempts stay within six in all
+//! (`client::room_to_take`); a busier executor gets hands.
 //!
 //! A recorded job is worked on until it is reported and released. A backstop alarm, due
 //! `BACKSTOP_MS` after a job arrives and again while jobs remain, takes up every job this
@@ -47,7 +49,7 @@ use crate::rpc;
 use crate::runtime::{ensure_alarm, internal, now};
 use crate::store::client::RunStoreClient;
 use crate::store::protocol::{AttemptOutcome, Finish, StoreCommand, StoreReply};
-use client::{Hand, Job};
+use client::{room_to_take, Hand, Job};
 
 /// A job (the gate and the lease, as JSON) per admission, and the attempt's outcome once
 /// it is known and not yet reported.
@@ -382,8 +384,12 @@ impl Shared {
                 .or_default()
                 .push((lease.ticket.run_id.clone(), lease.token));
         }
+        // Attempts of this executor that go on (the reported ones are still counted
+        // active until their reply).
+        let running = self.active.borrow().len().saturating_sub(leases.len());
+        let mut room = room_to_take(running);
         for (gate, ended) in releases {
-            let next = match self.release(gate, ended).await {
+            let next = match self.release(gate, ended, room).await {
                 Ok(next) => next,
                 Err(e) => {
                     console_error!("executor: releasing at {gate} failed, its leases expire: {e}");
@@ -391,6 +397,7 @@ impl Shared {
                 }
             };
             let count = next.len();
+            room = room.saturating_sub(count);
             let hand = Hand {
                 gate: gate.to_owned(),
                 leases: next,
@@ -404,17 +411,16 @@ impl Shared {
         recorded
     }
 
-    /// Frees the slots of ended attempts; the runs admitted into them for this executor.
+    /// Frees the slots of ended attempts; up to `take` of the runs admitted into them, for
+    /// this executor.
     async fn release(
         &self,
         gate: &str,
         ended: Vec<(String, u64)>,
+        take: usize,
     ) -> std::result::Result<Vec<Lease>, String> {
         let client = QueueGateClient::new(&self.env, gate).map_err(|e| e.detail)?;
-        let command = GateCommand::Release {
-            ended,
-            take_next: true,
-        };
+        let command = GateCommand::Release { ended, take };
         match client.call(&command).await.map_err(|e| e.detail)? {
             GateReply::Admitted { hand, .. } => Ok(hand),
         }

@@ -134,8 +134,8 @@ impl QueueGate {
                 self.remember_name(&gate)?;
                 (gate, self.apply(|g| g.offer(tickets, limit, now))?, 0)
             }
-            GateCommand::Release { ended, take_next } => {
-                let returns = if take_next { ended.len() } else { 0 };
+            GateCommand::Release { ended, take } => {
+                let returns = take.min(ended.len());
                 let changes = self.apply(|g| g.release_all(&ended, now))?;
                 (self.name()?, changes, returns)
             }

@@ -14,13 +14,13 @@ pub enum GateCommand {
         tickets: Vec<Ticket>,
         limit: Option<LimitUpdate>,
     },
-    /// These attempts ended (run id, lease token): free their slots. With `take_next`,
-    /// the releasing executor takes runs admitted into the freed slots from the reply
-    /// (`executor::client::split_for_releaser`) instead of in a hand of their own.
+    /// These attempts ended (run id, lease token): free their slots. The releasing
+    /// executor takes up to `take` of the runs admitted into the freed slots from the
+    /// reply (`executor::client::split_for_releaser`) instead of in hands of their own.
     Release {
         ended: Vec<(String, u64)>,
         #[serde(default)]
-        take_next: bool,
+        take: usize,
     },
     /// The run was cancelled: forget it, waiting or running.
     Remove { run_id: String },
@@ -30,7 +30,7 @@ pub enum GateCommand {
 #[serde(rename_all = "snake_case")]
 pub enum GateReply {
     /// How many runs this call admitted. Those in `hand` are the caller's to run (a
-    /// release with `take_next`); the others were handed to their executors.
+    /// release that takes some); the others were handed to their executors.
     Admitted {
         count: usize,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
