@@ -410,12 +410,13 @@ for (const [pathName, r] of Object.entries(report.paths)) {
   const ex = (k) => median(r.execute.map((x) => x[k]));
   const gt = (k) => median(r.gate.map((x) => x[k]));
   const sg = (k) => median((r.singles ?? []).map((x) => x[k]));
+  const l2 = (k) => median(r.gate.map((x) => x.limit2[k]));
   const execution = () => [
     `Execute: ${r.execute[0].runs} runs, ${ex("runsCompletedPerSec").toFixed(0)} completed/s; QUEUED→call p50 ${ex("queuedToCallP50ms")} ms, p99 ${ex("queuedToCallP99ms")} ms` +
       (r.execute.some((x) => x.triggersResent) ? ` (${r.execute.map((x) => x.triggersResent).join(" and ")} trigger(s), by round, answered 503 or had their connection reset, and were sent again with their batch key).` : "."),
     `Single runs, one at a time (warm, free gate): QUEUED→call p50 ${sg("queuedToCallP50ms")} ms, p99 ${sg("queuedToCallP99ms")} ms.`,
     `Gate (limit 10): ${r.gate[0].runs} runs, ${gt("runsPerSec").toFixed(0)} runs/s; handover p50 ${gt("handoverP50ms")} ms, p99 ${gt("handoverP99ms")} ms. ` +
-      `Diagnostic, limit 2 (the local isolate not saturated): ${median(r.gate.map((x) => x.limit2.runsPerSec)).toFixed(0)} runs/s, handover p50 ${median(r.gate.map((x) => x.limit2.handoverP50ms))} ms, p99 ${median(r.gate.map((x) => x.limit2.handoverP99ms))} ms.`, ""];
+      `Diagnostic, limit 2 (the local isolate not saturated): ${l2("runsPerSec").toFixed(0)} runs/s, handover p50 ${l2("handoverP50ms")} ms, p99 ${l2("handoverP99ms")} ms.`, ""];
   if (only === "execute" && r.execute?.length && r.gate?.length) {
     lines.push("", ...execution());
     continue;

@@ -123,8 +123,7 @@ async fn submit(
 
 /// The optional `idempotency-key` and `idempotency-key-ttl` headers.
 fn batch_key(req: &Incoming, body: &[u8]) -> Result<Option<BatchKey>, ApiError> {
-    let header = |name: &str| req.header(name);
-    let Some(key) = header("idempotency-key") else {
+    let Some(key) = req.header("idempotency-key") else {
         return Ok(None);
     };
     if !(1..=MAX_IDEMPOTENCY_KEY_CHARS).contains(&key.chars().count()) {
@@ -139,7 +138,7 @@ fn batch_key(req: &Incoming, body: &[u8]) -> Result<Option<BatchKey>, ApiError> 
             NO_CONTROL_CHARACTERS,
         ));
     }
-    let ttl_ms = match header("idempotency-key-ttl") {
+    let ttl_ms = match req.header("idempotency-key-ttl") {
         None => DEFAULT_KEY_TTL_MS,
         Some(ttl) => parse_key_ttl(&ttl).ok_or_else(|| {
             ApiError::validation(
