@@ -19,6 +19,7 @@ mod properties;
 pub mod queue_name;
 pub mod rate_limit;
 pub mod request_url;
+pub mod schema;
 pub mod status;
 pub mod time;
 pub mod trigger;

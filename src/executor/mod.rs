@@ -28,12 +28,13 @@
 
 mod call;
 pub mod client;
+pub mod schema;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
-use crate::store::sql::rows;
+use crate::store::sql::{rows, Migrated};
 use worker::wasm_bindgen_futures::spawn_local;
 use worker::{
     console_error, console_log, durable_object, DurableObject, Env, Request, Response, Result,
@@ -51,10 +52,6 @@ use crate::store::client::RunStoreClient;
 use crate::store::protocol::{AttemptOutcome, Finish, StoreCommand, StoreReply};
 use client::{room_to_take, Hand, Job};
 
-/// A job (the gate and the lease, as JSON) per admission, and the attempt's outcome once
-/// it is known and not yet reported.
-const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS jobs (
-    key TEXT PRIMARY KEY, job TEXT NOT NULL, attempt INTEGER, outcome TEXT)";
 /// How long a recorded job may go without an instance working on it.
 const BACKSTOP_MS: Millis = 30_000;
 
@@ -67,6 +64,8 @@ pub struct RunExecutor {
 struct Shared {
     state: State,
     env: Env,
+    /// Whether the schema migration succeeded when the object started.
+    migrated: Migrated,
     /// Keys of the jobs this instance is working on; the alarm leaves them alone.
     active: RefCell<HashSet<String>>,
     /// The alarm time last set, if known (memory only).
@@ -93,12 +92,11 @@ struct JobRow {
 
 impl DurableObject for RunExecutor {
     fn new(state: State, env: Env) -> Self {
-        if let Err(e) = state.storage().sql().exec(SCHEMA, None) {
-            console_error!("executor: schema failed: {e}");
-        }
+        let migrated = Migrated::start(&state.storage(), &schema::SCHEMA);
         let shared = Shared {
             state,
             env,
+            migrated,
             active: RefCell::new(HashSet::new()),
             alarm_at: Cell::new(None),
             starts: GroupCommit::default(),
@@ -116,6 +114,7 @@ impl DurableObject for RunExecutor {
     async fn alarm(&self) -> Result<Response> {
         let shared = &self.shared;
         shared.alarm_at.set(None);
+        shared.migrated.ready()?;
         let keys = rows(&shared.sql(), "SELECT key FROM jobs", vec![])?
             .into_iter()
             .map(|mut row| row.text())
@@ -137,6 +136,7 @@ crate::export_command!(RunExecutor);
 impl RunExecutor {
     /// Takes a hand of leases from a gate (`rpc::call`).
     async fn handle(&self, command: &[u8]) -> Result<String> {
+        self.shared.migrated.ready()?;
         let hand: Hand = rpc::command(command, "hand")?;
         self.shared.take(hand).await?;
         rpc::reply(&true)

@@ -9,6 +9,7 @@
 
 pub mod client;
 pub mod protocol;
+pub mod schema;
 
 use std::cell::{Cell, RefCell};
 
@@ -24,17 +25,8 @@ use crate::rpc;
 use crate::runtime::{ensure_alarm, internal, now};
 use crate::store::client::RunStoreClient;
 use crate::store::protocol::{StoreCommand, StoreReply};
-use crate::store::sql::{rows, transaction};
+use crate::store::sql::{rows, transaction, Migrated};
 use protocol::{GateCommand, GateReply};
-
-const SCHEMA: &[&str] = &[
-    // `limit` (absent: unlimited), `limit_set_at`, `name`.
-    "CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-    // Runs waiting for a slot: the ticket as JSON, and the arrival order.
-    "CREATE TABLE IF NOT EXISTS waiting (run_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, ticket TEXT NOT NULL)",
-    // Runs holding a slot: the lease as JSON.
-    "CREATE TABLE IF NOT EXISTS running (run_id TEXT PRIMARY KEY, lease TEXT NOT NULL)",
-];
 
 /// Hands to executors a gate keeps in flight at once.
 const LAUNCH_CONCURRENCY: usize = 32;
@@ -43,6 +35,8 @@ const LAUNCH_CONCURRENCY: usize = 32;
 pub struct QueueGate {
     state: State,
     env: Env,
+    /// Whether the schema migration succeeded when the object started.
+    migrated: Migrated,
     /// The gate's state, loaded from storage on first use; every change is written through.
     gate: RefCell<Option<GateState>>,
     /// The alarm time last set, if known (memory only).
@@ -58,15 +52,11 @@ struct SettingRow {
 
 impl DurableObject for QueueGate {
     fn new(state: State, env: Env) -> Self {
-        let sql = state.storage().sql();
-        for statement in SCHEMA {
-            if let Err(e) = sql.exec(statement, None) {
-                console_error!("queue gate: schema failed: {e}");
-            }
-        }
+        let migrated = Migrated::start(&state.storage(), &schema::SCHEMA);
         QueueGate {
             state,
             env,
+            migrated,
             gate: RefCell::new(None),
             alarm_at: Cell::new(None),
             name: RefCell::new(None),
@@ -79,6 +69,7 @@ impl DurableObject for QueueGate {
 
     async fn alarm(&self) -> Result<Response> {
         self.alarm_at.set(None);
+        self.migrated.ready()?;
         let now = now();
         let name = self.name()?;
         self.apply(|g| g.drop_expired_waiting(now))?;
@@ -123,6 +114,7 @@ crate::export_command!(QueueGate);
 impl QueueGate {
     /// Answers one command from a caller (`rpc::call`).
     async fn handle(&self, command: &[u8]) -> Result<String> {
+        self.migrated.ready()?;
         let now = now();
         // `returns`: how many of the admitted runs the caller takes back in the reply.
         let (name, changes, returns) = match rpc::command::<GateCommand>(command, "gate command")? {

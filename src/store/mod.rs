@@ -24,15 +24,14 @@ pub(crate) mod sql;
 use std::cell::Cell;
 
 use serde::Deserialize;
-use worker::{
-    console_error, durable_object, DurableObject, Env, Request, Response, Result, SqlStorage, State,
-};
+use worker::{durable_object, DurableObject, Env, Request, Response, Result, SqlStorage, State};
 
 use crate::domain::time::Millis;
 use crate::group_commit::GroupCommit;
 use crate::rpc;
 use crate::runtime::{ensure_alarm, internal, now};
 use protocol::{StoreCommand, StoreReply, TriggerBatch};
+use sql::Migrated;
 
 /// The queue binding that carries run references to the consumer.
 pub const RUNS_QUEUE: &str = "RUNS";
@@ -47,6 +46,8 @@ pub struct RunStore {
     /// The alarm time this object last set, if known. Memory only: after a restart it is
     /// unknown and the next write sets the alarm again.
     alarm_at: Cell<Option<Millis>>,
+    /// Whether the schema migration succeeded when the object started.
+    migrated: Migrated,
     /// Triggers waiting to be accepted with their group (see `trigger_batch`).
     triggers: GroupCommit<TriggerBatch, std::result::Result<StoreReply, String>>,
 }
@@ -61,24 +62,11 @@ fn jitter() -> f64 {
 
 impl DurableObject for RunStore {
     fn new(state: State, env: Env) -> Self {
-        let sql = state.storage().sql();
-        for statement in schema::MIGRATIONS {
-            if let Err(e) = sql.exec(statement, None) {
-                console_error!("run store: migration failed: {e}");
-            }
-        }
-        for statement in schema::ADDED_COLUMNS {
-            // Stores created before a column existed get it; others say it is a duplicate.
-            let _ = sql.exec(statement, None);
-        }
-        for statement in schema::INDEXES {
-            if let Err(e) = sql.exec(statement, None) {
-                console_error!("run store: index failed: {e}");
-            }
-        }
+        let migrated = Migrated::start(&state.storage(), &schema::SCHEMA);
         RunStore {
             state,
             env,
+            migrated,
             alarm_at: Cell::new(None),
             triggers: GroupCommit::default(),
         }
@@ -90,6 +78,7 @@ impl DurableObject for RunStore {
 
     async fn alarm(&self) -> Result<Response> {
         self.alarm_at.set(None);
+        self.migrated.ready()?;
         self.deliver_due().await?;
         Response::ok("")
     }
@@ -100,6 +89,7 @@ crate::export_command!(RunStore);
 impl RunStore {
     /// Answers one command from a caller (`rpc::call`).
     async fn handle(&self, command: &[u8]) -> Result<String> {
+        self.migrated.ready()?;
         let reply = match rpc::command::<StoreCommand>(command, "store command")? {
             StoreCommand::TriggerBatch(cmd) => self.trigger_batch(cmd).await?,
             StoreCommand::GetRun { run_id } => self.get_run(&run_id)?,

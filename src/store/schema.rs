@@ -1,13 +1,30 @@
-//! The run store's SQLite schema. Every table is durable state: losing any row would
-//! lose an accepted run or break an idempotency promise.
+//! The run store's SQLite schema, as numbered migration steps (`domain::schema`). Every
+//! table is durable state: losing any row would lose an accepted run or break an
+//! idempotency promise.
+//!
+//! Step 1 is the schema of the last build before versioning, which ran its statements on
+//! every start; it adopts stores that build made. A change of schema is a new step at the
+//! end of [`SCHEMA`], never an edit of a released one (the test below pins them).
 
-/// Statements run when an object starts; each is idempotent.
-pub const MIGRATIONS: &[&str] = &[
+use crate::domain::schema::{Schema, Statement, Step};
+use Statement::{AddColumnIfMissing, Sql};
+
+/// Every step of the run store's schema, oldest first.
+pub const SCHEMA: Schema = Schema {
+    object: "run store",
+    steps: &[Step {
+        version: 1,
+        statements: STEP_1,
+    }],
+};
+
+/// The tables, the columns added to them after their first release, and the indexes.
+const STEP_1: &[Statement] = &[
     // `name`: the object's own name, which queue messages carry back to it.
-    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    Sql("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"),
     // One row per run. `payload`/`context` hold the caller's JSON text, or NULL with
     // `*_chunks > 0` when the text is split over `run_chunks` (rows are capped at 2 MB).
-    "CREATE TABLE IF NOT EXISTS runs (
+    Sql("CREATE TABLE IF NOT EXISTS runs (
         id TEXT PRIMARY KEY,
         task TEXT NOT NULL,
         status TEXT NOT NULL,
@@ -45,27 +62,27 @@ pub const MIGRATIONS: &[&str] = &[
         retry_at INTEGER,
         lease_token INTEGER,
         retry TEXT
-    )",
-    "CREATE TABLE IF NOT EXISTS run_chunks (
+    )"),
+    Sql("CREATE TABLE IF NOT EXISTS run_chunks (
         run_id TEXT NOT NULL,
         part TEXT NOT NULL,
         seq INTEGER NOT NULL,
         data TEXT NOT NULL,
         PRIMARY KEY (run_id, part, seq)
-    )",
+    )"),
     // (task, key) → the run holding it. Whether it still holds depends on `expires_at`
     // and on the run's status (see domain::idempotency).
-    "CREATE TABLE IF NOT EXISTS idempotency_keys (
+    Sql("CREATE TABLE IF NOT EXISTS idempotency_keys (
         task TEXT NOT NULL,
         key TEXT NOT NULL,
         run_id TEXT NOT NULL,
         expires_at INTEGER NOT NULL,
         PRIMARY KEY (task, key)
-    )",
+    )"),
     // `version` 1: a seed-endpoint batch, its runs listed in `runs`. `version` 3: a
     // two-step batch of `run_count` items, received into `batch_items`; sealed when all
     // arrived, aborted when not sealed in time.
-    "CREATE TABLE IF NOT EXISTS batches (
+    Sql("CREATE TABLE IF NOT EXISTS batches (
         id TEXT PRIMARY KEY,
         task TEXT NOT NULL,
         status TEXT NOT NULL,
@@ -77,10 +94,10 @@ pub const MIGRATIONS: &[&str] = &[
         run_count INTEGER,
         sealed_at INTEGER,
         aborted_at INTEGER
-    )",
+    )"),
     // The items a two-step batch received (in the batch's own store): the run each made,
     // or why it made none.
-    "CREATE TABLE IF NOT EXISTS batch_items (
+    Sql("CREATE TABLE IF NOT EXISTS batch_items (
         batch_id TEXT NOT NULL,
         idx INTEGER NOT NULL,
         task TEXT NOT NULL,
@@ -88,56 +105,50 @@ pub const MIGRATIONS: &[&str] = &[
         error TEXT,
         error_code TEXT,
         PRIMARY KEY (batch_id, idx)
-    )",
+    )"),
     // In the store of an item's task: the run each (batch, index) made, so a resent item
     // gets the same run.
-    "CREATE TABLE IF NOT EXISTS batch_runs (
+    Sql("CREATE TABLE IF NOT EXISTS batch_runs (
         batch_id TEXT NOT NULL,
         idx INTEGER NOT NULL,
         run_id TEXT NOT NULL,
         PRIMARY KEY (batch_id, idx)
-    )",
-    "CREATE TABLE IF NOT EXISTS batch_keys (
+    )"),
+    Sql("CREATE TABLE IF NOT EXISTS batch_keys (
         task TEXT NOT NULL,
         key TEXT NOT NULL,
         batch_id TEXT NOT NULL,
         body_hash TEXT NOT NULL,
         expires_at INTEGER NOT NULL,
         PRIMARY KEY (task, key)
-    )",
+    )"),
     // The latest concurrencyLimit a trigger asked for, per queue (v3: create or update).
-    "CREATE TABLE IF NOT EXISTS queues (
+    Sql("CREATE TABLE IF NOT EXISTS queues (
         name TEXT PRIMARY KEY,
         concurrency_limit INTEGER,
         updated_at INTEGER NOT NULL
-    )",
+    )"),
     // Runs not yet acknowledged by the queue consumer. The alarm sends rows that are due
     // and never sent, and re-sends rows sent long ago without an acknowledgement.
-    "CREATE TABLE IF NOT EXISTS outbox (
+    Sql("CREATE TABLE IF NOT EXISTS outbox (
         run_id TEXT PRIMARY KEY,
         due_at INTEGER NOT NULL,
         sent_at INTEGER
-    )",
-];
-
-/// Columns added after the first release, for stores created before them.
-pub const ADDED_COLUMNS: &[&str] = &[
-    "ALTER TABLE runs ADD COLUMN expires_at INTEGER",
-    "ALTER TABLE runs ADD COLUMN retry_at INTEGER",
-    "ALTER TABLE runs ADD COLUMN lease_token INTEGER",
-    "ALTER TABLE runs ADD COLUMN retry TEXT",
-    "ALTER TABLE batches ADD COLUMN version INTEGER NOT NULL DEFAULT 1",
-    "ALTER TABLE batches ADD COLUMN run_count INTEGER",
-    "ALTER TABLE batches ADD COLUMN sealed_at INTEGER",
-    "ALTER TABLE batches ADD COLUMN aborted_at INTEGER",
-];
-
-/// Indexes, created after the columns they cover exist.
-pub const INDEXES: &[&str] = &[
+    )"),
+    // Columns added after the tables' first release, for stores created before them.
+    AddColumnIfMissing("ALTER TABLE runs ADD COLUMN expires_at INTEGER"),
+    AddColumnIfMissing("ALTER TABLE runs ADD COLUMN retry_at INTEGER"),
+    AddColumnIfMissing("ALTER TABLE runs ADD COLUMN lease_token INTEGER"),
+    AddColumnIfMissing("ALTER TABLE runs ADD COLUMN retry TEXT"),
+    AddColumnIfMissing("ALTER TABLE batches ADD COLUMN version INTEGER NOT NULL DEFAULT 1"),
+    AddColumnIfMissing("ALTER TABLE batches ADD COLUMN run_count INTEGER"),
+    AddColumnIfMissing("ALTER TABLE batches ADD COLUMN sealed_at INTEGER"),
+    AddColumnIfMissing("ALTER TABLE batches ADD COLUMN aborted_at INTEGER"),
+    // Indexes, created after the columns they cover exist.
     // Newest-first listing (GET /api/v1/runs) and its cursors.
-    "CREATE INDEX IF NOT EXISTS runs_created ON runs (created_at, id)",
+    Sql("CREATE INDEX IF NOT EXISTS runs_created ON runs (created_at, id)"),
     // QUEUED runs with a TTL, for the expiry sweep.
-    "CREATE INDEX IF NOT EXISTS runs_expiry ON runs (expires_at) WHERE status = 'QUEUED' AND expires_at IS NOT NULL",
+    Sql("CREATE INDEX IF NOT EXISTS runs_expiry ON runs (expires_at) WHERE status = 'QUEUED' AND expires_at IS NOT NULL"),
 ];
 
 /// Rows of `payload`/`context` text beyond this size are split into `run_chunks`.
@@ -177,5 +188,10 @@ mod tests {
             .next()
             .unwrap();
         assert_eq!(columns.split(',').count(), RUN_COLUMNS);
+    }
+
+    #[test]
+    fn released_steps_are_unchanged() {
+        crate::domain::schema::assert_released(&SCHEMA, &["002e7b9a9d16d24e"]);
     }
 }

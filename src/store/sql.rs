@@ -6,7 +6,9 @@ use wasm_bindgen::closure::ScopedClosure;
 use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::{JsCast, JsValue};
 use worker::worker_sys::DurableObjectStorage;
-use worker::{SqlStorage, SqlStorageValue, Storage};
+use worker::{console_warn, SqlStorage, SqlStorageValue, Storage};
+
+use crate::domain::schema::{Plan, Schema};
 
 /// SQL statements take at most 100 bound parameters; lists use fewer to leave room.
 pub const MAX_LIST_PARAMS: usize = 90;
@@ -121,6 +123,92 @@ pub fn transaction<T>(
             "transactionSync did not run its callback".into(),
         )),
     }
+}
+
+/// The table in which every SQLite-backed object records the schema steps it applied
+/// (`domain::schema`): one row per step, never changed afterwards.
+const SCHEMA_STEPS: &str = "CREATE TABLE IF NOT EXISTS schema_steps (
+    version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)";
+
+/// Whether an object's storage was brought to its schema when the object started: an
+/// object whose tables are not what this build reads and writes serves nothing (the
+/// migration is tried again when the runtime next starts the object).
+pub struct Migrated {
+    object: &'static str,
+    outcome: Result<(), String>,
+}
+
+impl Migrated {
+    /// Migrates `storage` (see [`migrate`]), logging a failure.
+    pub fn start(storage: &Storage, schema: &Schema) -> Migrated {
+        let outcome = migrate(storage, schema).map_err(|e| {
+            worker::console_error!("{}: {e}", schema.object);
+            e.to_string()
+        });
+        Migrated {
+            object: schema.object,
+            outcome,
+        }
+    }
+
+    /// `Ok` when the object may serve.
+    pub fn ready(&self) -> worker::Result<()> {
+        self.outcome.clone().map_err(|e| {
+            worker::Error::RustError(format!("{} schema not migrated: {e}", self.object))
+        })
+    }
+}
+
+/// Brings an object's storage to `schema`'s latest step: applies each missing step and its
+/// record in one transaction, in order. Called when the object starts, before it serves
+/// anything; an error means the object must not serve (its tables are not what its code
+/// reads and writes).
+pub fn migrate(storage: &Storage, schema: &Schema) -> worker::Result<()> {
+    let sql = storage.sql();
+    sql.exec(SCHEMA_STEPS, None)?;
+    let applied = rows(
+        &sql,
+        "SELECT COALESCE(MAX(version), 0) FROM schema_steps",
+        Vec::new(),
+    )?
+    .pop()
+    .map(|mut row| row.int())
+    .transpose()?
+    .unwrap_or(0);
+    let steps = match schema.plan(u32::try_from(applied).unwrap_or(u32::MAX)) {
+        Plan::UpToDate => return Ok(()),
+        Plan::Newer { found, known } => {
+            console_warn!(
+                "{}: storage is at schema step {found}, this build knows {known}: running on (steps only add)",
+                schema.object
+            );
+            return Ok(());
+        }
+        Plan::Apply(steps) => steps,
+    };
+    for step in steps {
+        transaction(storage, || {
+            for statement in step.statements {
+                if let Err(e) = sql.exec(statement.text(), None) {
+                    if !statement.tolerates(&e.to_string()) {
+                        return Err(worker::Error::RustError(format!(
+                            "{} schema step {}: {e}",
+                            schema.object, step.version
+                        )));
+                    }
+                }
+            }
+            sql.exec(
+                "INSERT INTO schema_steps (version, applied_at) VALUES (?, ?)",
+                vec![
+                    SqlStorageValue::Integer(step.version.into()),
+                    SqlStorageValue::Integer(crate::runtime::now() as i64),
+                ],
+            )?;
+            Ok(())
+        })?;
+    }
+    Ok(())
 }
 
 /// `(?, ?), (?, ?)`: `rows` rows of `columns` placeholders each.

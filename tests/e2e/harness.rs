@@ -96,6 +96,23 @@ fn free_port() -> u16 {
 impl Worker {
     /// Starts a worker named `name`; `tweak` edits its configuration first.
     pub fn start(name: &str, tweak: impl FnOnce(&mut toml::Table)) -> Worker {
+        Worker::start_with(name, None, tweak)
+    }
+
+    /// Starts a worker on a copy of the `--persist-to` folder `state` (another build's).
+    pub fn start_on_state(
+        name: &str,
+        state: &Path,
+        tweak: impl FnOnce(&mut toml::Table),
+    ) -> Worker {
+        Worker::start_with(name, Some(state), tweak)
+    }
+
+    fn start_with(
+        name: &str,
+        state: Option<&Path>,
+        tweak: impl FnOnce(&mut toml::Table),
+    ) -> Worker {
         let built = root().join("build/index.js");
         assert!(
             built.exists(),
@@ -108,6 +125,18 @@ impl Worker {
             .join(format!("{name}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
+        if let Some(state) = state {
+            let copied = Command::new("cp")
+                .arg("-a")
+                .arg(state)
+                .arg(dir.join("state"))
+                .status();
+            assert!(
+                copied.is_ok_and(|s| s.success()),
+                "copying {}",
+                state.display()
+            );
+        }
 
         let text = fs::read_to_string(root().join("wrangler.toml")).unwrap();
         let mut config: toml::Table = text.parse().expect("wrangler.toml parses");

@@ -13,6 +13,7 @@ mod schema;
 mod sdk;
 mod task_server;
 mod two_step;
+mod upgrade;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -115,9 +116,13 @@ fn main() {
     }
 
     // Cases that start (and kill) workers of their own.
-    for (name, case) in crash::cases() {
+    for (name, case) in crash::cases().into_iter().chain(upgrade::cases()) {
         let tasks = tasks.clone();
         trials.push(Trial::test(name, move || case(&tasks)));
+    }
+    for (name, case) in upgrade::ignored_cases() {
+        let tasks = tasks.clone();
+        trials.push(Trial::test(name, move || case(&tasks)).with_ignored_flag(true));
     }
 
     let conclusion = libtest_mimic::run(&args, trials);
