@@ -1,44 +1,33 @@
 //! A Trigger.dev-compatible task-queue API on Cloudflare Workers.
 //!
 //! Map of the crate:
-//! - [`domain`]: the functional core. Every rule (auth, configuration, validation,
-//!   durations, ids, idempotency, statuses and transitions, the gate's admission state
-//!   machine, retry backoff, signatures, delivery packing, response shapes) as plain Rust
-//!   with no `worker` types, unit-tested on the host.
-//! - [`http`]: the stateless edge. Routes a request, checks its key, parses and validates
-//!   the body with the core, and calls the object that owns it.
-//! - [`store`]: the `RunStore` Durable Object (SQLite): runs, batches, idempotency keys and
-//!   the delivery outbox of one environment and route; every status change of a run.
-//! - [`gate`]: the `QueueGate` Durable Object: one queue's limit, waiting runs and leases.
-//! - [`executor`]: the `RunExecutor` Durable Object, a small pool per gate: admitted
-//!   attempts, started and reported in groups, and the signed call to the task's endpoint.
-//! - [`group_commit`]: callers' items sent together, one flush at a time.
-//! - [`consumer`]: the queue consumer that takes delivered runs to their gates.
-//! - [`limiter`]: the `RateLimiter` Durable Object: one environment's rate-limit buckets.
-//! - [`rpc`] and [`settings`]: the Durable Object call and the cached configuration.
+//! - [`domain`]: the functional core. Every rule (trigger parsing and idempotency, a run's
+//!   life, queue scheduling, what callers see and may do, and platform-free basics) as
+//!   plain Rust with no `worker` types, unit-tested on the host.
+//! - [`http`]: the stateless edge. Routes a request, admits it (API key, rate limits),
+//!   reads and validates the body with the core, and calls the object that owns it.
+//! - [`objects`]: the Durable Objects (`RunStore`, `QueueGate`, `RunExecutor`,
+//!   `RateLimiter`), each with its protocol, typed client and schema.
+//! - [`queue`]: the queue stage, from a store's outbox to a gate: the consumer and the
+//!   grouped offers.
+//! - [`platform`]: glue every adapter shares: calls between objects, the runtime's clock
+//!   and alarms, the configuration, SQLite helpers and migrations, offloaded payloads.
 //!
-//! `docs/ARCHITECTURE.md` explains the data flow and where each invariant is enforced.
+//! `docs/ARCHITECTURE.md` explains the data flow and where each invariant is enforced;
+//! `docs/API.md` is the contract.
 
-pub mod consumer;
 pub mod domain;
-pub mod executor;
-pub mod gate;
-pub mod group_commit;
 pub mod http;
-pub mod limiter;
-pub mod offers;
-pub mod packets;
-pub mod rpc;
-pub mod runtime;
-pub mod settings;
-pub mod store;
+pub mod objects;
+pub mod platform;
+pub mod queue;
 
 use worker::{event, web_sys, Context, Env, MessageBatch, Response};
 
-pub use executor::RunExecutor;
-pub use gate::QueueGate;
-pub use limiter::RateLimiter;
-pub use store::RunStore;
+pub use objects::executor::RunExecutor;
+pub use objects::gate::QueueGate;
+pub use objects::limiter::RateLimiter;
+pub use objects::store::RunStore;
 
 #[event(start)]
 fn start() {
@@ -56,6 +45,6 @@ async fn queue(
     env: Env,
     _ctx: Context,
 ) -> worker::Result<()> {
-    consumer::consume(batch, env).await;
+    queue::consumer::consume(batch, env).await;
     Ok(())
 }

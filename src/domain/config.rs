@@ -21,10 +21,10 @@ use std::collections::HashMap;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::auth::ApiKeys;
-use super::duration::parse_duration;
-use super::queue_name::clean_queue_name;
-use super::rate_limit::{parse_rate_limits, RateLimits};
+use crate::domain::api::auth::ApiKeys;
+use crate::domain::api::rate_limit::{parse_rate_limits, RateLimits};
+use crate::domain::basics::duration::parse_duration;
+use crate::domain::intake::queue_name::clean_queue_name;
 
 /// The seed endpoint's default item limit, and the most it may be raised to.
 pub const DEFAULT_MAX_BATCH_ITEMS: usize = 100;
@@ -71,7 +71,7 @@ pub struct RawConfig {
     pub max_batch_items: Option<Value>,
     /// Secret `TASK_SIGNING_SECRET`.
     pub signing_secret: Option<String>,
-    /// Var `RATE_LIMITS`, a JSON object (`domain::rate_limit`).
+    /// Var `RATE_LIMITS`, a JSON object (`domain::api::rate_limit`).
     pub rate_limits: Option<Value>,
 }
 

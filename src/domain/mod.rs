@@ -1,26 +1,22 @@
 //! The functional core: every rule of the API as plain Rust, with no `worker` types, so
-//! that `cargo test` on the host exercises all of it.
+//! that `cargo test` on the host exercises all of it. Grouped by what the rules decide:
+//!
+//! - [`intake`]: what a trigger may ask for. Batch, trigger and NDJSON item bodies parsed
+//!   into validated run requests, idempotency decisions, queue names, offloaded payloads.
+//! - [`run`]: a run's life once accepted. Statuses and their vocabularies, transitions,
+//!   retry backoff, the signed task call, getting runs onto the queue.
+//! - [`scheduling`]: who runs when. The gate's admission state machine per queue.
+//! - [`api`]: what callers see and are allowed. API keys and environments, rate limits,
+//!   the one error type, the read views, list queries, request URLs and body pacing.
+//! - [`basics`]: platform-free building blocks. Times, durations, ids, schema migration
+//!   plans.
+//! - [`config`]: the worker's configuration, checked loudly.
 
-pub mod auth;
+pub mod api;
+pub mod basics;
 pub mod config;
-pub mod delivery;
-pub mod duration;
-pub mod error;
-pub mod execution;
-pub mod gate;
-pub mod http_body;
-pub mod idempotency;
-pub mod ids;
-pub mod list;
-pub mod ndjson;
-pub mod packets;
+pub mod intake;
 #[cfg(test)]
 mod properties;
-pub mod queue_name;
-pub mod rate_limit;
-pub mod request_url;
-pub mod schema;
-pub mod status;
-pub mod time;
-pub mod trigger;
-pub mod view;
+pub mod run;
+pub mod scheduling;

@@ -3,11 +3,11 @@
 
 use proptest::prelude::*;
 
-use super::duration::{parse_duration, parse_key_ttl};
-use super::list::parse_list_query;
-use super::ndjson::{Line, LineSplitter};
-use super::queue_name::{clean_queue_name, MAX_QUEUE_NAME_LEN};
-use super::trigger::{parse_batch_body, parse_trigger_body};
+use crate::domain::api::list::parse_list_query;
+use crate::domain::basics::duration::{parse_duration, parse_key_ttl};
+use crate::domain::intake::ndjson::{Line, LineSplitter};
+use crate::domain::intake::queue_name::{clean_queue_name, MAX_QUEUE_NAME_LEN};
+use crate::domain::intake::trigger::{parse_batch_body, parse_trigger_body};
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]

@@ -1,4 +1,4 @@
-//! Triggering: `POST /api/v1/tasks/{taskIdentifier}/batch` (API.md section 2) and
+//! Triggering: `POST /api/v1/tasks/{taskIdentifier}/batch` (docs/API.md section 2) and
 //! `POST /api/v1/tasks/{taskIdentifier}/trigger` (section 5). Both validate everything at
 //! the edge, then make one call to the store that owns the task.
 
@@ -7,15 +7,15 @@ use sha2::{Digest, Sha256};
 use worker::Response;
 
 use super::{json_response, read_body, Ctx, Incoming, MAX_BODY_BYTES};
-use crate::domain::duration::parse_key_ttl;
-use crate::domain::error::ApiError;
-use crate::domain::ids::{new_id, IdKind, Route};
-use crate::domain::trigger::{
+use crate::domain::api::error::ApiError;
+use crate::domain::basics::duration::parse_key_ttl;
+use crate::domain::basics::ids::{new_id, IdKind, StoreRoute};
+use crate::domain::intake::trigger::{
     apply_task_defaults, has_control_characters, parse_batch_body, parse_trigger_body, RunRequest,
     DEFAULT_KEY_TTL_MS, MAX_IDEMPOTENCY_KEY_CHARS, NO_CONTROL_CHARACTERS,
 };
-use crate::store::client::{store_name, RunStoreClient};
-use crate::store::protocol::{BatchKey, StoreCommand, StoreReply, TriggerBatch};
+use crate::objects::store::client::{store_name, RunStoreClient};
+use crate::objects::store::protocol::{BatchKey, StoreCommand, StoreReply, TriggerBatch};
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -41,7 +41,11 @@ struct Submitted {
 
 pub async fn trigger_batch(ctx: &Ctx<'_>, req: Incoming, task: &str) -> Result<Response, ApiError> {
     let body = read_body(&req, MAX_BODY_BYTES).await?;
-    let items = parse_batch_body(&body, ctx.config.max_batch_items, crate::runtime::now())?;
+    let items = parse_batch_body(
+        &body,
+        ctx.config.max_batch_items,
+        crate::platform::runtime::now(),
+    )?;
     let batch_key = batch_key(&req, &body)?;
     let done = submit(ctx, task, items, true, batch_key).await?;
     let batch_id = done.batch_id.ok_or(ApiError::Internal { retry: false })?;
@@ -56,7 +60,7 @@ pub async fn trigger_batch(ctx: &Ctx<'_>, req: Incoming, task: &str) -> Result<R
 
 pub async fn trigger_task(ctx: &Ctx<'_>, req: Incoming, task: &str) -> Result<Response, ApiError> {
     let body = read_body(&req, MAX_BODY_BYTES).await?;
-    let item = parse_trigger_body(&body, crate::runtime::now())?;
+    let item = parse_trigger_body(&body, crate::platform::runtime::now())?;
     let done = submit(ctx, task, vec![item], false, None).await?;
     let (Some(id), Some(&is_cached)) = (done.runs.into_iter().next(), done.cached.first()) else {
         return Err(ApiError::Internal { retry: false });
@@ -81,9 +85,9 @@ async fn submit(
         apply_task_defaults(item, task, settings);
     }
     ctx.admit(items.len() as u64).await?;
-    let route = Route::for_task(task);
+    let route = StoreRoute::for_task(task);
     let store = store_name(ctx.environment, route);
-    let now = crate::runtime::now();
+    let now = crate::platform::runtime::now();
     let command = StoreCommand::TriggerBatch(TriggerBatch {
         store: store.clone(),
         task: task.to_owned(),

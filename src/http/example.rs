@@ -7,9 +7,9 @@ use serde_json::Value;
 use worker::Response;
 
 use super::{json_response, read_body, Incoming};
+use crate::domain::api::error::ApiError;
 use crate::domain::config::Config;
-use crate::domain::error::ApiError;
-use crate::domain::execution::{verify, HEADER_SIGNATURE, HEADER_TIMESTAMP, MAX_OUTPUT_BYTES};
+use crate::domain::run::execution::{verify, HEADER_SIGNATURE, HEADER_TIMESTAMP, MAX_OUTPUT_BYTES};
 
 #[derive(Deserialize)]
 struct Call {
@@ -22,7 +22,7 @@ pub async fn run_example(config: &Config, req: Incoming, task: &str) -> Result<R
     }
     let body = read_body(&req, MAX_OUTPUT_BYTES).await?;
     let header = |name: &str| req.header(name).unwrap_or_default();
-    let now = crate::runtime::now();
+    let now = crate::platform::runtime::now();
     let signed = verify(
         config.signing_secret.as_bytes(),
         &header(HEADER_TIMESTAMP),

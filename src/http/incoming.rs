@@ -8,7 +8,7 @@
 
 use worker::{web_sys, ByteStream, Headers};
 
-use crate::domain::request_url::{split_url, UrlParts};
+use crate::domain::api::request_url::{split_url, UrlParts};
 
 pub struct Incoming {
     raw: web_sys::Request,

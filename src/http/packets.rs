@@ -1,13 +1,13 @@
-//! `PUT /api/v2/packets/{filename}` (API.md section 6) and the signed upload URL it
+//! `PUT /api/v2/packets/{filename}` (docs/API.md section 6) and the signed upload URL it
 //! returns, served by this worker at `PUT /packets/{env}/{path}`.
 
 use serde::Serialize;
 use worker::Response;
 
 use super::{json_response, origin_of, query_of, read_body, Ctx, Incoming};
+use crate::domain::api::error::ApiError;
 use crate::domain::config::Config;
-use crate::domain::error::ApiError;
-use crate::domain::packets::{
+use crate::domain::intake::packets::{
     upload_query, valid_packet_path, verify_upload, MAX_PACKET_BYTES, UPLOAD_URL_TTL_MS,
 };
 
@@ -30,7 +30,7 @@ pub async fn create_packet_url(
         ));
     }
     let env = ctx.environment.slug();
-    let expires = crate::runtime::now() + UPLOAD_URL_TTL_MS;
+    let expires = crate::platform::runtime::now() + UPLOAD_URL_TTL_MS;
     let query = upload_query(ctx.config.signing_secret.as_bytes(), env, filename, expires);
     let presigned_url = format!("{}/packets/{env}/{filename}?{query}", origin_of(req));
     json_response(
@@ -57,7 +57,7 @@ pub async fn upload_packet(
             env_slug,
             path,
             query,
-            crate::runtime::now(),
+            crate::platform::runtime::now(),
         )
     {
         return Err(ApiError::Unauthorized(
@@ -68,7 +68,7 @@ pub async fn upload_packet(
         .header("content-type")
         .unwrap_or_else(|| "application/json".into());
     let body = read_body(&req, MAX_PACKET_BYTES).await?;
-    crate::packets::store(env, env_slug, path, body, &content_type)
+    crate::platform::packets::store(env, env_slug, path, body, &content_type)
         .await
         .map_err(|e| {
             worker::console_error!("storing packet {path} failed: {e}");

@@ -3,7 +3,7 @@
 /// A request the API serves, with its decoded path parameters.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Route {
-    /// `POST /api/v1/tasks/{taskIdentifier}/batch` (API.md section 2).
+    /// `POST /api/v1/tasks/{taskIdentifier}/batch` (docs/API.md section 2).
     TriggerBatch { task: String },
     /// `GET /api/v3/runs/{runId}` (section 4).
     RetrieveRun { run_id: String },

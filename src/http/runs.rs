@@ -1,20 +1,20 @@
-//! `GET /api/v3/runs/{runId}` and `GET /api/v1/batches/{batchId}` (API.md section 4).
+//! `GET /api/v3/runs/{runId}` and `GET /api/v1/batches/{batchId}` (docs/API.md section 4).
 
 use futures_util::future::join_all;
 use serde_json::value::RawValue;
 use worker::Response;
 
 use super::{json_response, query_of, read_body, Ctx, Incoming};
-use crate::domain::error::ApiError;
-use crate::domain::ids::{new_id, parse_id, IdKind, Route};
-use crate::domain::list::{merge_pages, parse_list_query, Cursor};
-use crate::domain::status::{RunStatus, StatusVocabulary};
-use crate::domain::trigger::{parse_delay, parse_top_object, DELAY_REASON};
-use crate::domain::view::{BatchRecord, BatchView, RunRecord, RunView};
-use crate::gate::client::{gate_name_in, QueueGateClient};
-use crate::gate::protocol::GateCommand;
-use crate::store::client::{store_name, RunStoreClient};
-use crate::store::protocol::{StoreCommand, StoreReply};
+use crate::domain::api::error::ApiError;
+use crate::domain::api::list::{merge_pages, parse_list_query, Cursor};
+use crate::domain::api::view::{BatchRecord, BatchView, RunRecord, RunView};
+use crate::domain::basics::ids::{new_id, parse_id, IdKind, StoreRoute};
+use crate::domain::intake::trigger::{parse_delay, parse_top_object, DELAY_REASON};
+use crate::domain::run::status::{RunStatus, StatusVocabulary};
+use crate::objects::gate::client::{gate_name_in, QueueGateClient};
+use crate::objects::gate::protocol::GateCommand;
+use crate::objects::store::client::{store_name, RunStoreClient};
+use crate::objects::store::protocol::{StoreCommand, StoreReply};
 
 pub async fn retrieve_run(
     ctx: &Ctx<'_>,
@@ -31,7 +31,8 @@ pub async fn retrieve_run(
         StoreReply::Run(mut run) => {
             let (payload, kind) = (&mut run.payload, &mut run.payload_type);
             if let Err(e) =
-                crate::packets::resolve(ctx.env, ctx.environment.slug(), payload, kind).await
+                crate::platform::packets::resolve(ctx.env, ctx.environment.slug(), payload, kind)
+                    .await
             {
                 worker::console_error!("resolving the payload of {run_id} failed: {e}");
             }
@@ -114,13 +115,13 @@ fn vocabulary(req: &Incoming) -> StatusVocabulary {
 /// `GET /api/v1/runs` (section 4): every store that holds runs of a declared task (or of
 /// the filtered tasks) answers its own newest page; the edge merges them.
 pub async fn list_runs(ctx: &Ctx<'_>, req: &Incoming) -> Result<Response, ApiError> {
-    let query = parse_list_query(query_of(req), crate::runtime::now())?;
+    let query = parse_list_query(query_of(req), crate::platform::runtime::now())?;
     let mut stores: Vec<String> = ctx
         .config
         .tasks
         .keys()
         .filter(|task| query.filter.tasks.is_empty() || query.filter.tasks.contains(task))
-        .map(|task| store_name(ctx.environment, Route::for_task(task)))
+        .map(|task| store_name(ctx.environment, StoreRoute::for_task(task)))
         .collect();
     stores.sort_unstable();
     stores.dedup();
@@ -185,7 +186,7 @@ pub async fn replay_run(ctx: &Ctx<'_>, run_id: &str) -> Result<Response, ApiErro
     let (store, route) = owner(ctx, IdKind::Run, run_id, NOT_FOUND)?;
     let command = StoreCommand::Replay {
         run_id: run_id.to_owned(),
-        new_run_id: new_id(IdKind::Run, route, crate::runtime::now()),
+        new_run_id: new_id(IdKind::Run, route, crate::platform::runtime::now()),
     };
     match store.call(&command).await? {
         StoreReply::Replayed { id } => json_response(200, &Id { id: &id }),
@@ -213,7 +214,7 @@ pub async fn reschedule_run(
     let delay = parsed
         .delay
         .ok_or_else(|| ApiError::validation("delay", "required"))?;
-    let now = crate::runtime::now();
+    let now = crate::platform::runtime::now();
     let until =
         parse_delay(delay, now).ok_or_else(|| ApiError::validation("delay", DELAY_REASON))?;
     let (store, _) = owner(ctx, IdKind::Run, run_id, NOT_FOUND)?;
@@ -254,7 +255,7 @@ pub async fn reset_idempotency_key(
     if !ctx.config.tasks.contains_key(&task) {
         return Err(ApiError::NotFound("Task not found"));
     }
-    let store = store_name(ctx.environment, Route::for_task(&task));
+    let store = store_name(ctx.environment, StoreRoute::for_task(&task));
     let command = StoreCommand::ResetIdempotencyKey {
         task,
         key: key.to_owned(),
@@ -272,7 +273,7 @@ fn owner(
     kind: IdKind,
     id: &str,
     not_found: ApiError,
-) -> Result<(RunStoreClient, Route), ApiError> {
+) -> Result<(RunStoreClient, StoreRoute), ApiError> {
     let route = parse_id(kind, id).ok_or(not_found)?;
     Ok((
         RunStoreClient::new(ctx.env, &store_name(ctx.environment, route))?,

@@ -1,4 +1,4 @@
-//! SDK 4.x two-step batches (API.md section 6): `POST /api/v3/batches` creates the batch,
+//! SDK 4.x two-step batches (docs/API.md section 6): `POST /api/v3/batches` creates the batch,
 //! `POST /api/v3/batches/{batchId}/items` streams its items as NDJSON.
 //!
 //! The stream is read chunk by chunk and split into lines as it arrives; items are stored
@@ -10,22 +10,24 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use crate::domain::time::Millis;
+use crate::domain::basics::time::Millis;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value;
 use worker::Response;
 
 use super::{drain, json_response, read_body, BodyPace, Ctx, Incoming, MAX_BODY_BYTES};
-use crate::domain::error::ApiError;
-use crate::domain::ids::{new_id, parse_id, IdKind, Route};
-use crate::domain::ndjson::{identify, Line, LineSplitter};
-use crate::domain::trigger::{
+use crate::domain::api::error::ApiError;
+use crate::domain::basics::ids::{new_id, parse_id, IdKind, StoreRoute};
+use crate::domain::intake::ndjson::{identify, Line, LineSplitter};
+use crate::domain::intake::trigger::{
     apply_task_defaults, has_control_characters, parse_item, parse_top_object, RunRequest,
     DEFAULT_KEY_TTL_MS, MAX_IDEMPOTENCY_KEY_CHARS, NO_CONTROL_CHARACTERS,
 };
-use crate::store::client::{store_name, RunStoreClient};
-use crate::store::protocol::{BatchEntry, BatchKey, StoreCommand, StoreReply, TriggerBatch};
+use crate::objects::store::client::{store_name, RunStoreClient};
+use crate::objects::store::protocol::{
+    BatchEntry, BatchKey, StoreCommand, StoreReply, TriggerBatch,
+};
 
 /// The most items a two-step batch may have.
 pub const MAX_RUN_COUNT: u64 = 1000;
@@ -108,10 +110,10 @@ pub async fn create_batch(ctx: &Ctx<'_>, req: Incoming) -> Result<Response, ApiE
         }
     };
     ctx.admit(run_count).await?;
-    let route = Route::for_batch(key.as_deref());
+    let route = StoreRoute::for_batch(key.as_deref());
     let store = store_name(ctx.environment, route);
     let command = StoreCommand::CreateBatch {
-        batch_id: new_id(IdKind::Batch, route, crate::runtime::now()),
+        batch_id: new_id(IdKind::Batch, route, crate::platform::runtime::now()),
         run_count: run_count as usize,
         key: key.map(|key| BatchKey {
             key,
@@ -303,7 +305,11 @@ impl Stream<'_, '_> {
                             "expected a task identifier",
                         )
                     })?;
-                let mut item = parse_item(raw, &format!("line {number}"), crate::runtime::now())?;
+                let mut item = parse_item(
+                    raw,
+                    &format!("line {number}"),
+                    crate::platform::runtime::now(),
+                )?;
                 if !self.seen.insert(index) {
                     self.deduplicated += 1; // the same index twice in one stream
                     return Ok(());
@@ -366,7 +372,7 @@ impl Stream<'_, '_> {
         self.pending_bytes = 0;
         let mut entries = std::mem::take(&mut self.errors);
         for (task, group) in by_task {
-            let route = Route::for_task(&task);
+            let route = StoreRoute::for_task(&task);
             let store = store_name(self.ctx.environment, route);
             let indexes: Vec<u32> = group.iter().map(|p| p.index).collect();
             let command = StoreCommand::TriggerBatch(TriggerBatch {
@@ -375,7 +381,7 @@ impl Stream<'_, '_> {
                 batch_id: Some(self.batch_id.clone()),
                 batch_items: Some(indexes.clone()),
                 run_ids: {
-                    let now = crate::runtime::now(); // once per group, not per run
+                    let now = crate::platform::runtime::now(); // once per group, not per run
                     group
                         .iter()
                         .map(|_| new_id(IdKind::Run, route, now))

@@ -1,4 +1,4 @@
-//! Execution end to end (API.md section 3): runs reach the test task endpoint within their
+//! Execution end to end (docs/API.md section 3): runs reach the test task endpoint within their
 //! queue's limits, retry, wait for their delay, expire, and stay cancelled.
 
 use std::time::Duration;
@@ -608,5 +608,5 @@ pub fn secrets_leaked(logs: &[String], tasks: &TaskServer) -> Option<String> {
 
 fn parse_ms(iso: &str) -> u64 {
     // YYYY-MM-DDTHH:MM:SS.mmmZ, via the crate's own parser.
-    trigger_edge::domain::time::parse_iso(iso).unwrap_or(i64::MAX) as u64
+    trigger_edge::domain::basics::time::parse_iso(iso).unwrap_or(i64::MAX) as u64
 }

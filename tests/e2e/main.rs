@@ -266,7 +266,7 @@ fn is_run_id(id: &str) -> bool {
 }
 
 // ---------------------------------------------------------------------------------------
-// The batch endpoint (API.md section 2)
+// The batch endpoint (docs/API.md section 2)
 
 fn batch_of_100_items_returns_100_distinct_ids_in_order_each_readable(
     w: &Worker,

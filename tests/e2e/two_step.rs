@@ -1,4 +1,4 @@
-//! The 4.x two-step batch protocol spoken directly (API.md section 6): create, stream
+//! The 4.x two-step batch protocol spoken directly (docs/API.md section 6): create, stream
 //! NDJSON items (chunked, no content-length), resend safely, seal, and fail one oversized
 //! item without failing the stream.
 

@@ -192,11 +192,17 @@ fn copy_dir(from: &Path, to: &Path) -> Result<(), Failed> {
 /// The newest schema step of each object kind, as the current build knows them.
 fn latest_steps() -> [(&'static str, u32); 3] {
     [
-        ("RunStore", trigger_edge::store::schema::SCHEMA.latest()),
-        ("QueueGate", trigger_edge::gate::schema::SCHEMA.latest()),
+        (
+            "RunStore",
+            trigger_edge::objects::store::schema::SCHEMA.latest(),
+        ),
+        (
+            "QueueGate",
+            trigger_edge::objects::gate::schema::SCHEMA.latest(),
+        ),
         (
             "RunExecutor",
-            trigger_edge::executor::schema::SCHEMA.latest(),
+            trigger_edge::objects::executor::schema::SCHEMA.latest(),
         ),
     ]
 }

@@ -1,0 +1,5 @@
+//! Who runs when: the admission state machine of one queue's gate (limits per
+//! concurrency key, waiting order, leases and their expiry). The queue controls (pause,
+//! overrides, priority, fairness, throttles, debounce) belong here too.
+
+pub mod gate;

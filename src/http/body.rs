@@ -1,0 +1,87 @@
+//! Reading request bodies: bounded in size (never buffered past the limit) and in time
+//! (a slowloris defence), docs/API.md section 1.
+
+use futures_util::future::{select, Either};
+use futures_util::StreamExt;
+use worker::{console_error, ByteStream, Delay};
+
+use super::Incoming;
+use crate::domain::api::error::ApiError;
+use crate::domain::api::http_body::next_chunk_wait;
+use crate::domain::basics::time::Millis;
+
+/// The largest request body read (docs/API.md section 2): 3 MiB.
+pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
+
+/// Reads the body, refusing more than `limit` bytes by `content-length` or while
+/// streaming, so an oversized body is never buffered; a body sent too slowly is a 408.
+pub async fn read_body(req: &Incoming, limit: usize) -> Result<Vec<u8>, ApiError> {
+    let declared = crate::platform::runtime::content_length(req.headers());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ApiError::PayloadTooLarge);
+    }
+    let mut body = Vec::with_capacity(declared.map_or(0, |n| n as usize));
+    let Some(mut stream) = req.body() else {
+        return Ok(body); // no body at all
+    };
+    let pace = BodyPace::start(BODY_TIME_MS);
+    while let Some(chunk) = pace.next(&mut stream).await? {
+        if body.len() + chunk.len() > limit {
+            drain(&mut stream).await;
+            return Err(ApiError::PayloadTooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+fn unreadable(e: worker::Error) -> ApiError {
+    console_error!("reading the request body failed: {e}");
+    ApiError::BadRequest("Could not read the request body".into())
+}
+
+/// Reads (and drops) a little of what a client is still sending before it is refused, so
+/// that the connection is not left half-read (wrangler's dev proxy then fails, or fails
+/// the next request). Bounded in bytes and time: a client cannot keep us reading.
+pub async fn drain(stream: &mut ByteStream) {
+    const DRAIN_BYTES: usize = 4 * 1024 * 1024;
+    const DRAIN_MS: Millis = 2_000;
+    let (mut drained, pace) = (0, BodyPace::start(DRAIN_MS));
+    while drained < DRAIN_BYTES {
+        match pace.next(stream).await {
+            Ok(Some(chunk)) => drained += chunk.len(),
+            _ => break,
+        }
+    }
+}
+
+/// The longest a whole body (3 MiB at most) may take to arrive.
+pub const BODY_TIME_MS: Millis = 60_000;
+
+/// How slowly a client may send a body (a slowloris defence): each chunk must come within
+/// [`BODY_IDLE_MS`](crate::domain::api::http_body::BODY_IDLE_MS) of the previous one, and the
+/// body must end by a deadline; otherwise the read ends with `408`.
+pub struct BodyPace {
+    deadline: Millis,
+}
+
+impl BodyPace {
+    pub fn start(total_ms: Millis) -> BodyPace {
+        BodyPace {
+            deadline: crate::platform::runtime::now() + total_ms,
+        }
+    }
+
+    /// The next chunk, `None` at the end of the body.
+    pub async fn next(&self, stream: &mut ByteStream) -> Result<Option<Vec<u8>>, ApiError> {
+        let wait = next_chunk_wait(crate::platform::runtime::now(), self.deadline)
+            .ok_or(ApiError::RequestTimeout)?;
+        let timer = Delay::from(std::time::Duration::from_millis(wait as u64));
+        match select(stream.next(), timer).await {
+            Either::Left((Some(Ok(chunk)), _)) => Ok(Some(chunk)),
+            Either::Left((None, _)) => Ok(None),
+            Either::Left((Some(Err(e)), _)) => Err(unreadable(e)),
+            Either::Right(_) => Err(ApiError::RequestTimeout),
+        }
+    }
+}

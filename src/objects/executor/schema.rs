@@ -1,0 +1,30 @@
+//! The run executor's SQLite schema, as numbered migration steps (`domain::basics::schema`).
+//! Durable: a job row is what makes an admitted attempt survive a restart of its executor
+//! (its lease is reported back to the gate, or its outcome to the store).
+//!
+//! Step 1 is the schema of the last build before versioning; a change is a new step at
+//! the end, never an edit of a released one (the test below pins them).
+
+use crate::domain::basics::schema::{Schema, Statement, Step};
+use Statement::Sql;
+
+pub const SCHEMA: Schema = Schema {
+    object: "run executor",
+    steps: &[Step {
+        version: 1,
+        statements: &[
+            // A job (the gate and the lease, as JSON) per admission, and the attempt's
+            // outcome once it is known and not yet reported.
+            Sql("CREATE TABLE IF NOT EXISTS jobs (
+    key TEXT PRIMARY KEY, job TEXT NOT NULL, attempt INTEGER, outcome TEXT)"),
+        ],
+    }],
+};
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn released_steps_are_unchanged() {
+        crate::domain::basics::schema::assert_released(&super::SCHEMA, &["8ea54e0de7f63ec8"]);
+    }
+}

@@ -1,0 +1,327 @@
+//! A run's life after it was accepted (docs/API.md section 3): starting an attempt (a
+//! compare-and-set, so a repeated delivery never executes an attempt twice), recording
+//! its outcome and the retry that may follow, lease expiry, and cancellation.
+//!
+//! Each decision reads and writes with no await in between, except a retry, which arms
+//! the alarm first and then writes under a guard on the status it read.
+
+use serde_json::value::RawValue;
+use worker::Result;
+
+use super::protocol::{AttemptOutcome, AttemptStart, StoreReply};
+use super::read::raw;
+use super::{internal, jitter, now, RunStore};
+use crate::domain::basics::time::Millis;
+use crate::domain::config::RetryPolicy;
+use crate::domain::run::delivery::RETRY_SLACK_MS;
+use crate::domain::run::execution::{after_failure, AfterFailure};
+use crate::domain::run::status::RunStatus;
+use crate::platform::sql::rows;
+
+struct StateRow {
+    status: String,
+    attempt_count: i64,
+    lease_token: Option<i64>,
+    expires_at: Option<Millis>,
+    retry_at: Option<Millis>,
+    max_attempts: Option<i64>,
+    retry: Option<String>,
+    queue: String,
+}
+
+struct CallRow {
+    id: String,
+    task: String,
+    attempt_count: i64,
+    payload: Option<String>,
+    payload_chunks: i64,
+    payload_type: String,
+    context: Option<String>,
+    context_chunks: i64,
+    tags: String,
+    batch_id: Option<String>,
+    idempotency_key: Option<String>,
+    queue: String,
+    concurrency_key: Option<String>,
+    created_at: Millis,
+    max_duration: Option<i64>,
+}
+
+fn status_of(row: &StateRow) -> Result<RunStatus> {
+    RunStatus::parse(&row.status).ok_or_else(|| internal("unknown stored status"))
+}
+
+impl RunStore {
+    fn state_of(&self, run_id: &str) -> Result<Option<StateRow>> {
+        let query = "SELECT status, attempt_count, lease_token, expires_at, retry_at, max_attempts,
+                 retry, queue
+             FROM runs WHERE id = ?";
+        let Some(mut v) = rows(&self.sql(), query, vec![run_id.into()])?.pop() else {
+            return Ok(None);
+        };
+        Ok(Some(StateRow {
+            status: v.text()?,
+            attempt_count: v.int()?,
+            lease_token: v.opt_int()?,
+            expires_at: v.opt_int()?,
+            retry_at: v.opt_int()?,
+            max_attempts: v.opt_int()?,
+            retry: v.opt_text()?,
+            queue: v.text()?,
+        }))
+    }
+
+    fn call_of(&self, run_id: &str) -> Result<CallRow> {
+        let query =
+            "SELECT id, task, attempt_count, payload, payload_chunks, payload_type, context,
+                 context_chunks, tags, batch_id, idempotency_key, queue, concurrency_key,
+                 created_at, max_duration
+             FROM runs WHERE id = ?";
+        let mut v = rows(&self.sql(), query, vec![run_id.into()])?
+            .pop()
+            .ok_or_else(|| internal("the run vanished while starting"))?;
+        Ok(CallRow {
+            id: v.text()?,
+            task: v.text()?,
+            attempt_count: v.int()?,
+            payload: v.opt_text()?,
+            payload_chunks: v.int()?,
+            payload_type: v.text()?,
+            context: v.opt_text()?,
+            context_chunks: v.int()?,
+            tags: v.text()?,
+            batch_id: v.opt_text()?,
+            idempotency_key: v.opt_text()?,
+            queue: v.text()?,
+            concurrency_key: v.opt_text()?,
+            created_at: v.int()?,
+            max_duration: v.opt_int()?,
+        })
+    }
+
+    /// `QUEUED` or due `REATTEMPTING` → `EXECUTING` with the next attempt number, for the
+    /// holder of lease `token` only.
+    pub(super) async fn start_attempt(&self, run_id: &str, token: u64) -> Result<StoreReply> {
+        let now = now();
+        let Some(row) = self.state_of(run_id)? else {
+            return Ok(StoreReply::NotFound);
+        };
+        let status = status_of(&row)?;
+        let token = token as i64;
+        match status {
+            RunStatus::Executing if row.lease_token == Some(token) => {
+                return Ok(StoreReply::AlreadyStarted {
+                    attempt: row.attempt_count.max(0) as u32,
+                });
+            }
+            RunStatus::Queued if row.expires_at.is_some_and(|at| at <= now) => {
+                self.expire(&[run_id.to_owned()], now)?;
+                return Ok(StoreReply::NotStartable {
+                    status: RunStatus::Expired,
+                });
+            }
+            RunStatus::Reattempting if row.retry_at.is_some_and(|at| at > now + RETRY_SLACK_MS) => {
+                // Admitted before its backoff ended (an offer that waited behind the lease
+                // of the attempt that failed): it must come back when the backoff ends, so
+                // its outbox row is due again then, whatever became of the earlier one.
+                let at = row.retry_at.unwrap_or(now);
+                self.ensure_alarm(at).await?;
+                self.deliver_again_at(run_id, at)?;
+                return Ok(StoreReply::NotStartable { status });
+            }
+            s if s.can_become(RunStatus::Executing) => {}
+            _ => return Ok(StoreReply::NotStartable { status }),
+        }
+        let sql = self.sql();
+        sql.exec(
+            "UPDATE runs SET status = 'EXECUTING', attempt_count = attempt_count + 1,
+                 started_at = COALESCE(started_at, ?), expires_at = NULL, retry_at = NULL,
+                 lease_token = ?, updated_at = ?
+             WHERE id = ?",
+            vec![now.into(), token.into(), now.into(), run_id.into()],
+        )?;
+        let call = self.call_of(run_id)?;
+        let payload = self.stored_text(run_id, "payload", call.payload, call.payload_chunks)?;
+        let context = self.stored_text(run_id, "context", call.context, call.context_chunks)?;
+        Ok(StoreReply::Started(Box::new(AttemptStart {
+            run_id: call.id,
+            task: call.task,
+            attempt: call.attempt_count.max(1) as u32,
+            payload: raw(payload)?,
+            payload_type: call.payload_type,
+            context: raw(context)?,
+            tags: serde_json::from_str(&call.tags).map_err(|e| internal(e.to_string()))?,
+            batch_id: call.batch_id,
+            idempotency_key: call.idempotency_key,
+            queue: call.queue,
+            concurrency_key: call.concurrency_key,
+            created_at: call.created_at,
+            max_duration_secs: call
+                .max_duration
+                .unwrap_or(300)
+                .clamp(1, i64::from(u32::MAX)) as u32,
+        })))
+    }
+
+    /// Records attempt `attempt`'s outcome, unless the run moved on (cancelled, or a newer
+    /// attempt): then the late report is ignored.
+    pub(super) async fn finish_attempt(
+        &self,
+        run_id: &str,
+        attempt: u32,
+        outcome: AttemptOutcome,
+    ) -> Result<StoreReply> {
+        let now = now();
+        let Some(row) = self.state_of(run_id)? else {
+            return Ok(StoreReply::NotFound);
+        };
+        let status = status_of(&row)?;
+        if status != RunStatus::Executing || row.attempt_count != i64::from(attempt) {
+            return Ok(StoreReply::Ignored { status });
+        }
+        match outcome {
+            AttemptOutcome::Succeeded { output } => {
+                let output = output.as_deref().map(RawValue::get);
+                self.end_attempt(run_id, attempt, RunStatus::Completed, output, None, now)?;
+                Ok(StoreReply::Finished {
+                    status: RunStatus::Completed,
+                })
+            }
+            AttemptOutcome::Failed { error } => {
+                self.fail_attempt(run_id, attempt, &row, error.get(), now)
+                    .await
+            }
+        }
+    }
+
+    async fn fail_attempt(
+        &self,
+        run_id: &str,
+        attempt: u32,
+        row: &StateRow,
+        error: &str,
+        now: Millis,
+    ) -> Result<StoreReply> {
+        let policy: RetryPolicy = match &row.retry {
+            Some(text) => serde_json::from_str(text).map_err(|e| internal(e.to_string()))?,
+            None => RetryPolicy::default(),
+        };
+        let max_attempts = row.max_attempts.unwrap_or(3).clamp(1, 100) as u32;
+        match after_failure(attempt, max_attempts, &policy, jitter(), now) {
+            AfterFailure::Retry { at } => {
+                // The outbox row sends the run back to its gate when the backoff ends; the
+                // alarm must be armed before that row exists.
+                self.ensure_alarm(at).await?;
+                let sql = self.sql();
+                let changed = sql
+                    .exec(
+                        "UPDATE runs SET status = 'REATTEMPTING', error = ?, retry_at = ?,
+                             lease_token = NULL, updated_at = ?
+                         WHERE id = ? AND status = 'EXECUTING' AND attempt_count = ?",
+                        vec![
+                            error.into(),
+                            at.into(),
+                            now.into(),
+                            run_id.into(),
+                            i64::from(attempt).into(),
+                        ],
+                    )?
+                    .rows_written();
+                if changed == 0 {
+                    let status = self
+                        .state_of(run_id)?
+                        .map_or(Ok(RunStatus::Canceled), |r| status_of(&r))?;
+                    return Ok(StoreReply::Ignored { status });
+                }
+                self.deliver_again_at(run_id, at)?;
+                Ok(StoreReply::Finished {
+                    status: RunStatus::Reattempting,
+                })
+            }
+            AfterFailure::Fail => {
+                self.end_attempt(run_id, attempt, RunStatus::Failed, None, Some(error), now)?;
+                Ok(StoreReply::Finished {
+                    status: RunStatus::Failed,
+                })
+            }
+        }
+    }
+
+    /// Ends attempt `attempt` with a final status, if it is still the run's current one.
+    fn end_attempt(
+        &self,
+        run_id: &str,
+        attempt: u32,
+        status: RunStatus,
+        output: Option<&str>,
+        error: Option<&str>,
+        now: Millis,
+    ) -> Result<()> {
+        self.sql().exec(
+            "UPDATE runs SET status = ?, output = ?, error = ?, finished_at = ?, updated_at = ?,
+                 lease_token = NULL
+             WHERE id = ? AND status = 'EXECUTING' AND attempt_count = ?",
+            vec![
+                status.as_str().into(),
+                output.into(),
+                error.into(),
+                now.into(),
+                now.into(),
+                run_id.into(),
+                i64::from(attempt).into(),
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// A gate reclaimed a lease whose holder went silent. If the holder had started an
+    /// attempt, that attempt failed; if it never started one, the run goes back to its gate.
+    pub(super) async fn lease_expired(&self, run_id: &str, token: u64) -> Result<StoreReply> {
+        let now = now();
+        let Some(row) = self.state_of(run_id)? else {
+            return Ok(StoreReply::NotFound);
+        };
+        let status = status_of(&row)?;
+        match status {
+            RunStatus::Executing if row.lease_token == Some(token as i64) => {
+                let error = serde_json::json!({
+                    "name": "LeaseExpired",
+                    "message": "the attempt outlived its lease (maxDuration plus margin): its executor stopped answering",
+                })
+                .to_string();
+                let attempt = row.attempt_count.max(0) as u32;
+                self.fail_attempt(run_id, attempt, &row, &error, now).await
+            }
+            RunStatus::Queued => Ok(StoreReply::Requeue),
+            RunStatus::Reattempting if row.retry_at.is_none_or(|at| at <= now) => {
+                Ok(StoreReply::Requeue)
+            }
+            _ => Ok(StoreReply::Ignored { status }),
+        }
+    }
+
+    /// Any non-final run becomes `CANCELED`: it never executes afterwards, and a result of
+    /// an attempt under way is ignored. A final run is left as it is.
+    pub(super) fn cancel(&self, run_id: &str) -> Result<StoreReply> {
+        let now = now();
+        let Some(row) = self.state_of(run_id)? else {
+            return Ok(StoreReply::NotFound);
+        };
+        let status = status_of(&row)?;
+        if !status.can_become(RunStatus::Canceled) {
+            return Ok(StoreReply::AlreadyFinal { status });
+        }
+        let sql = self.sql();
+        sql.exec(
+            "UPDATE runs SET status = 'CANCELED', finished_at = ?, updated_at = ?, lease_token = NULL,
+                 expires_at = NULL
+             WHERE id = ?",
+            vec![now.into(), now.into(), run_id.into()],
+        )?;
+        sql.exec("DELETE FROM outbox WHERE run_id = ?", vec![run_id.into()])?;
+        Ok(StoreReply::Canceled {
+            previous: status,
+            queue: row.queue,
+        })
+    }
+}

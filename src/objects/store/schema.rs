@@ -1,0 +1,197 @@
+//! The run store's SQLite schema, as numbered migration steps (`domain::basics::schema`). Every
+//! table is durable state: losing any row would lose an accepted run or break an
+//! idempotency promise.
+//!
+//! Step 1 is the schema of the last build before versioning, which ran its statements on
+//! every start; it adopts stores that build made. A change of schema is a new step at the
+//! end of [`SCHEMA`], never an edit of a released one (the test below pins them).
+
+use crate::domain::basics::schema::{Schema, Statement, Step};
+use Statement::{AddColumnIfMissing, Sql};
+
+/// Every step of the run store's schema, oldest first.
+pub const SCHEMA: Schema = Schema {
+    object: "run store",
+    steps: &[Step {
+        version: 1,
+        statements: STEP_1,
+    }],
+};
+
+/// The tables, the columns added to them after their first release, and the indexes.
+const STEP_1: &[Statement] = &[
+    // `name`: the object's own name, which queue messages carry back to it.
+    Sql("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"),
+    // One row per run. `payload`/`context` hold the caller's JSON text, or NULL with
+    // `*_chunks > 0` when the text is split over `run_chunks` (rows are capped at 2 MB).
+    Sql("CREATE TABLE IF NOT EXISTS runs (
+        id TEXT PRIMARY KEY,
+        task TEXT NOT NULL,
+        status TEXT NOT NULL,
+        batch_id TEXT,
+        idempotency_key TEXT,
+        payload TEXT,
+        payload_chunks INTEGER NOT NULL DEFAULT 0,
+        payload_type TEXT NOT NULL,
+        context TEXT,
+        context_chunks INTEGER NOT NULL DEFAULT 0,
+        queue TEXT NOT NULL,
+        queue_limit INTEGER,
+        concurrency_key TEXT,
+        tags TEXT NOT NULL,
+        ttl TEXT,
+        ttl_ms INTEGER,
+        delayed_until INTEGER,
+        max_attempts INTEGER,
+        metadata TEXT,
+        machine TEXT,
+        priority REAL,
+        max_duration INTEGER,
+        is_test INTEGER NOT NULL,
+        trigger_function TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        queued_at INTEGER,
+        started_at INTEGER,
+        finished_at INTEGER,
+        expired_at INTEGER,
+        attempt_count INTEGER NOT NULL DEFAULT 0,
+        output TEXT,
+        error TEXT,
+        expires_at INTEGER,
+        retry_at INTEGER,
+        lease_token INTEGER,
+        retry TEXT
+    )"),
+    Sql("CREATE TABLE IF NOT EXISTS run_chunks (
+        run_id TEXT NOT NULL,
+        part TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        data TEXT NOT NULL,
+        PRIMARY KEY (run_id, part, seq)
+    )"),
+    // (task, key) → the run holding it. Whether it still holds depends on `expires_at`
+    // and on the run's status (see domain::intake::idempotency).
+    Sql("CREATE TABLE IF NOT EXISTS idempotency_keys (
+        task TEXT NOT NULL,
+        key TEXT NOT NULL,
+        run_id TEXT NOT NULL,
+        expires_at INTEGER NOT NULL,
+        PRIMARY KEY (task, key)
+    )"),
+    // `version` 1: a seed-endpoint batch, its runs listed in `runs`. `version` 3: a
+    // two-step batch of `run_count` items, received into `batch_items`; sealed when all
+    // arrived, aborted when not sealed in time.
+    Sql("CREATE TABLE IF NOT EXISTS batches (
+        id TEXT PRIMARY KEY,
+        task TEXT NOT NULL,
+        status TEXT NOT NULL,
+        idempotency_key TEXT,
+        runs TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        version INTEGER NOT NULL DEFAULT 1,
+        run_count INTEGER,
+        sealed_at INTEGER,
+        aborted_at INTEGER
+    )"),
+    // The items a two-step batch received (in the batch's own store): the run each made,
+    // or why it made none.
+    Sql("CREATE TABLE IF NOT EXISTS batch_items (
+        batch_id TEXT NOT NULL,
+        idx INTEGER NOT NULL,
+        task TEXT NOT NULL,
+        run_id TEXT,
+        error TEXT,
+        error_code TEXT,
+        PRIMARY KEY (batch_id, idx)
+    )"),
+    // In the store of an item's task: the run each (batch, index) made, so a resent item
+    // gets the same run.
+    Sql("CREATE TABLE IF NOT EXISTS batch_runs (
+        batch_id TEXT NOT NULL,
+        idx INTEGER NOT NULL,
+        run_id TEXT NOT NULL,
+        PRIMARY KEY (batch_id, idx)
+    )"),
+    Sql("CREATE TABLE IF NOT EXISTS batch_keys (
+        task TEXT NOT NULL,
+        key TEXT NOT NULL,
+        batch_id TEXT NOT NULL,
+        body_hash TEXT NOT NULL,
+        expires_at INTEGER NOT NULL,
+        PRIMARY KEY (task, key)
+    )"),
+    // The latest concurrencyLimit a trigger asked for, per queue (v3: create or update).
+    Sql("CREATE TABLE IF NOT EXISTS queues (
+        name TEXT PRIMARY KEY,
+        concurrency_limit INTEGER,
+        updated_at INTEGER NOT NULL
+    )"),
+    // Runs not yet acknowledged by the queue consumer. The alarm sends rows that are due
+    // and never sent, and re-sends rows sent long ago without an acknowledgement.
+    Sql("CREATE TABLE IF NOT EXISTS outbox (
+        run_id TEXT PRIMARY KEY,
+        due_at INTEGER NOT NULL,
+        sent_at INTEGER
+    )"),
+    // Columns added after the tables' first release, for stores created before them.
+    AddColumnIfMissing("ALTER TABLE runs ADD COLUMN expires_at INTEGER"),
+    AddColumnIfMissing("ALTER TABLE runs ADD COLUMN retry_at INTEGER"),
+    AddColumnIfMissing("ALTER TABLE runs ADD COLUMN lease_token INTEGER"),
+    AddColumnIfMissing("ALTER TABLE runs ADD COLUMN retry TEXT"),
+    AddColumnIfMissing("ALTER TABLE batches ADD COLUMN version INTEGER NOT NULL DEFAULT 1"),
+    AddColumnIfMissing("ALTER TABLE batches ADD COLUMN run_count INTEGER"),
+    AddColumnIfMissing("ALTER TABLE batches ADD COLUMN sealed_at INTEGER"),
+    AddColumnIfMissing("ALTER TABLE batches ADD COLUMN aborted_at INTEGER"),
+    // Indexes, created after the columns they cover exist.
+    // Newest-first listing (GET /api/v1/runs) and its cursors.
+    Sql("CREATE INDEX IF NOT EXISTS runs_created ON runs (created_at, id)"),
+    // QUEUED runs with a TTL, for the expiry sweep.
+    Sql("CREATE INDEX IF NOT EXISTS runs_expiry ON runs (expires_at) WHERE status = 'QUEUED' AND expires_at IS NOT NULL"),
+];
+
+/// Rows of `payload`/`context` text beyond this size are split into `run_chunks`.
+pub const CHUNK_BYTES: usize = 512 * 1024;
+
+/// The start of a (multi-row) `INSERT INTO runs`, its columns in the order `RunStore`
+/// binds them; `RUN_COLUMNS` values per row follow.
+pub const INSERT_RUN_HEAD: &str = "INSERT INTO runs (
+    id, task, status, batch_id, idempotency_key, payload, payload_chunks, payload_type,
+    context, context_chunks, queue, queue_limit, concurrency_key, tags, ttl, ttl_ms,
+    delayed_until, max_attempts, metadata, machine, priority, max_duration, is_test,
+    trigger_function, created_at, updated_at, queued_at, expires_at, retry
+) VALUES";
+pub const RUN_COLUMNS: usize = 29;
+const _: () = assert!(
+    RUN_COLUMNS <= 100,
+    "SQL statements take at most 100 parameters"
+);
+
+pub const SELECT_RUN: &str = "SELECT id, task, status, batch_id, idempotency_key, payload,
+    payload_chunks, payload_type, queue, concurrency_key, tags, ttl, delayed_until,
+    created_at, updated_at, started_at, finished_at, expired_at, metadata, is_test,
+    trigger_function, attempt_count, output, error
+    FROM runs WHERE id = ?";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_row_binds_one_parameter_per_column_within_the_limit() {
+        let columns = INSERT_RUN_HEAD
+            .split('(')
+            .nth(1)
+            .unwrap()
+            .split(')')
+            .next()
+            .unwrap();
+        assert_eq!(columns.split(',').count(), RUN_COLUMNS);
+    }
+
+    #[test]
+    fn released_steps_are_unchanged() {
+        crate::domain::basics::schema::assert_released(&SCHEMA, &["002e7b9a9d16d24e"]);
+    }
+}

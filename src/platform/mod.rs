@@ -1,0 +1,10 @@
+//! Glue to the Workers platform that every adapter shares: the calls between objects
+//! ([`rpc`]), the clock, alarms and small runtime helpers ([`runtime`]), the configuration
+//! read once per isolate ([`settings`]), SQLite helpers and schema migration ([`sql`]),
+//! and offloaded payloads in R2 ([`packets`]).
+
+pub mod packets;
+pub mod rpc;
+pub mod runtime;
+pub mod settings;
+pub mod sql;

@@ -1,0 +1,135 @@
+//! The queue consumer. Each message carries the references of runs of one store
+//! (`domain::run::delivery::RunRefs`). For a batch of messages the consumer
+//! 1. asks each store which of its runs should wait for a slot (`Claim`),
+//! 2. offers them to their queues' gates, one call per gate for the whole batch, and the
+//!    gates start executors for the runs they admit,
+//! 3. acknowledges the runs to their stores (out of the outbox) and acks the message.
+//!
+//! It never executes anything itself, so a batch takes milliseconds however long tasks
+//! run. Every message is parsed on its own and gets an explicit ack or retry: one poison
+//! message never fails the batch, and a message whose runs did not all reach their gates
+//! is retried (a repeat is harmless: stores claim idempotently, gates ignore duplicates).
+
+use std::collections::HashSet;
+
+use worker::{console_error, console_log, Env, MessageBatch, MessageExt, RawMessage};
+
+use crate::domain::basics::time::Millis;
+use crate::domain::run::delivery::RunRefs;
+use crate::objects::store::client::RunStoreClient;
+use crate::objects::store::protocol::{ClaimedRun, StoreCommand, StoreReply};
+use crate::queue::offers::Offers;
+
+struct Delivery {
+    message: RawMessage,
+    refs: RunRefs,
+    /// The gates this message's runs go to.
+    gates: HashSet<String>,
+    /// The store's clock when it answered the claim: what the acknowledgement covers.
+    claimed_at: Millis,
+    ok: bool,
+}
+
+pub async fn consume(batch: MessageBatch<serde_json::Value>, env: Env) {
+    let mut deliveries = Vec::new();
+    for message in batch.raw_iter() {
+        match serde_wasm_bindgen::from_value::<RunRefs>(message.body()) {
+            Ok(refs) => deliveries.push(Delivery {
+                message,
+                refs,
+                gates: HashSet::new(),
+                claimed_at: 0,
+                ok: true,
+            }),
+            Err(e) => {
+                // Retrying cannot make it readable: set it aside for a person to look at.
+                console_error!("queue: an unreadable message goes to the dead-letter queue: {e}");
+                match dead_letter(&env, &message).await {
+                    Ok(()) => message.ack(),
+                    Err(e) => {
+                        console_error!("queue: dead-lettering failed, retrying: {e}");
+                        message.retry();
+                    }
+                }
+            }
+        }
+    }
+
+    // 1. Claims, per message.
+    let mut offers = Offers::default();
+    for delivery in &mut deliveries {
+        match claim(&env, &delivery.refs).await {
+            Ok((runs, at)) => {
+                delivery.claimed_at = at;
+                for run in runs {
+                    delivery.gates.insert(offers.add(&delivery.refs.store, run));
+                }
+            }
+            Err(e) => {
+                console_error!(
+                    "queue: claiming runs of {} failed: {e}",
+                    delivery.refs.store
+                );
+                delivery.ok = false;
+            }
+        }
+    }
+
+    // 2. One offer per gate.
+    let failed_gates = offers.send(&env).await;
+
+    // 3. Acknowledge and ack what fully reached its gates; retry the rest.
+    for delivery in deliveries {
+        let reached = delivery.ok && delivery.gates.is_disjoint(&failed_gates);
+        if reached
+            && acknowledge(&env, &delivery.refs, delivery.claimed_at)
+                .await
+                .is_ok()
+        {
+            // One line per message, not per run: a log line is an event to pay for.
+            console_log!(
+                "queue: delivered from {}: {}",
+                delivery.refs.store,
+                delivery.refs.runs.join(" ")
+            );
+            delivery.message.ack();
+        } else {
+            delivery.message.retry();
+        }
+    }
+}
+
+/// The queue binding where unreadable messages are set aside.
+pub const DEAD_LETTERS: &str = "DEAD_LETTERS";
+
+async fn dead_letter(env: &Env, message: &RawMessage) -> worker::Result<()> {
+    let body = js_sys::JSON::stringify(&message.body())
+        .map(String::from)
+        .unwrap_or_else(|_| "unprintable".to_owned());
+    env.queue(DEAD_LETTERS)?
+        .send(serde_json::json!({ "unreadable": body }))
+        .await
+}
+
+async fn claim(env: &Env, refs: &RunRefs) -> Result<(Vec<ClaimedRun>, Millis), String> {
+    let client = RunStoreClient::new(env, &refs.store).map_err(|e| e.detail)?;
+    let command = StoreCommand::Claim {
+        run_ids: refs.runs.clone(),
+    };
+    match client.call(&command).await.map_err(|e| e.detail)? {
+        StoreReply::Claimed { runs, at } => Ok((runs, at)),
+        other => Err(format!("unexpected reply {other:?}")),
+    }
+}
+
+async fn acknowledge(env: &Env, refs: &RunRefs, claimed_at: Millis) -> Result<(), String> {
+    let client = RunStoreClient::new(env, &refs.store).map_err(|e| e.detail)?;
+    let command = StoreCommand::Acknowledge {
+        run_ids: refs.runs.clone(),
+        claimed_at,
+    };
+    match client.call(&command).await.map_err(|e| e.detail)? {
+        StoreReply::Acknowledged => Ok(()),
+        other => Err(format!("unexpected reply {other:?}")),
+    }
+}

@@ -1,0 +1,78 @@
+//! Offering runs to their queues' gates: grouped so that each gate gets one call, with
+//! the newest `concurrencyLimit` any of its runs asked for. Used by the queue consumer
+//! (the at-least-once path) and by the edge right after a trigger (the fast path: the
+//! runs start without waiting for the queue; the queue's delivery then finds them
+//! started and offers nothing, or offers again and the gate ignores the duplicate).
+
+use std::collections::{BTreeMap, HashSet};
+
+use worker::{console_error, Env};
+
+use crate::domain::run::execution::LEASE_MARGIN_MS;
+use crate::domain::scheduling::gate::{LimitUpdate, Ticket};
+use crate::objects::gate::client::{gate_name, QueueGateClient};
+use crate::objects::gate::protocol::GateCommand;
+use crate::objects::store::client::env_of_store;
+use crate::objects::store::protocol::ClaimedRun;
+
+#[derive(Default)]
+pub struct Offers {
+    by_gate: BTreeMap<String, (Vec<Ticket>, Option<LimitUpdate>)>,
+}
+
+impl Offers {
+    /// Adds a run of `store`; returns the name of its gate.
+    pub fn add(&mut self, store: &str, run: ClaimedRun) -> String {
+        let gate = gate_name(env_of_store(store), &run.queue);
+        let offer = self.by_gate.entry(gate.clone()).or_default();
+        if let Some(limit) = run.queue_limit {
+            let update = LimitUpdate {
+                limit,
+                set_at: run.limit_set_at,
+            };
+            if offer.1.is_none_or(|u| u.set_at <= update.set_at) {
+                offer.1 = Some(update);
+            }
+        }
+        offer.0.push(ticket(store, run));
+        gate
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_gate.is_empty()
+    }
+
+    /// Makes one call per gate; returns the gates that could not be reached.
+    pub async fn send(self, env: &Env) -> HashSet<String> {
+        let mut failed = HashSet::new();
+        for (gate, (tickets, limit)) in self.by_gate {
+            let command = GateCommand::Offer {
+                gate: gate.clone(),
+                tickets,
+                limit,
+            };
+            let result = match QueueGateClient::new(env, &gate) {
+                Ok(client) => client.call(&command).await.map(|_| ()),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = result {
+                console_error!("offering runs to {gate} failed: {e}");
+                failed.insert(gate);
+            }
+        }
+        failed
+    }
+}
+
+/// A run's place at its gate. The lease lasts the run's `maxDuration` (fixed when it was
+/// accepted) plus a margin.
+fn ticket(store: &str, run: ClaimedRun) -> Ticket {
+    Ticket {
+        run_id: run.run_id,
+        store: store.to_owned(),
+        concurrency_key: run.concurrency_key.unwrap_or_default(),
+        queued_at: run.queued_at,
+        expires_at: run.expires_at,
+        lease_ms: u64::from(run.max_duration_secs) * 1000 + LEASE_MARGIN_MS,
+    }
+}
