@@ -59,6 +59,16 @@ impl std::fmt::Debug for SigningSecret {
 /// The longest attempt a task may declare: attempts run inside a Durable Object alarm,
 /// which may take 15 minutes of wall time; a minute is kept for the bookkeeping.
 pub const MAX_DURATION_SECS: u32 = 840;
+/// Seconds an attempt may take when neither its trigger nor its task says.
+pub const DEFAULT_MAX_DURATION_SECS: u32 = 300;
+
+/// The seconds an attempt of a run may take: the run's own `maxDuration` (its trigger's,
+/// else its task's), else the default; always within 1 to [`MAX_DURATION_SECS`].
+pub fn attempt_seconds(max_duration: Option<i64>) -> u32 {
+    max_duration
+        .unwrap_or(i64::from(DEFAULT_MAX_DURATION_SECS))
+        .clamp(1, i64::from(MAX_DURATION_SECS)) as u32
+}
 
 /// The configuration as the environment holds it, before checking.
 #[derive(Debug, Default)]
@@ -361,7 +371,7 @@ fn task_settings(id: &str, wire: TaskWire) -> Result<TaskSettings, String> {
     if !(1..=100).contains(&max_attempts) {
         return Err("maxAttempts: must be an integer from 1 to 100".into());
     }
-    let max_duration_secs = wire.max_duration.unwrap_or(300);
+    let max_duration_secs = wire.max_duration.unwrap_or(DEFAULT_MAX_DURATION_SECS);
     if !(1..=MAX_DURATION_SECS).contains(&max_duration_secs) {
         return Err(format!(
             "maxDuration: must be from 1 to {MAX_DURATION_SECS} seconds"
@@ -463,6 +473,10 @@ mod tests {
             Target::Endpoint("https://tasks.example.com/run".into())
         );
         assert_eq!((remote.max_attempts, remote.max_duration_secs), (3, 300));
+        assert_eq!(attempt_seconds(None), 300);
+        assert_eq!(attempt_seconds(Some(0)), 1);
+        assert_eq!(attempt_seconds(Some(60)), 60);
+        assert_eq!(attempt_seconds(Some(100_000)), MAX_DURATION_SECS);
         assert_eq!(remote.ttl_ms, Some(30_000));
         assert_eq!(remote.retry, RetryPolicy::default());
         assert_eq!(config.max_batch_items, 100);

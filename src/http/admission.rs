@@ -47,7 +47,7 @@ impl Ctx<'_> {
             Some(Err(ahead)) => ahead,
             None => Ahead::default(),
         };
-        match crate::objects::limiter::take(self.env, env, items, ahead).await {
+        match crate::objects::limiter::client::take(self.env, env, items, ahead).await {
             Ok(Verdict::Allowed { figures, ahead }) => {
                 let grant = Grant::new(figures, ahead, items, now);
                 GRANTS.with(|grants| grants.borrow_mut().insert(env, grant));

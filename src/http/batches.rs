@@ -15,7 +15,7 @@ use crate::domain::intake::trigger::{
     DEFAULT_KEY_TTL_MS, MAX_IDEMPOTENCY_KEY_CHARS, NO_CONTROL_CHARACTERS,
 };
 use crate::objects::store::client::{store_name, RunStoreClient};
-use crate::objects::store::protocol::{BatchKey, StoreCommand, StoreReply, TriggerBatch};
+use crate::objects::store::protocol::{BatchKey, TriggerBatch, TriggerReply};
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -88,7 +88,7 @@ async fn submit(
     let route = StoreRoute::for_task(task);
     let store = store_name(ctx.environment, route);
     let now = crate::platform::runtime::now();
-    let command = StoreCommand::TriggerBatch(TriggerBatch {
+    let command = TriggerBatch {
         store: store.clone(),
         task: task.to_owned(),
         batch_id: as_batch.then(|| new_id(IdKind::Batch, route, now)),
@@ -100,9 +100,9 @@ async fn submit(
         items,
         batch_key,
         trigger_function: if as_batch { "batchTrigger" } else { "trigger" }.into(),
-    });
-    match RunStoreClient::new(ctx.env, &store)?.call(&command).await? {
-        StoreReply::Triggered {
+    };
+    match RunStoreClient::new(ctx.env, &store)?.send(command).await? {
+        TriggerReply::Triggered {
             batch_id,
             runs,
             cached,
@@ -115,13 +115,9 @@ async fn submit(
                 cached,
             })
         }
-        StoreReply::BatchKeyConflict => Err(ApiError::Unprocessable(
+        TriggerReply::BatchKeyConflict => Err(ApiError::Unprocessable(
             "Idempotency key was already used for a different batch".into(),
         )),
-        other => {
-            worker::console_error!("run store answered a trigger with {other:?}");
-            Err(ApiError::Internal { retry: true })
-        }
     }
 }
 

@@ -1,7 +1,6 @@
 //! `GET /api/v3/runs/{runId}` and `GET /api/v1/batches/{batchId}` (docs/API.md section 4).
 
 use futures_util::future::join_all;
-use serde_json::value::RawValue;
 use worker::Response;
 
 use super::{json_response, query_of, read_body, Ctx, Incoming};
@@ -9,12 +8,17 @@ use crate::domain::api::error::ApiError;
 use crate::domain::api::list::{merge_pages, parse_list_query, Cursor};
 use crate::domain::api::view::{BatchRecord, BatchView, RunRecord, RunView};
 use crate::domain::basics::ids::{new_id, parse_id, IdKind, StoreRoute};
-use crate::domain::intake::trigger::{parse_delay, parse_top_object, DELAY_REASON};
+use crate::domain::intake::manage::{
+    parse_key_reset_body, parse_reschedule_body, MAX_MANAGE_BODY_BYTES,
+};
 use crate::domain::run::status::{RunStatus, StatusVocabulary};
 use crate::objects::gate::client::{gate_name_in, QueueGateClient};
-use crate::objects::gate::protocol::GateCommand;
+use crate::objects::gate::protocol::Remove;
 use crate::objects::store::client::{store_name, RunStoreClient};
-use crate::objects::store::protocol::{StoreCommand, StoreReply};
+use crate::objects::store::protocol::{
+    BatchReply, Cancel, CancelReply, GetBatch, GetRun, KeyReset, ListRuns, Replay, ReplayReply,
+    Reschedule, RescheduleReply, ResetIdempotencyKey, RunReply,
+};
 
 pub async fn retrieve_run(
     ctx: &Ctx<'_>,
@@ -24,11 +28,11 @@ pub async fn retrieve_run(
     const NOT_FOUND: ApiError = ApiError::NotFound("Run not found");
     // The id names its store; a malformed id names none.
     let (store, _) = owner(ctx, IdKind::Run, run_id, NOT_FOUND)?;
-    let command = StoreCommand::GetRun {
+    let command = GetRun {
         run_id: run_id.to_owned(),
     };
-    match store.call(&command).await? {
-        StoreReply::Run(mut run) => {
+    match store.send(command).await? {
+        RunReply::Run(mut run) => {
             let (payload, kind) = (&mut run.payload, &mut run.payload_type);
             if let Err(e) =
                 crate::platform::packets::resolve(ctx.env, ctx.environment.slug(), payload, kind)
@@ -38,7 +42,7 @@ pub async fn retrieve_run(
             }
             json_response(200, &RunView::new(&run, vocabulary(req)))
         }
-        _ => Err(NOT_FOUND),
+        RunReply::NotFound => Err(NOT_FOUND),
     }
 }
 
@@ -58,22 +62,22 @@ struct Id<'a> {
 pub async fn cancel_run(ctx: &Ctx<'_>, run_id: &str) -> Result<Response, ApiError> {
     const NOT_FOUND: ApiError = ApiError::NotFound("Run not found");
     let (store, _) = owner(ctx, IdKind::Run, run_id, NOT_FOUND)?;
-    let command = StoreCommand::Cancel {
+    let command = Cancel {
         run_id: run_id.to_owned(),
     };
-    match store.call(&command).await? {
-        StoreReply::Canceled { previous, queue } => {
+    match store.send(command).await? {
+        CancelReply::Canceled { previous, queue } => {
             if matches!(
                 previous,
                 RunStatus::Queued | RunStatus::Executing | RunStatus::Reattempting
             ) {
                 // The store already refuses to start it; this frees its place or slot now.
                 let gate = gate_name_in(ctx.environment, &queue);
-                let remove = GateCommand::Remove {
+                let remove = Remove {
                     run_id: run_id.to_owned(),
                 };
                 let removed = match QueueGateClient::new(ctx.env, &gate) {
-                    Ok(client) => client.call(&remove).await.map(|_| ()),
+                    Ok(client) => client.send(remove).await.map(drop),
                     Err(e) => Err(e),
                 };
                 if let Err(e) = removed {
@@ -84,8 +88,8 @@ pub async fn cancel_run(ctx: &Ctx<'_>, run_id: &str) -> Result<Response, ApiErro
             }
             json_response(200, &Id { id: run_id })
         }
-        StoreReply::AlreadyFinal { .. } => json_response(200, &Id { id: run_id }),
-        _ => Err(NOT_FOUND),
+        CancelReply::AlreadyFinal { .. } => json_response(200, &Id { id: run_id }),
+        CancelReply::NotFound => Err(NOT_FOUND),
     }
 }
 
@@ -98,12 +102,12 @@ pub async fn retrieve_batch_v2(ctx: &Ctx<'_>, batch_id: &str) -> Result<Response
 async fn load_batch(ctx: &Ctx<'_>, batch_id: &str) -> Result<BatchRecord, ApiError> {
     const NOT_FOUND: ApiError = ApiError::NotFound("Batch not found");
     let (store, _) = owner(ctx, IdKind::Batch, batch_id, NOT_FOUND)?;
-    let command = StoreCommand::GetBatch {
+    let command = GetBatch {
         batch_id: batch_id.to_owned(),
     };
-    match store.call(&command).await? {
-        StoreReply::Batch(batch) => Ok(batch),
-        _ => Err(NOT_FOUND),
+    match store.send(command).await? {
+        BatchReply::Batch(batch) => Ok(batch),
+        BatchReply::NotFound => Err(NOT_FOUND),
     }
 }
 
@@ -125,19 +129,13 @@ pub async fn list_runs(ctx: &Ctx<'_>, req: &Incoming) -> Result<Response, ApiErr
         .collect();
     stores.sort_unstable();
     stores.dedup();
-    let command = StoreCommand::ListRuns {
+    let command = || ListRuns {
         filter: query.filter.clone(),
         page: query.page.clone(),
         limit: query.size + 1,
     };
     let calls = stores.iter().map(|store| async {
-        match RunStoreClient::new(ctx.env, store)?.call(&command).await? {
-            StoreReply::Listed { runs } => Ok(runs),
-            other => {
-                worker::console_error!("run store answered a list with {other:?}");
-                Err(ApiError::Internal { retry: true })
-            }
-        }
+        Ok::<_, ApiError>(RunStoreClient::new(ctx.env, store)?.send(command()).await?)
     });
     let mut pages = Vec::with_capacity(stores.len());
     for page in join_all(calls).await {
@@ -184,13 +182,13 @@ pub async fn list_runs(ctx: &Ctx<'_>, req: &Incoming) -> Result<Response, ApiErr
 pub async fn replay_run(ctx: &Ctx<'_>, run_id: &str) -> Result<Response, ApiError> {
     const NOT_FOUND: ApiError = ApiError::NotFound("Run not found");
     let (store, route) = owner(ctx, IdKind::Run, run_id, NOT_FOUND)?;
-    let command = StoreCommand::Replay {
+    let command = Replay {
         run_id: run_id.to_owned(),
         new_run_id: new_id(IdKind::Run, route, crate::platform::runtime::now()),
     };
-    match store.call(&command).await? {
-        StoreReply::Replayed { id } => json_response(200, &Id { id: &id }),
-        _ => Err(NOT_FOUND),
+    match store.send(command).await? {
+        ReplayReply::Replayed { id } => json_response(200, &Id { id: &id }),
+        ReplayReply::NotFound => Err(NOT_FOUND),
     }
 }
 
@@ -201,33 +199,19 @@ pub async fn reschedule_run(
     run_id: &str,
 ) -> Result<Response, ApiError> {
     const NOT_FOUND: ApiError = ApiError::NotFound("Run not found");
-    #[derive(serde::Deserialize)]
-    struct Body<'a> {
-        #[serde(borrow)]
-        delay: Option<&'a RawValue>,
-    }
-    let body = read_body(&req, 64 * 1024).await?;
-    if body.is_empty() {
-        return Err(ApiError::BadRequest("Request body is empty".into()));
-    }
-    let parsed: Body = parse_top_object(&body)?;
-    let delay = parsed
-        .delay
-        .ok_or_else(|| ApiError::validation("delay", "required"))?;
-    let now = crate::platform::runtime::now();
-    let until =
-        parse_delay(delay, now).ok_or_else(|| ApiError::validation("delay", DELAY_REASON))?;
+    let body = read_body(&req, MAX_MANAGE_BODY_BYTES).await?;
+    let delay_until = parse_reschedule_body(&body, crate::platform::runtime::now())?;
     let (store, _) = owner(ctx, IdKind::Run, run_id, NOT_FOUND)?;
-    let command = StoreCommand::Reschedule {
+    let command = Reschedule {
         run_id: run_id.to_owned(),
-        delay_until: until.unwrap_or(now),
+        delay_until,
     };
-    match store.call(&command).await? {
-        StoreReply::Run(run) => json_response(200, &RunView::new(&run, vocabulary(&req))),
-        StoreReply::NotDelayed => Err(ApiError::Unprocessable(
+    match store.send(command).await? {
+        RescheduleReply::Run(run) => json_response(200, &RunView::new(&run, vocabulary(&req))),
+        RescheduleReply::NotDelayed => Err(ApiError::Unprocessable(
             "Cannot reschedule a run that is not delayed".into(),
         )),
-        _ => Err(NOT_FOUND),
+        RescheduleReply::NotFound => Err(NOT_FOUND),
     }
 }
 
@@ -237,32 +221,19 @@ pub async fn reset_idempotency_key(
     req: Incoming,
     key: &str,
 ) -> Result<Response, ApiError> {
-    #[derive(serde::Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Body {
-        task_identifier: Option<serde_json::Value>,
-    }
-    let body = read_body(&req, 64 * 1024).await?;
-    if body.is_empty() {
-        return Err(ApiError::BadRequest("Request body is empty".into()));
-    }
-    let parsed: Body = parse_top_object(&body)?;
-    let task = match parsed.task_identifier {
-        Some(serde_json::Value::String(task)) => task,
-        Some(_) => return Err(ApiError::validation("taskIdentifier", "expected a string")),
-        None => return Err(ApiError::validation("taskIdentifier", "required")),
-    };
+    let body = read_body(&req, MAX_MANAGE_BODY_BYTES).await?;
+    let task = parse_key_reset_body(&body)?;
     if !ctx.config.tasks.contains_key(&task) {
         return Err(ApiError::NotFound("Task not found"));
     }
     let store = store_name(ctx.environment, StoreRoute::for_task(&task));
-    let command = StoreCommand::ResetIdempotencyKey {
+    let command = ResetIdempotencyKey {
         task,
         key: key.to_owned(),
     };
-    match RunStoreClient::new(ctx.env, &store)?.call(&command).await? {
-        StoreReply::KeyReset { removed: true } => json_response(200, &Id { id: key }),
-        _ => Err(ApiError::NotFound("Idempotency key not found")),
+    match RunStoreClient::new(ctx.env, &store)?.send(command).await? {
+        KeyReset { removed: true } => json_response(200, &Id { id: key }),
+        KeyReset { removed: false } => Err(ApiError::NotFound("Idempotency key not found")),
     }
 }
 

@@ -26,7 +26,8 @@ use crate::domain::intake::trigger::{
 };
 use crate::objects::store::client::{store_name, RunStoreClient};
 use crate::objects::store::protocol::{
-    BatchEntry, BatchKey, StoreCommand, StoreReply, TriggerBatch,
+    BatchCreated, BatchEntry, BatchKey, BatchReply, CreateBatch, GetBatch, RecordBatchItems,
+    RecordReply, TriggerBatch, TriggerReply,
 };
 
 /// The most items a two-step batch may have.
@@ -112,7 +113,7 @@ pub async fn create_batch(ctx: &Ctx<'_>, req: Incoming) -> Result<Response, ApiE
     ctx.admit(run_count).await?;
     let route = StoreRoute::for_batch(key.as_deref());
     let store = store_name(ctx.environment, route);
-    let command = StoreCommand::CreateBatch {
+    let command = CreateBatch {
         batch_id: new_id(IdKind::Batch, route, crate::platform::runtime::now()),
         run_count: run_count as usize,
         key: key.map(|key| BatchKey {
@@ -121,24 +122,19 @@ pub async fn create_batch(ctx: &Ctx<'_>, req: Incoming) -> Result<Response, ApiE
             body_hash: String::new(),
         }),
     };
-    match RunStoreClient::new(ctx.env, &store)?.call(&command).await? {
-        StoreReply::BatchCreated {
-            batch_id,
+    let BatchCreated {
+        batch_id,
+        run_count,
+        cached,
+    } = RunStoreClient::new(ctx.env, &store)?.send(command).await?;
+    json_response(
+        if cached { 200 } else { 202 },
+        &Created {
+            id: batch_id,
             run_count,
-            cached,
-        } => json_response(
-            if cached { 200 } else { 202 },
-            &Created {
-                id: batch_id,
-                run_count,
-                is_cached: cached,
-            },
-        ),
-        other => {
-            worker::console_error!("run store answered a batch creation with {other:?}");
-            Err(ApiError::Internal { retry: true })
-        }
-    }
+            is_cached: cached,
+        },
+    )
 }
 
 /// A received item, not yet stored.
@@ -202,13 +198,14 @@ async fn items(
     let route = parse_id(IdKind::Batch, batch_id).ok_or(NOT_FOUND)?;
     let home = store_name(ctx.environment, route);
     let batch = match RunStoreClient::new(ctx.env, &home)?
-        .call(&StoreCommand::GetBatch {
+        .send(GetBatch {
             batch_id: batch_id.to_owned(),
         })
         .await?
     {
-        StoreReply::Batch(batch) if batch.two_step => batch,
-        _ => return Err(NOT_FOUND),
+        BatchReply::Batch(batch) if batch.two_step => batch,
+        // A seed-endpoint batch takes no items.
+        BatchReply::Batch(_) | BatchReply::NotFound => return Err(NOT_FOUND),
     };
     if batch.status == "ABORTED" {
         return Err(aborted());
@@ -375,7 +372,7 @@ impl Stream<'_, '_> {
             let route = StoreRoute::for_task(&task);
             let store = store_name(self.ctx.environment, route);
             let indexes: Vec<u32> = group.iter().map(|p| p.index).collect();
-            let command = StoreCommand::TriggerBatch(TriggerBatch {
+            let command = TriggerBatch {
                 store: store.clone(),
                 task: task.clone(),
                 batch_id: Some(self.batch_id.clone()),
@@ -390,18 +387,19 @@ impl Stream<'_, '_> {
                 items: group.into_iter().map(|p| p.item).collect(),
                 batch_key: None,
                 trigger_function: "batchTrigger".into(),
-            });
+            };
             let runs = match RunStoreClient::new(self.ctx.env, &store)?
-                .call(&command)
+                .send(command)
                 .await?
             {
-                StoreReply::Triggered { runs, ready, .. } => {
+                TriggerReply::Triggered { runs, ready, .. } => {
                     self.ctx.offer_soon(&store, ready);
                     runs
                 }
-                other => {
-                    worker::console_error!("run store answered batch items with {other:?}");
-                    return Err(ApiError::Internal { retry: true });
+                // Only a batch key can conflict, and items carry none.
+                TriggerReply::BatchKeyConflict => {
+                    worker::console_error!("batch items without a batch key met a conflict");
+                    return Err(ApiError::Internal { retry: false });
                 }
             };
             entries.extend(
@@ -417,15 +415,15 @@ impl Stream<'_, '_> {
                     }),
             );
         }
-        let record = StoreCommand::RecordBatchItems {
+        let record = RecordBatchItems {
             batch_id: self.batch_id.clone(),
             entries,
         };
         match RunStoreClient::new(self.ctx.env, &self.home)?
-            .call(&record)
+            .send(record)
             .await?
         {
-            StoreReply::ItemsRecorded {
+            RecordReply::ItemsRecorded {
                 accepted,
                 deduplicated,
                 sealed,
@@ -435,8 +433,8 @@ impl Stream<'_, '_> {
                 self.sealed = sealed;
                 Ok(())
             }
-            StoreReply::BatchAborted => Err(aborted()),
-            _ => Err(ApiError::NotFound("Batch not found")),
+            RecordReply::BatchAborted => Err(aborted()),
+            RecordReply::NotFound => Err(ApiError::NotFound("Batch not found")),
         }
     }
 }

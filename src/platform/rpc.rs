@@ -1,12 +1,18 @@
 //! Calls between our Durable Objects: a JSON command in, a JSON reply out, by JavaScript
 //! RPC. `src/entry.js` makes each object class extend `DurableObject` and forward its
-//! `command` method to the Rust object's [`export_command!`] export; callers reach it
-//! through [`object`] and [`call`]. Every typed client (`RunStoreClient`,
-//! `QueueGateClient`, the executor's `hand`, the rate limiter's `take`) uses them.
+//! `command` method to the Rust object's [`export_command!`] export.
+//!
+//! Typed end to end: an object's [`Protocol`] names its binding and its command envelope
+//! (one enum), and each [`Command`] names the one reply type it gets. [`Client`] is the
+//! one generic client (name → stub → command → typed reply) every object's client wraps;
+//! on the object's side, [`answer`] encodes a reply only as the type its command
+//! declares. A caller therefore never matches on a reply its command cannot get.
 //!
 //! RPC rather than `fetch`: no `Request` and `Response` on either side, no body stream,
 //! and no inspector network events, which `wrangler dev` forwards one HTTP request each to
 //! its Node process (see docs/ARCHITECTURE.md, "Performance").
+
+use std::marker::PhantomData;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -26,15 +32,17 @@ extern "C" {
     fn send(this: &ObjectStub, command: &str) -> Result<js_sys::Promise, JsValue>;
 }
 
-/// A failed call, before it is turned into an API error.
-#[derive(Debug)]
+/// A failure inside the system: a call between objects, or the storage an object called
+/// on. Typed so that an overloaded object (a retry helps) is told apart from anything
+/// else; the edge renders it as 503 or 500 (`From<CallError> for ApiError`).
+#[derive(Debug, Clone)]
 pub struct CallError {
     pub overloaded: bool,
     pub detail: String,
 }
 
 impl CallError {
-    fn other(detail: impl Into<String>) -> CallError {
+    pub fn other(detail: impl Into<String>) -> CallError {
         CallError {
             overloaded: false,
             detail: detail.into(),
@@ -70,8 +78,55 @@ impl From<CallError> for ApiError {
     }
 }
 
+impl From<CallError> for worker::Error {
+    fn from(e: CallError) -> worker::Error {
+        worker::Error::RustError(e.detail)
+    }
+}
+
+/// An object kind's side of the wire: where it is bound and the commands it decodes.
+pub trait Protocol {
+    /// The Durable Object namespace binding (`wrangler.toml`).
+    const BINDING: &'static str;
+    /// Every command, as one enum (or a single struct for a one-command object).
+    type Envelope: Serialize + DeserializeOwned;
+}
+
+/// One command of an object's protocol, and the only reply it gets.
+pub trait Command: Into<<Self::Protocol as Protocol>::Envelope> {
+    type Protocol: Protocol;
+    type Reply: Serialize + DeserializeOwned;
+}
+
+/// A client of the object named `name` of protocol `P`.
+pub struct Client<P: Protocol> {
+    stub: ObjectStub,
+    protocol: PhantomData<P>,
+}
+
+impl<P: Protocol> Client<P> {
+    pub fn new(env: &Env, name: &str) -> Result<Client<P>, CallError> {
+        Ok(Client {
+            stub: object(env, P::BINDING, name)?,
+            protocol: PhantomData,
+        })
+    }
+
+    /// Sends `command` and reads the reply its type declares.
+    pub async fn send<C: Command<Protocol = P>>(&self, command: C) -> Result<C::Reply, CallError> {
+        let envelope: P::Envelope = command.into();
+        call(&self.stub, &envelope).await
+    }
+}
+
+/// The reply to a command `C`, encoded for [`Client::send`]: `rpc::answer::<C>(&reply)`
+/// ties a reply to its command on the object's side too.
+pub fn answer<C: Command>(reply: &C::Reply) -> worker::Result<String> {
+    encode(reply)
+}
+
 /// The object named `name` in the namespace bound as `binding`.
-pub fn object(env: &Env, binding: &str, name: &str) -> Result<ObjectStub, CallError> {
+fn object(env: &Env, binding: &str, name: &str) -> Result<ObjectStub, CallError> {
     Ok(env
         .durable_object(binding)?
         .id_from_name(name)?
@@ -80,7 +135,7 @@ pub fn object(env: &Env, binding: &str, name: &str) -> Result<ObjectStub, CallEr
 }
 
 /// Sends `command` to `object` and reads its reply.
-pub async fn call<C: Serialize, R: DeserializeOwned>(
+async fn call<C: Serialize, R: DeserializeOwned>(
     object: &ObjectStub,
     command: &C,
 ) -> Result<R, CallError> {
@@ -93,19 +148,18 @@ pub async fn call<C: Serialize, R: DeserializeOwned>(
     serde_json::from_str(&reply).map_err(|e| CallError::other(format!("unreadable reply: {e}")))
 }
 
-/// Reads a command sent by [`call`]; `what` names it in the error.
-pub fn command<C: DeserializeOwned>(command: &[u8], what: &str) -> worker::Result<C> {
+/// Reads the envelope of a command sent by [`Client::send`].
+pub fn decode<P: Protocol>(command: &[u8]) -> worker::Result<P::Envelope> {
     serde_json::from_slice(command)
-        .map_err(|e| worker::Error::RustError(format!("bad {what}: {e}")))
+        .map_err(|e| worker::Error::RustError(format!("bad command for {}: {e}", P::BINDING)))
 }
 
-/// A reply for [`call`] to read.
-pub fn reply<R: Serialize>(reply: &R) -> worker::Result<String> {
+fn encode<R: Serialize>(reply: &R) -> worker::Result<String> {
     serde_json::to_string(reply).map_err(|e| worker::Error::RustError(e.to_string()))
 }
 
 /// An object's handler as the RPC export answers: the reply as a string, or an `Error`
-/// that the caller's [`call`] receives with its message.
+/// that the caller's [`Client::send`] receives with its message.
 pub fn settle(reply: worker::Result<String>) -> Result<JsValue, JsValue> {
     reply
         .map(JsValue::from)

@@ -17,7 +17,8 @@ use worker::{console_error, console_log, Env, MessageBatch, MessageExt, RawMessa
 use crate::domain::basics::time::Millis;
 use crate::domain::run::delivery::RunRefs;
 use crate::objects::store::client::RunStoreClient;
-use crate::objects::store::protocol::{ClaimedRun, StoreCommand, StoreReply};
+use crate::objects::store::protocol::{Acknowledge, Claim, Claimed, ClaimedRun};
+use crate::platform::rpc::CallError;
 use crate::queue::offers::Offers;
 
 struct Delivery {
@@ -111,25 +112,18 @@ async fn dead_letter(env: &Env, message: &RawMessage) -> worker::Result<()> {
         .await
 }
 
-async fn claim(env: &Env, refs: &RunRefs) -> Result<(Vec<ClaimedRun>, Millis), String> {
-    let client = RunStoreClient::new(env, &refs.store).map_err(|e| e.detail)?;
-    let command = StoreCommand::Claim {
+async fn claim(env: &Env, refs: &RunRefs) -> Result<(Vec<ClaimedRun>, Millis), CallError> {
+    let command = Claim {
         run_ids: refs.runs.clone(),
     };
-    match client.call(&command).await.map_err(|e| e.detail)? {
-        StoreReply::Claimed { runs, at } => Ok((runs, at)),
-        other => Err(format!("unexpected reply {other:?}")),
-    }
+    let Claimed { runs, at } = RunStoreClient::new(env, &refs.store)?.send(command).await?;
+    Ok((runs, at))
 }
 
-async fn acknowledge(env: &Env, refs: &RunRefs, claimed_at: Millis) -> Result<(), String> {
-    let client = RunStoreClient::new(env, &refs.store).map_err(|e| e.detail)?;
-    let command = StoreCommand::Acknowledge {
+async fn acknowledge(env: &Env, refs: &RunRefs, claimed_at: Millis) -> Result<(), CallError> {
+    let command = Acknowledge {
         run_ids: refs.runs.clone(),
         claimed_at,
     };
-    match client.call(&command).await.map_err(|e| e.detail)? {
-        StoreReply::Acknowledged => Ok(()),
-        other => Err(format!("unexpected reply {other:?}")),
-    }
+    RunStoreClient::new(env, &refs.store)?.send(command).await
 }

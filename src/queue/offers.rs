@@ -11,7 +11,7 @@ use worker::{console_error, Env};
 use crate::domain::run::execution::LEASE_MARGIN_MS;
 use crate::domain::scheduling::gate::{LimitUpdate, Ticket};
 use crate::objects::gate::client::{gate_name, QueueGateClient};
-use crate::objects::gate::protocol::GateCommand;
+use crate::objects::gate::protocol::Offer;
 use crate::objects::store::client::env_of_store;
 use crate::objects::store::protocol::ClaimedRun;
 
@@ -46,13 +46,13 @@ impl Offers {
     pub async fn send(self, env: &Env) -> HashSet<String> {
         let mut failed = HashSet::new();
         for (gate, (tickets, limit)) in self.by_gate {
-            let command = GateCommand::Offer {
+            let command = Offer {
                 gate: gate.clone(),
                 tickets,
                 limit,
             };
             let result = match QueueGateClient::new(env, &gate) {
-                Ok(client) => client.call(&command).await.map(|_| ()),
+                Ok(client) => client.send(command).await.map(drop),
                 Err(e) => Err(e),
             };
             if let Err(e) = result {

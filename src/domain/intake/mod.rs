@@ -3,6 +3,7 @@
 //! them before anything is stored. Every failure here is a 4xx naming the field.
 
 pub mod idempotency;
+pub mod manage;
 pub mod ndjson;
 pub mod packets;
 pub mod queue_name;

@@ -46,6 +46,59 @@ pub fn backoff_ms(policy: &RetryPolicy, attempt: u32, jitter: f64) -> u64 {
     delay.min(policy.max_timeout_ms as f64).max(0.0) as u64
 }
 
+/// A run as the start of an attempt finds it in its store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StartState {
+    pub status: RunStatus,
+    pub attempt_count: u32,
+    /// The lease whose holder last started an attempt, if one is running.
+    pub lease_token: Option<u64>,
+    /// The end of a `QUEUED` run's TTL.
+    pub expires_at: Option<Millis>,
+    /// When a `REATTEMPTING` run's backoff ends.
+    pub retry_at: Option<Millis>,
+}
+
+/// What the holder of lease `token` may do with a run: the compare-and-set that makes an
+/// attempt start at most once (invariant 5, docs/ARCHITECTURE.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartDecision {
+    /// Start attempt `attempt_count + 1` under this lease.
+    Start,
+    /// This lease's holder started attempt `attempt` already (it restarted since).
+    AlreadyStarted { attempt: u32 },
+    /// Its TTL passed while it waited: it becomes `EXPIRED`.
+    Expire,
+    /// Admitted before its backoff ended (an offer that waited behind the lease of the
+    /// attempt that failed): it must come back at `at`.
+    TooEarly { at: Millis },
+    /// It may not start (cancelled, expired, finished, or running under another lease).
+    NotStartable,
+}
+
+/// Decides the start of an attempt; `slack_ms` is how early a retry may start (clock skew
+/// between objects).
+pub fn start_decision(
+    run: &StartState,
+    token: u64,
+    now: Millis,
+    slack_ms: Millis,
+) -> StartDecision {
+    match run.status {
+        RunStatus::Executing if run.lease_token == Some(token) => StartDecision::AlreadyStarted {
+            attempt: run.attempt_count,
+        },
+        RunStatus::Queued if run.expires_at.is_some_and(|at| at <= now) => StartDecision::Expire,
+        RunStatus::Reattempting if run.retry_at.is_some_and(|at| at > now + slack_ms) => {
+            StartDecision::TooEarly {
+                at: run.retry_at.unwrap_or(now),
+            }
+        }
+        status if status.can_become(RunStatus::Executing) => StartDecision::Start,
+        _ => StartDecision::NotStartable,
+    }
+}
+
 /// What follows a failed attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AfterFailure {
@@ -188,6 +241,73 @@ mod tests {
     use RunStatus::*;
 
     const ALL: [RunStatus; 12] = RunStatus::ALL;
+
+    fn start_state(status: RunStatus) -> StartState {
+        StartState {
+            status,
+            attempt_count: 1,
+            lease_token: None,
+            expires_at: None,
+            retry_at: None,
+        }
+    }
+
+    #[test]
+    fn an_attempt_starts_only_for_a_startable_run_and_once_per_lease() {
+        let now = 10_000;
+        let queued = start_state(RunStatus::Queued);
+        assert_eq!(start_decision(&queued, 7, now, 1000), StartDecision::Start);
+        let running = StartState {
+            lease_token: Some(7),
+            ..start_state(RunStatus::Executing)
+        };
+        assert_eq!(
+            start_decision(&running, 7, now, 1000),
+            StartDecision::AlreadyStarted { attempt: 1 }
+        );
+        // Another lease never starts a run that is executing.
+        assert_eq!(
+            start_decision(&running, 8, now, 1000),
+            StartDecision::NotStartable
+        );
+        for status in [
+            RunStatus::Delayed,
+            RunStatus::Completed,
+            RunStatus::Canceled,
+            RunStatus::Expired,
+            RunStatus::Failed,
+        ] {
+            assert_eq!(
+                start_decision(&start_state(status), 7, now, 1000),
+                StartDecision::NotStartable,
+                "{status:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_queued_run_past_its_ttl_expires_instead_of_starting() {
+        let run = StartState {
+            expires_at: Some(10_000),
+            ..start_state(RunStatus::Queued)
+        };
+        assert_eq!(start_decision(&run, 1, 10_000, 1000), StartDecision::Expire);
+        assert_eq!(start_decision(&run, 1, 9_999, 1000), StartDecision::Start);
+    }
+
+    #[test]
+    fn a_retry_starts_no_earlier_than_its_backoff_less_the_slack() {
+        let run = StartState {
+            retry_at: Some(10_000),
+            ..start_state(RunStatus::Reattempting)
+        };
+        assert_eq!(
+            start_decision(&run, 1, 8_999, 1000),
+            StartDecision::TooEarly { at: 10_000 }
+        );
+        assert_eq!(start_decision(&run, 1, 9_000, 1000), StartDecision::Start);
+    }
+
     #[test]
     fn legal_transitions_follow_the_lifecycle() {
         for (from, to) in [

@@ -13,7 +13,7 @@
 //! a release frees come back in the release's reply, and this executor runs them as if
 //! handed: a hand-over makes no call from the gate. Their calls start in the invocation
 //! that reported, so it takes them only while its attempts stay within six in all
-//! (`client::room_to_take`); a busier executor gets hands.
+//! (`domain::scheduling::pool::room_to_take`); a busier executor gets hands.
 //!
 //! A recorded job is worked on until it is reported and released. A backstop alarm, due
 //! `BACKSTOP_MS` after a job arrives and again while jobs remain, takes up every job this
@@ -28,6 +28,7 @@
 
 mod call;
 pub mod client;
+pub mod protocol;
 pub mod schema;
 
 use std::cell::{Cell, RefCell};
@@ -41,19 +42,39 @@ use worker::{
     SqlStorage, State,
 };
 
+use serde::{Deserialize, Serialize};
+
 use crate::domain::basics::time::Millis;
 use crate::domain::scheduling::gate::Lease;
+use crate::domain::scheduling::pool::room_to_take;
 use crate::objects::gate::client::QueueGateClient;
-use crate::objects::gate::protocol::{GateCommand, GateReply};
+use crate::objects::gate::protocol::Release;
 use crate::objects::group_commit::GroupCommit;
 use crate::objects::store::client::RunStoreClient;
-use crate::objects::store::protocol::{AttemptOutcome, Finish, StoreCommand, StoreReply};
-use crate::platform::rpc;
+use crate::objects::store::protocol::{
+    AttemptOutcome, Finish, FinishAttempts, StartAttempts, StartReply,
+};
+use crate::platform::rpc::{self, answer, CallError};
 use crate::platform::runtime::{ensure_alarm, internal, now};
-use client::{room_to_take, Hand, Job};
+use protocol::Hand;
 
 /// How long a recorded job may go without an instance working on it.
 const BACKSTOP_MS: Millis = 30_000;
+
+/// What an executor is asked to do: run the attempt that `lease` allows, then release it
+/// at `gate`. Kept in the `jobs` table until it is reported.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Job {
+    gate: String,
+    lease: Lease,
+}
+
+impl Job {
+    /// Unique per admission: two admissions of one run (a retry) are two jobs.
+    fn key(&self) -> String {
+        format!("{}:{}", self.lease.ticket.run_id, self.lease.token)
+    }
+}
 
 #[durable_object(alarm)]
 pub struct RunExecutor {
@@ -71,7 +92,7 @@ struct Shared {
     /// The alarm time last set, if known (memory only).
     alarm_at: Cell<Option<Millis>>,
     /// Starts of attempts (store, run id, lease token), sent together.
-    starts: GroupCommit<(String, String, u64), std::result::Result<StoreReply, String>>,
+    starts: GroupCommit<(String, String, u64), std::result::Result<StartReply, CallError>>,
     /// Ended attempts, reported together; the reply says whether the store recorded it.
     reports: GroupCommit<Report, bool>,
 }
@@ -137,9 +158,9 @@ impl RunExecutor {
     /// Takes a hand of leases from a gate (`rpc::call`).
     async fn handle(&self, command: &[u8]) -> Result<String> {
         self.shared.migrated.ready()?;
-        let hand: Hand = rpc::command(command, "hand")?;
+        let hand = rpc::decode::<protocol::Executor>(command)?;
         self.shared.take(hand).await?;
-        rpc::reply(&true)
+        answer::<Hand>(&())
     }
 }
 
@@ -260,11 +281,14 @@ impl Shared {
 
     /// Runs the job's attempt, unless it already ran: what to report, or `None` when the
     /// attempt is in doubt and its lease decides.
-    async fn conclude(self: &Rc<Self>, row: JobRow) -> std::result::Result<Option<Report>, String> {
-        let job: Job = serde_json::from_str(&row.job).map_err(|e| e.to_string())?;
+    async fn conclude(
+        self: &Rc<Self>,
+        row: JobRow,
+    ) -> std::result::Result<Option<Report>, CallError> {
+        let job: Job = serde_json::from_str(&row.job).map_err(unreadable)?;
         let attempt = match (row.attempt, row.outcome) {
             (Some(attempt), Some(outcome)) => {
-                let outcome = serde_json::from_str(&outcome).map_err(|e| e.to_string())?;
+                let outcome = serde_json::from_str(&outcome).map_err(unreadable)?;
                 Attempt::Ended(attempt.clamp(0, i64::from(u32::MAX)) as u32, outcome)
             }
             _ => self.attempt(&row.key, &job).await?,
@@ -285,7 +309,7 @@ impl Shared {
 
     /// Asks the store to start the job's attempt (a compare-and-set on the lease). Starts
     /// of attempts that begin together go to each store in one call.
-    async fn start(self: &Rc<Self>, job: &Job) -> std::result::Result<StoreReply, String> {
+    async fn start(self: &Rc<Self>, job: &Job) -> std::result::Result<StartReply, CallError> {
         let ticket = &job.lease.ticket;
         let item = (ticket.store.clone(), ticket.run_id.clone(), job.lease.token);
         let (reply, lead) = self.starts.add(item);
@@ -298,41 +322,43 @@ impl Shared {
         }
         reply
             .await
-            .map_err(|_| "the start was never answered".to_owned())?
+            .map_err(|_| CallError::other("the start was never answered"))?
     }
 
     /// One `StartAttempts` call per store; one reply per start, in order.
     async fn start_batch(
         &self,
         batch: Vec<(String, String, u64)>,
-    ) -> Vec<std::result::Result<StoreReply, String>> {
+    ) -> Vec<std::result::Result<StartReply, CallError>> {
         let mut by_store: HashMap<&str, Vec<usize>> = HashMap::new();
         for (i, (store, _, _)) in batch.iter().enumerate() {
             by_store.entry(store).or_default().push(i);
         }
-        let mut replies: Vec<std::result::Result<StoreReply, String>> =
-            batch.iter().map(|_| Err("not sent".to_owned())).collect();
+        let mut replies: Vec<std::result::Result<StartReply, CallError>> = batch
+            .iter()
+            .map(|_| Err(CallError::other("not sent")))
+            .collect();
         for (store, indexes) in by_store {
             let starts = indexes
                 .iter()
                 .map(|&i| (batch[i].1.clone(), batch[i].2))
                 .collect();
             let answer = match RunStoreClient::new(&self.env, store) {
-                Ok(client) => client.call(&StoreCommand::StartAttempts { starts }).await,
+                Ok(client) => client.send(StartAttempts { starts }).await,
                 Err(e) => Err(e),
             };
             match answer {
-                Ok(StoreReply::Each(each)) if each.len() == indexes.len() => {
+                Ok(each) if each.len() == indexes.len() => {
                     for (i, reply) in indexes.into_iter().zip(each) {
                         replies[i] = Ok(reply);
                     }
                 }
-                Ok(_) => indexes
-                    .into_iter()
-                    .for_each(|i| replies[i] = Err("StartAttempts answered amiss".to_owned())),
+                Ok(_) => indexes.into_iter().for_each(|i| {
+                    replies[i] = Err(CallError::other("StartAttempts answered amiss"))
+                }),
                 Err(e) => indexes
                     .into_iter()
-                    .for_each(|i| replies[i] = Err(e.detail.clone())),
+                    .for_each(|i| replies[i] = Err(e.clone())),
             }
         }
         replies
@@ -363,9 +389,9 @@ impl Shared {
         }
         let mut failed = HashSet::new();
         for (store, finishes) in finishes {
-            let command = StoreCommand::FinishAttempts { finishes };
+            let command = FinishAttempts { finishes };
             let recorded = match RunStoreClient::new(&self.env, &store) {
-                Ok(client) => client.call(&command).await.map(drop),
+                Ok(client) => client.send(command).await.map(drop),
                 Err(e) => Err(e),
             };
             if let Err(e) = recorded {
@@ -418,12 +444,9 @@ impl Shared {
         gate: &str,
         ended: Vec<(String, u64)>,
         take: usize,
-    ) -> std::result::Result<Vec<Lease>, String> {
-        let client = QueueGateClient::new(&self.env, gate).map_err(|e| e.detail)?;
-        let command = GateCommand::Release { ended, take };
-        match client.call(&command).await.map_err(|e| e.detail)? {
-            GateReply::Admitted { hand, .. } => Ok(hand),
-        }
+    ) -> std::result::Result<Vec<Lease>, CallError> {
+        let client = QueueGateClient::new(&self.env, gate)?;
+        Ok(client.send(Release { ended, take }).await?.hand)
     }
 
     /// Drops a job that is done with.
@@ -441,10 +464,10 @@ impl Shared {
         self: &Rc<Self>,
         key: &str,
         job: &Job,
-    ) -> std::result::Result<Attempt, String> {
+    ) -> std::result::Result<Attempt, CallError> {
         let ticket = &job.lease.ticket;
         Ok(match self.start(job).await? {
-            StoreReply::Started(mut attempt) => {
+            StartReply::Started(mut attempt) => {
                 let env_slug = crate::objects::store::client::env_of_store(&ticket.store);
                 let (payload, kind) = (&mut attempt.payload, &mut attempt.payload_type);
                 let resolved =
@@ -454,17 +477,21 @@ impl Shared {
                     (Ok(()), Ok(config)) => call::call_task(&self.env, &config, &attempt).await,
                     (Ok(()), Err(message)) => call::failure("Misconfigured", message),
                 };
-                let kept = serde_json::to_string(&outcome).map_err(|e| e.to_string())?;
-                self.sql()
-                    .exec(
-                        "UPDATE jobs SET attempt = ?, outcome = ? WHERE key = ?",
-                        vec![i64::from(attempt.attempt).into(), kept.into(), key.into()],
-                    )
-                    .map_err(|e| e.to_string())?;
+                let kept = serde_json::to_string(&outcome).map_err(unreadable)?;
+                self.sql().exec(
+                    "UPDATE jobs SET attempt = ?, outcome = ? WHERE key = ?",
+                    vec![i64::from(attempt.attempt).into(), kept.into(), key.into()],
+                )?;
                 Attempt::Ended(attempt.attempt, outcome)
             }
-            StoreReply::AlreadyStarted { attempt } => Attempt::InDoubt(attempt),
-            _ => Attempt::NotRun, // cancelled, expired, finished
+            StartReply::AlreadyStarted { attempt } => Attempt::InDoubt(attempt),
+            // Cancelled, expired, finished, or gone.
+            StartReply::NotStartable { .. } | StartReply::NotFound => Attempt::NotRun,
         })
     }
+}
+
+/// A job or outcome this executor wrote and cannot read back.
+fn unreadable(e: serde_json::Error) -> CallError {
+    CallError::other(format!("executor: unreadable job state: {e}"))
 }

@@ -1,13 +1,13 @@
-//! `QueueGateClient`: the only code that sends commands to queue gates or reads their replies.
+//! `QueueGateClient`: the only code that sends commands to queue gates or reads their
+//! replies, and the rule that names a gate.
 
-use worker::Env;
-
-use super::protocol::{GateCommand, GateReply};
 use crate::domain::api::auth::Environment;
-use crate::platform::rpc;
+use crate::platform::rpc::Client;
 
-/// The Durable Object namespace binding of `QueueGate`.
-pub const QUEUE_GATE: &str = "QUEUE_GATE";
+use super::protocol::Gate;
+
+/// A client of one queue gate (`protocol`).
+pub type QueueGateClient = Client<Gate>;
 
 /// The gate of `queue` in the environment whose slug is `env`: `<env>:<queue>`.
 pub fn gate_name(env: &str, queue: &str) -> String {
@@ -17,20 +17,4 @@ pub fn gate_name(env: &str, queue: &str) -> String {
 /// The gate of a queue in `environment`.
 pub fn gate_name_in(environment: Environment, queue: &str) -> String {
     gate_name(environment.slug(), queue)
-}
-
-pub struct QueueGateClient {
-    object: rpc::ObjectStub,
-}
-
-impl QueueGateClient {
-    pub fn new(env: &Env, name: &str) -> Result<QueueGateClient, rpc::CallError> {
-        Ok(QueueGateClient {
-            object: rpc::object(env, QUEUE_GATE, name)?,
-        })
-    }
-
-    pub async fn call(&self, command: &GateCommand) -> Result<GateReply, rpc::CallError> {
-        rpc::call(&self.object, command).await
-    }
 }

@@ -20,13 +20,16 @@ use worker::{
 
 use crate::domain::basics::time::Millis;
 use crate::domain::scheduling::gate::{Changes, GateState, Lease, Waiting};
-use crate::objects::executor::client::{hand, hands, pool_size, split_for_releaser, EXECUTOR_POOL};
+use crate::domain::scheduling::pool::{hands, pool_size, split_for_releaser, EXECUTOR_POOL};
+use crate::objects::executor::client::RunExecutorClient;
+use crate::objects::executor::protocol::Hand;
 use crate::objects::store::client::RunStoreClient;
-use crate::objects::store::protocol::{StoreCommand, StoreReply};
+use crate::objects::store::protocol::{LeaseExpired, LeaseExpiredReply};
 use crate::platform::rpc;
+use crate::platform::rpc::{answer, CallError};
 use crate::platform::runtime::{ensure_alarm, internal, now};
 use crate::platform::sql::{rows, transaction, Migrated};
-use protocol::{GateCommand, GateReply};
+use protocol::{Admitted, Gate, GateCommand, Offer, Release, Remove};
 
 /// Hands to executors a gate keeps in flight at once.
 const LAUNCH_CONCURRENCY: usize = 32;
@@ -117,21 +120,21 @@ impl QueueGate {
         self.migrated.ready()?;
         let now = now();
         // `returns`: how many of the admitted runs the caller takes back in the reply.
-        let (name, changes, returns) = match rpc::command::<GateCommand>(command, "gate command")? {
-            GateCommand::Offer {
+        let (name, changes, returns) = match rpc::decode::<Gate>(command)? {
+            GateCommand::Offer(Offer {
                 gate,
                 tickets,
                 limit,
-            } => {
+            }) => {
                 self.remember_name(&gate)?;
                 (gate, self.apply(|g| g.offer(tickets, limit, now))?, 0)
             }
-            GateCommand::Release { ended, take } => {
+            GateCommand::Release(Release { ended, take }) => {
                 let returns = take.min(ended.len());
                 let changes = self.apply(|g| g.release_all(&ended, now))?;
                 (self.name()?, changes, returns)
             }
-            GateCommand::Remove { run_id } => {
+            GateCommand::Remove(Remove { run_id }) => {
                 (self.name()?, self.apply(|g| g.remove(&run_id, now))?, 0)
             }
         };
@@ -139,7 +142,8 @@ impl QueueGate {
         self.rearm().await?;
         let (hand, others) = split_for_releaser(changes.admitted, returns);
         self.launch(&name, others).await;
-        rpc::reply(&GateReply::Admitted { count, hand })
+        // Every gate command is answered with `Admitted`.
+        answer::<Offer>(&Admitted { count, hand })
     }
 
     fn sql(&self) -> SqlStorage {
@@ -257,16 +261,20 @@ impl QueueGate {
 
     /// Tells the store that owns a run its lease expired. `true`: the run never started
     /// and should wait for a slot again.
-    async fn reclaim(&self, lease: &Lease) -> std::result::Result<bool, String> {
-        let store = RunStoreClient::new(&self.env, &lease.ticket.store).map_err(|e| e.detail)?;
-        let command = StoreCommand::LeaseExpired {
+    async fn reclaim(&self, lease: &Lease) -> std::result::Result<bool, CallError> {
+        let store = RunStoreClient::new(&self.env, &lease.ticket.store)?;
+        let command = LeaseExpired {
             run_id: lease.ticket.run_id.clone(),
             token: lease.token,
         };
-        match store.call(&command).await.map_err(|e| e.detail)? {
-            StoreReply::Requeue => Ok(true),
-            _ => Ok(false),
-        }
+        Ok(match store.send(command).await? {
+            LeaseExpiredReply::Requeue => true,
+            // The attempt it held failed (and was retried), the run had moved on, or it
+            // is gone: the slot is free and nothing waits again.
+            LeaseExpiredReply::Finished { .. }
+            | LeaseExpiredReply::Ignored { .. }
+            | LeaseExpiredReply::NotFound => false,
+        })
     }
 
     /// Hands every admitted run to its executor. A lease that cannot be handed stays until
@@ -283,7 +291,15 @@ impl QueueGate {
         stream::iter(hands(gate, admitted, pool))
             .for_each_concurrent(LAUNCH_CONCURRENCY, |(executor, leases)| async move {
                 let count = leases.len();
-                if let Err(e) = hand(&self.env, gate, &executor, leases).await {
+                let hand = Hand {
+                    gate: gate.to_owned(),
+                    leases,
+                };
+                let handed = match RunExecutorClient::new(&self.env, &executor) {
+                    Ok(client) => client.send(hand).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = handed {
                     console_error!(
                         "queue gate {gate}: handing {count} runs to {executor} failed: {e}"
                     );

@@ -8,15 +8,17 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use worker::{Delay, Result, SqlStorage, SqlStorageValue};
 
-use super::protocol::{ClaimedRun, StoreReply, TriggerBatch};
+use super::protocol::{ClaimedRun, TriggerBatch, TriggerReply};
 use super::{internal, now, schema, RunStore};
 use crate::domain::basics::time::Millis;
+use crate::domain::config::attempt_seconds;
 use crate::domain::intake::idempotency::{
     decide_batch_key, plan_items, BatchKeyDecision, HeldBatchKey, HeldKey, ItemOutcome,
 };
 use crate::domain::intake::trigger::RunRequest;
 use crate::domain::run::delivery::{self, REDELIVER_AFTER_MS};
 use crate::domain::run::status::RunStatus;
+use crate::platform::rpc::CallError;
 use crate::platform::sql::{exec_in_chunks, insert_rows, opt_i64, transaction};
 
 #[derive(Deserialize)]
@@ -42,7 +44,7 @@ impl RunStore {
     /// accepts them in one run of synchronous code (each in its own transaction, so one
     /// failing leaves the others), sends the group's queue messages together and answers
     /// each.
-    pub(super) async fn trigger_batch(&self, cmd: TriggerBatch) -> Result<StoreReply> {
+    pub(super) async fn trigger_batch(&self, cmd: TriggerBatch) -> Result<TriggerReply> {
         let (reply, lead) = self.triggers.add(cmd);
         if lead {
             Delay::from(Duration::ZERO).await;
@@ -53,13 +55,13 @@ impl RunStore {
         reply
             .await
             .map_err(|_| internal("a grouped trigger got no answer"))?
-            .map_err(worker::Error::RustError)
+            .map_err(worker::Error::from)
     }
 
     async fn accept_group(
         &self,
         group: Vec<TriggerBatch>,
-    ) -> Vec<std::result::Result<StoreReply, String>> {
+    ) -> Vec<std::result::Result<TriggerReply, CallError>> {
         let now = now();
         // Arm the alarm first, for the earliest moment any item could need it: if a commit
         // below fails, a spare wake-up is harmless. After this await, the batch-key checks,
@@ -76,7 +78,8 @@ impl RunStore {
         });
         if let Some(at) = earliest.min() {
             if let Err(e) = self.ensure_alarm(at).await {
-                return group.iter().map(|_| Err(e.to_string())).collect();
+                let failed = CallError::from(e);
+                return group.iter().map(|_| Err(failed.clone())).collect();
             }
         }
         // Each trigger in a transaction of its own, so that one failing leaves the others.
@@ -86,8 +89,8 @@ impl RunStore {
         let replies = group
             .into_iter()
             .map(|cmd| {
-                let reply = self.accept(cmd, now).map_err(|e| e.to_string())?;
-                if let StoreReply::Triggered { ready, .. } = &reply {
+                let reply = self.accept(cmd, now)?;
+                if let TriggerReply::Triggered { ready, .. } = &reply {
                     send_now.extend(ready.iter().map(|r| r.run_id.clone()));
                 }
                 Ok(reply)
@@ -99,7 +102,7 @@ impl RunStore {
 
     /// One trigger of a group: replays a repeated batch key, or plans and writes the runs
     /// in one transaction.
-    fn accept(&self, cmd: TriggerBatch, now: Millis) -> Result<StoreReply> {
+    fn accept(&self, cmd: TriggerBatch, now: Millis) -> Result<TriggerReply> {
         let sql = self.sql();
         if let Some(key) = &cmd.batch_key {
             let held = sql
@@ -121,14 +124,14 @@ impl RunStore {
                         .load_batch(&batch_id)?
                         .ok_or_else(|| internal("batch key without batch"))?;
                     let cached = vec![true; batch.runs.len()];
-                    return Ok(StoreReply::Triggered {
+                    return Ok(TriggerReply::Triggered {
                         batch_id: Some(batch_id),
                         runs: batch.runs,
                         cached,
                         ready: Vec::new(),
                     });
                 }
-                BatchKeyDecision::Conflict => return Ok(StoreReply::BatchKeyConflict),
+                BatchKeyDecision::Conflict => return Ok(TriggerReply::BatchKeyConflict),
                 BatchKeyDecision::Fresh => {}
             }
         }
@@ -180,13 +183,13 @@ impl RunStore {
                     .clone()
                     .flatten()
                     .map(|t| now.saturating_add(t.ms.min(i64::MAX as u64) as i64)),
-                max_duration_secs: item.max_duration.unwrap_or(300),
+                max_duration_secs: attempt_seconds(item.max_duration.map(i64::from)),
             })
             .collect();
         transaction(&self.state.storage(), || {
             write_batch(&sql, &cmd, &outcomes, &runs, now)
         })?;
-        Ok(StoreReply::Triggered {
+        Ok(TriggerReply::Triggered {
             batch_id: cmd.batch_id,
             runs,
             cached,

@@ -6,7 +6,7 @@
 use serde::Deserialize;
 use worker::Result;
 
-use super::protocol::{BatchEntry, BatchKey, StoreReply};
+use super::protocol::{BatchCreated, BatchEntry, BatchKey, RecordReply};
 use super::{now, RunStore};
 use crate::domain::basics::time::Millis;
 
@@ -38,7 +38,7 @@ impl RunStore {
         batch_id: &str,
         run_count: usize,
         key: Option<BatchKey>,
-    ) -> Result<StoreReply> {
+    ) -> Result<BatchCreated> {
         let now = now();
         self.ensure_alarm(now + SEAL_TIMEOUT_MS).await?;
         let sql = self.sql();
@@ -61,7 +61,7 @@ impl RunStore {
                     .to_array::<CountRow>()?
                     .pop()
                     .map_or(0, |r| r.n.max(0) as usize);
-                return Ok(StoreReply::BatchCreated {
+                return Ok(BatchCreated {
                     batch_id: held.batch_id,
                     run_count: count,
                     cached: true,
@@ -89,7 +89,7 @@ impl RunStore {
                 ],
             )?;
         }
-        Ok(StoreReply::BatchCreated {
+        Ok(BatchCreated {
             batch_id: batch_id.to_owned(),
             run_count,
             cached: false,
@@ -102,7 +102,7 @@ impl RunStore {
         &self,
         batch_id: &str,
         entries: &[BatchEntry],
-    ) -> Result<StoreReply> {
+    ) -> Result<RecordReply> {
         let now = now();
         let sql = self.sql();
         let Some(state) = sql
@@ -113,10 +113,10 @@ impl RunStore {
             .to_array::<StateRow>()?
             .pop()
         else {
-            return Ok(StoreReply::NotFound);
+            return Ok(RecordReply::NotFound);
         };
         if state.aborted_at.is_some() {
-            return Ok(StoreReply::BatchAborted);
+            return Ok(RecordReply::BatchAborted);
         }
         let count = || -> Result<i64> {
             Ok(sql
@@ -152,7 +152,7 @@ impl RunStore {
                 vec![now.into(), now.into(), batch_id.into()],
             )?;
         }
-        Ok(StoreReply::ItemsRecorded {
+        Ok(RecordReply::ItemsRecorded {
             accepted,
             deduplicated: entries.len().saturating_sub(accepted),
             sealed,

@@ -1,14 +1,15 @@
-//! `RunStoreClient`: the only code that sends commands to run stores or reads their replies.
+//! `RunStoreClient`: the only code that sends commands to run stores or reads their
+//! replies, and the rules that name a store.
 
-use worker::Env;
-
-use super::protocol::{StoreCommand, StoreReply};
 use crate::domain::api::auth::Environment;
 use crate::domain::basics::ids::StoreRoute;
-use crate::platform::rpc;
+use crate::platform::rpc::Client;
 
-/// The Durable Object namespace binding of `RunStore`.
-pub const RUN_STORE: &str = "RUN_STORE";
+use super::protocol::Store;
+
+/// A client of one run store: `send` takes any store command and answers its reply type
+/// (`protocol`, `store_command!`).
+pub type RunStoreClient = Client<Store>;
 
 /// The name of the store that owns `route` in `env`: `<env>:<route>`.
 pub fn store_name(env: Environment, route: StoreRoute) -> String {
@@ -18,20 +19,4 @@ pub fn store_name(env: Environment, route: StoreRoute) -> String {
 /// The environment slug of a store name.
 pub fn env_of_store(store: &str) -> &str {
     store.split_once(':').map_or(store, |(env, _)| env)
-}
-
-pub struct RunStoreClient {
-    object: rpc::ObjectStub,
-}
-
-impl RunStoreClient {
-    pub fn new(env: &Env, name: &str) -> Result<RunStoreClient, rpc::CallError> {
-        Ok(RunStoreClient {
-            object: rpc::object(env, RUN_STORE, name)?,
-        })
-    }
-
-    pub async fn call(&self, command: &StoreCommand) -> Result<StoreReply, rpc::CallError> {
-        rpc::call(&self.object, command).await
-    }
 }

@@ -4,9 +4,10 @@
 use serde::Deserialize;
 use worker::{console_error, Result};
 
-use super::protocol::{ClaimedRun, StoreReply};
+use super::protocol::{Claimed, ClaimedRun};
 use super::{internal, now, RunStore, ALARM_BATCH, RUNS_QUEUE};
 use crate::domain::basics::time::Millis;
+use crate::domain::config::attempt_seconds;
 use crate::domain::run::delivery::{self, OutboxRow, REDELIVER_AFTER_MS, RETRY_SLACK_MS};
 use crate::domain::run::status::RunStatus;
 use crate::platform::sql::exec_in_chunks;
@@ -165,7 +166,7 @@ impl RunStore {
     /// them. A row written since (an attempt failed and its retry is due, or the sweep
     /// re-sent it) belongs to a later delivery and stays until that one is acknowledged:
     /// deleting it would lose the run if that delivery were dropped.
-    pub(super) fn acknowledge(&self, run_ids: &[String], claimed_at: Millis) -> Result<StoreReply> {
+    pub(super) fn acknowledge(&self, run_ids: &[String], claimed_at: Millis) -> Result<()> {
         exec_in_chunks(
             &self.sql(),
             "DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at <= ? AND run_id IN ({list})",
@@ -173,7 +174,7 @@ impl RunStore {
             run_ids,
             |_| Ok(()),
         )?;
-        Ok(StoreReply::Acknowledged)
+        Ok(())
     }
 
     /// `QUEUED` runs whose TTL has passed become `EXPIRED`; they never execute.
@@ -215,7 +216,7 @@ impl RunStore {
     /// The runs of a delivery that should wait at their queue's gate now: `QUEUED` ones
     /// within their TTL, and `REATTEMPTING` ones whose backoff has ended. The others
     /// (delayed, started, finished, cancelled) are left out: a repeated delivery is harmless.
-    pub(super) fn claim(&self, run_ids: &[String]) -> Result<StoreReply> {
+    pub(super) fn claim(&self, run_ids: &[String]) -> Result<Claimed> {
         let now = now();
         let mut rows = Vec::new();
         exec_in_chunks(
@@ -254,13 +255,10 @@ impl RunStore {
                 limit_set_at: row.created_at,
                 queued_at,
                 expires_at: row.expires_at,
-                max_duration_secs: row
-                    .max_duration
-                    .unwrap_or(300)
-                    .clamp(1, i64::from(u32::MAX)) as u32,
+                max_duration_secs: attempt_seconds(row.max_duration),
             });
         }
         self.expire(&expired, now)?;
-        Ok(StoreReply::Claimed { runs, at: now })
+        Ok(Claimed { runs, at: now })
     }
 }

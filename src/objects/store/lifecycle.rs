@@ -8,13 +8,17 @@
 use serde_json::value::RawValue;
 use worker::Result;
 
-use super::protocol::{AttemptOutcome, AttemptStart, StoreReply};
+use super::protocol::{
+    AttemptOutcome, AttemptStart, CancelReply, FinishReply, LeaseExpiredReply, StartReply,
+};
 use super::read::raw;
 use super::{internal, jitter, now, RunStore};
 use crate::domain::basics::time::Millis;
-use crate::domain::config::RetryPolicy;
+use crate::domain::config::{attempt_seconds, RetryPolicy};
 use crate::domain::run::delivery::RETRY_SLACK_MS;
-use crate::domain::run::execution::{after_failure, AfterFailure};
+use crate::domain::run::execution::{
+    after_failure, start_decision, AfterFailure, StartDecision, StartState,
+};
 use crate::domain::run::status::RunStatus;
 use crate::platform::sql::rows;
 
@@ -101,37 +105,40 @@ impl RunStore {
 
     /// `QUEUED` or due `REATTEMPTING` → `EXECUTING` with the next attempt number, for the
     /// holder of lease `token` only.
-    pub(super) async fn start_attempt(&self, run_id: &str, token: u64) -> Result<StoreReply> {
+    pub(super) async fn start_attempt(&self, run_id: &str, token: u64) -> Result<StartReply> {
         let now = now();
         let Some(row) = self.state_of(run_id)? else {
-            return Ok(StoreReply::NotFound);
+            return Ok(StartReply::NotFound);
         };
         let status = status_of(&row)?;
-        let token = token as i64;
-        match status {
-            RunStatus::Executing if row.lease_token == Some(token) => {
-                return Ok(StoreReply::AlreadyStarted {
-                    attempt: row.attempt_count.max(0) as u32,
-                });
+        let state = StartState {
+            status,
+            attempt_count: row.attempt_count.max(0) as u32,
+            lease_token: row.lease_token.map(|t| t as u64),
+            expires_at: row.expires_at,
+            retry_at: row.retry_at,
+        };
+        match start_decision(&state, token, now, RETRY_SLACK_MS) {
+            StartDecision::Start => {}
+            StartDecision::AlreadyStarted { attempt } => {
+                return Ok(StartReply::AlreadyStarted { attempt });
             }
-            RunStatus::Queued if row.expires_at.is_some_and(|at| at <= now) => {
+            StartDecision::Expire => {
                 self.expire(&[run_id.to_owned()], now)?;
-                return Ok(StoreReply::NotStartable {
+                return Ok(StartReply::NotStartable {
                     status: RunStatus::Expired,
                 });
             }
-            RunStatus::Reattempting if row.retry_at.is_some_and(|at| at > now + RETRY_SLACK_MS) => {
-                // Admitted before its backoff ended (an offer that waited behind the lease
-                // of the attempt that failed): it must come back when the backoff ends, so
-                // its outbox row is due again then, whatever became of the earlier one.
-                let at = row.retry_at.unwrap_or(now);
+            StartDecision::TooEarly { at } => {
+                // Its outbox row is due again when the backoff ends, whatever became of
+                // the earlier one.
                 self.ensure_alarm(at).await?;
                 self.deliver_again_at(run_id, at)?;
-                return Ok(StoreReply::NotStartable { status });
+                return Ok(StartReply::NotStartable { status });
             }
-            s if s.can_become(RunStatus::Executing) => {}
-            _ => return Ok(StoreReply::NotStartable { status }),
+            StartDecision::NotStartable => return Ok(StartReply::NotStartable { status }),
         }
+        let token = token as i64;
         let sql = self.sql();
         sql.exec(
             "UPDATE runs SET status = 'EXECUTING', attempt_count = attempt_count + 1,
@@ -143,7 +150,7 @@ impl RunStore {
         let call = self.call_of(run_id)?;
         let payload = self.stored_text(run_id, "payload", call.payload, call.payload_chunks)?;
         let context = self.stored_text(run_id, "context", call.context, call.context_chunks)?;
-        Ok(StoreReply::Started(Box::new(AttemptStart {
+        Ok(StartReply::Started(Box::new(AttemptStart {
             run_id: call.id,
             task: call.task,
             attempt: call.attempt_count.max(1) as u32,
@@ -156,10 +163,7 @@ impl RunStore {
             queue: call.queue,
             concurrency_key: call.concurrency_key,
             created_at: call.created_at,
-            max_duration_secs: call
-                .max_duration
-                .unwrap_or(300)
-                .clamp(1, i64::from(u32::MAX)) as u32,
+            max_duration_secs: attempt_seconds(call.max_duration),
         })))
     }
 
@@ -170,20 +174,20 @@ impl RunStore {
         run_id: &str,
         attempt: u32,
         outcome: AttemptOutcome,
-    ) -> Result<StoreReply> {
+    ) -> Result<FinishReply> {
         let now = now();
         let Some(row) = self.state_of(run_id)? else {
-            return Ok(StoreReply::NotFound);
+            return Ok(FinishReply::NotFound);
         };
         let status = status_of(&row)?;
         if status != RunStatus::Executing || row.attempt_count != i64::from(attempt) {
-            return Ok(StoreReply::Ignored { status });
+            return Ok(FinishReply::Ignored { status });
         }
         match outcome {
             AttemptOutcome::Succeeded { output } => {
                 let output = output.as_deref().map(RawValue::get);
                 self.end_attempt(run_id, attempt, RunStatus::Completed, output, None, now)?;
-                Ok(StoreReply::Finished {
+                Ok(FinishReply::Finished {
                     status: RunStatus::Completed,
                 })
             }
@@ -201,7 +205,7 @@ impl RunStore {
         row: &StateRow,
         error: &str,
         now: Millis,
-    ) -> Result<StoreReply> {
+    ) -> Result<FinishReply> {
         let policy: RetryPolicy = match &row.retry {
             Some(text) => serde_json::from_str(text).map_err(|e| internal(e.to_string()))?,
             None => RetryPolicy::default(),
@@ -231,16 +235,16 @@ impl RunStore {
                     let status = self
                         .state_of(run_id)?
                         .map_or(Ok(RunStatus::Canceled), |r| status_of(&r))?;
-                    return Ok(StoreReply::Ignored { status });
+                    return Ok(FinishReply::Ignored { status });
                 }
                 self.deliver_again_at(run_id, at)?;
-                Ok(StoreReply::Finished {
+                Ok(FinishReply::Finished {
                     status: RunStatus::Reattempting,
                 })
             }
             AfterFailure::Fail => {
                 self.end_attempt(run_id, attempt, RunStatus::Failed, None, Some(error), now)?;
-                Ok(StoreReply::Finished {
+                Ok(FinishReply::Finished {
                     status: RunStatus::Failed,
                 })
             }
@@ -276,10 +280,14 @@ impl RunStore {
 
     /// A gate reclaimed a lease whose holder went silent. If the holder had started an
     /// attempt, that attempt failed; if it never started one, the run goes back to its gate.
-    pub(super) async fn lease_expired(&self, run_id: &str, token: u64) -> Result<StoreReply> {
+    pub(super) async fn lease_expired(
+        &self,
+        run_id: &str,
+        token: u64,
+    ) -> Result<LeaseExpiredReply> {
         let now = now();
         let Some(row) = self.state_of(run_id)? else {
-            return Ok(StoreReply::NotFound);
+            return Ok(LeaseExpiredReply::NotFound);
         };
         let status = status_of(&row)?;
         match status {
@@ -290,26 +298,35 @@ impl RunStore {
                 })
                 .to_string();
                 let attempt = row.attempt_count.max(0) as u32;
-                self.fail_attempt(run_id, attempt, &row, &error, now).await
+                Ok(
+                    match self
+                        .fail_attempt(run_id, attempt, &row, &error, now)
+                        .await?
+                    {
+                        FinishReply::Finished { status } => LeaseExpiredReply::Finished { status },
+                        FinishReply::Ignored { status } => LeaseExpiredReply::Ignored { status },
+                        FinishReply::NotFound => LeaseExpiredReply::NotFound,
+                    },
+                )
             }
-            RunStatus::Queued => Ok(StoreReply::Requeue),
+            RunStatus::Queued => Ok(LeaseExpiredReply::Requeue),
             RunStatus::Reattempting if row.retry_at.is_none_or(|at| at <= now) => {
-                Ok(StoreReply::Requeue)
+                Ok(LeaseExpiredReply::Requeue)
             }
-            _ => Ok(StoreReply::Ignored { status }),
+            _ => Ok(LeaseExpiredReply::Ignored { status }),
         }
     }
 
     /// Any non-final run becomes `CANCELED`: it never executes afterwards, and a result of
     /// an attempt under way is ignored. A final run is left as it is.
-    pub(super) fn cancel(&self, run_id: &str) -> Result<StoreReply> {
+    pub(super) fn cancel(&self, run_id: &str) -> Result<CancelReply> {
         let now = now();
         let Some(row) = self.state_of(run_id)? else {
-            return Ok(StoreReply::NotFound);
+            return Ok(CancelReply::NotFound);
         };
         let status = status_of(&row)?;
         if !status.can_become(RunStatus::Canceled) {
-            return Ok(StoreReply::AlreadyFinal { status });
+            return Ok(CancelReply::AlreadyFinal { status });
         }
         let sql = self.sql();
         sql.exec(
@@ -319,7 +336,7 @@ impl RunStore {
             vec![now.into(), now.into(), run_id.into()],
         )?;
         sql.exec("DELETE FROM outbox WHERE run_id = ?", vec![run_id.into()])?;
-        Ok(StoreReply::Canceled {
+        Ok(CancelReply::Canceled {
             previous: status,
             queue: row.queue,
         })

@@ -4,7 +4,7 @@
 use serde::Deserialize;
 use worker::Result;
 
-use super::protocol::StoreReply;
+use super::protocol::{KeyReset, ReplayReply, RescheduleReply, RunReply};
 use super::{now, RunStore};
 use crate::domain::basics::time::Millis;
 use crate::domain::run::delivery::REDELIVER_AFTER_MS;
@@ -30,10 +30,10 @@ impl RunStore {
 
     /// A new `QUEUED` run with the same task, payload, context, options and tags as
     /// `run_id`; it has no idempotency key and belongs to no batch.
-    pub(super) async fn replay(&self, run_id: &str, new_run_id: &str) -> Result<StoreReply> {
+    pub(super) async fn replay(&self, run_id: &str, new_run_id: &str) -> Result<ReplayReply> {
         let now = now();
         let Some(row) = self.status_and_ttl(run_id)? else {
-            return Ok(StoreReply::NotFound);
+            return Ok(ReplayReply::NotFound);
         };
         let expires_at = row.ttl_ms.map(|ttl| now.saturating_add(ttl));
         self.ensure_alarm(expires_at.map_or(now + REDELIVER_AFTER_MS, |e| {
@@ -69,18 +69,22 @@ impl RunStore {
             vec![new_run_id.into(), now.into()],
         )?;
         self.send(&[new_run_id.to_owned()], now).await;
-        Ok(StoreReply::Replayed {
+        Ok(ReplayReply::Replayed {
             id: new_run_id.to_owned(),
         })
     }
 
     /// Moves a `DELAYED` run to `delay_until` (now or later).
-    pub(super) async fn reschedule(&self, run_id: &str, delay_until: Millis) -> Result<StoreReply> {
+    pub(super) async fn reschedule(
+        &self,
+        run_id: &str,
+        delay_until: Millis,
+    ) -> Result<RescheduleReply> {
         let Some(row) = self.status_and_ttl(run_id)? else {
-            return Ok(StoreReply::NotFound);
+            return Ok(RescheduleReply::NotFound);
         };
         if RunStatus::parse(&row.status) != Some(RunStatus::Delayed) {
-            return Ok(StoreReply::NotDelayed);
+            return Ok(RescheduleReply::NotDelayed);
         }
         let now = now();
         let due = delay_until.max(now);
@@ -93,17 +97,20 @@ impl RunStore {
             )?
             .rows_written();
         if changed == 0 {
-            return Ok(StoreReply::NotDelayed); // it became due while the alarm was armed
+            return Ok(RescheduleReply::NotDelayed); // it became due while the alarm was armed
         }
         sql.exec(
             "UPDATE outbox SET due_at = ?, sent_at = NULL WHERE run_id = ?",
             vec![due.into(), run_id.into()],
         )?;
-        self.get_run(run_id)
+        Ok(match self.get_run(run_id)? {
+            RunReply::Run(run) => RescheduleReply::Run(run),
+            RunReply::NotFound => RescheduleReply::NotFound,
+        })
     }
 
     /// Forgets `key` of `task`: the next trigger with it creates a new run.
-    pub(super) fn reset_idempotency_key(&self, task: &str, key: &str) -> Result<StoreReply> {
+    pub(super) fn reset_idempotency_key(&self, task: &str, key: &str) -> Result<KeyReset> {
         let removed = self
             .sql()
             .exec(
@@ -111,7 +118,7 @@ impl RunStore {
                 vec![task.into(), key.into()],
             )?
             .rows_written();
-        Ok(StoreReply::KeyReset {
+        Ok(KeyReset {
             removed: removed > 0,
         })
     }

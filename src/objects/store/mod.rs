@@ -28,9 +28,14 @@ use worker::{durable_object, DurableObject, Env, Request, Response, Result, SqlS
 use crate::domain::basics::time::Millis;
 use crate::objects::group_commit::GroupCommit;
 use crate::platform::rpc;
+use crate::platform::rpc::{answer, CallError};
 use crate::platform::runtime::{ensure_alarm, internal, now};
 use crate::platform::sql::Migrated;
-use protocol::{StoreCommand, StoreReply, TriggerBatch};
+use protocol::{
+    Acknowledge, Cancel, Claim, CreateBatch, FinishAttempts, GetBatch, GetRun, LeaseExpired,
+    ListRuns, RecordBatchItems, Replay, Reschedule, ResetIdempotencyKey, StartAttempts, Store,
+    StoreCommand, TriggerBatch, TriggerReply,
+};
 
 /// The queue binding that carries run references to the consumer.
 pub const RUNS_QUEUE: &str = "RUNS";
@@ -48,7 +53,7 @@ pub struct RunStore {
     /// Whether the schema migration succeeded when the object started.
     migrated: Migrated,
     /// Triggers waiting to be accepted with their group (see `trigger_batch`).
-    triggers: GroupCommit<TriggerBatch, std::result::Result<StoreReply, String>>,
+    triggers: GroupCommit<TriggerBatch, std::result::Result<TriggerReply, CallError>>,
 }
 
 /// A uniform random number in [0, 1), for retry jitter.
@@ -89,58 +94,51 @@ impl RunStore {
     /// Answers one command from a caller (`rpc::call`).
     async fn handle(&self, command: &[u8]) -> Result<String> {
         self.migrated.ready()?;
-        let reply = match rpc::command::<StoreCommand>(command, "store command")? {
-            StoreCommand::TriggerBatch(cmd) => self.trigger_batch(cmd).await?,
-            StoreCommand::GetRun { run_id } => self.get_run(&run_id)?,
-            StoreCommand::GetBatch { batch_id } => self.get_batch(&batch_id)?,
-            StoreCommand::Claim { run_ids } => self.claim(&run_ids)?,
-            StoreCommand::Acknowledge {
-                run_ids,
-                claimed_at,
-            } => self.acknowledge(&run_ids, claimed_at)?,
-            StoreCommand::StartAttempts { starts } => {
-                let mut replies = Vec::with_capacity(starts.len());
-                for (run_id, token) in starts {
+        match rpc::decode::<Store>(command)? {
+            StoreCommand::TriggerBatch(c) => answer::<TriggerBatch>(&self.trigger_batch(c).await?),
+            StoreCommand::GetRun(c) => answer::<GetRun>(&self.get_run(&c.run_id)?),
+            StoreCommand::GetBatch(c) => answer::<GetBatch>(&self.get_batch(&c.batch_id)?),
+            StoreCommand::Claim(c) => answer::<Claim>(&self.claim(&c.run_ids)?),
+            StoreCommand::Acknowledge(c) => {
+                answer::<Acknowledge>(&self.acknowledge(&c.run_ids, c.claimed_at)?)
+            }
+            StoreCommand::StartAttempts(c) => {
+                let mut replies = Vec::with_capacity(c.starts.len());
+                for (run_id, token) in c.starts {
                     replies.push(self.start_attempt(&run_id, token).await?);
                 }
-                StoreReply::Each(replies)
+                answer::<StartAttempts>(&replies)
             }
-            StoreCommand::FinishAttempts { finishes } => {
-                let mut replies = Vec::with_capacity(finishes.len());
-                for f in finishes {
+            StoreCommand::FinishAttempts(c) => {
+                let mut replies = Vec::with_capacity(c.finishes.len());
+                for f in c.finishes {
                     replies.push(self.finish_attempt(&f.run_id, f.attempt, f.outcome).await?);
                 }
-                StoreReply::Each(replies)
+                answer::<FinishAttempts>(&replies)
             }
-            StoreCommand::LeaseExpired { run_id, token } => {
-                self.lease_expired(&run_id, token).await?
+            StoreCommand::LeaseExpired(c) => {
+                answer::<LeaseExpired>(&self.lease_expired(&c.run_id, c.token).await?)
             }
-            StoreCommand::Cancel { run_id } => self.cancel(&run_id)?,
-            StoreCommand::Replay { run_id, new_run_id } => {
-                self.replay(&run_id, &new_run_id).await?
+            StoreCommand::Cancel(c) => answer::<Cancel>(&self.cancel(&c.run_id)?),
+            StoreCommand::Replay(c) => {
+                answer::<Replay>(&self.replay(&c.run_id, &c.new_run_id).await?)
             }
-            StoreCommand::Reschedule {
-                run_id,
-                delay_until,
-            } => self.reschedule(&run_id, delay_until).await?,
-            StoreCommand::ResetIdempotencyKey { task, key } => {
-                self.reset_idempotency_key(&task, &key)?
+            StoreCommand::Reschedule(c) => {
+                answer::<Reschedule>(&self.reschedule(&c.run_id, c.delay_until).await?)
             }
-            StoreCommand::CreateBatch {
-                batch_id,
-                run_count,
-                key,
-            } => self.create_batch(&batch_id, run_count, key).await?,
-            StoreCommand::RecordBatchItems { batch_id, entries } => {
-                self.record_batch_items(&batch_id, &entries)?
+            StoreCommand::ResetIdempotencyKey(c) => {
+                answer::<ResetIdempotencyKey>(&self.reset_idempotency_key(&c.task, &c.key)?)
             }
-            StoreCommand::ListRuns {
-                filter,
-                page,
-                limit,
-            } => self.list_runs(&filter, &page, limit)?,
-        };
-        rpc::reply(&reply)
+            StoreCommand::CreateBatch(c) => {
+                answer::<CreateBatch>(&self.create_batch(&c.batch_id, c.run_count, c.key).await?)
+            }
+            StoreCommand::RecordBatchItems(c) => {
+                answer::<RecordBatchItems>(&self.record_batch_items(&c.batch_id, &c.entries)?)
+            }
+            StoreCommand::ListRuns(c) => {
+                answer::<ListRuns>(&self.list_runs(&c.filter, &c.page, c.limit)?)
+            }
+        }
     }
 
     pub(super) fn sql(&self) -> SqlStorage {

@@ -10,81 +10,170 @@ use crate::domain::api::view::{BatchRecord, RunRecord};
 use crate::domain::basics::time::Millis;
 use crate::domain::intake::trigger::RunRequest;
 use crate::domain::run::status::RunStatus;
+use crate::platform::rpc;
 
+/// Every command a store takes. Each variant holds its command's struct, which names the
+/// reply it gets (`rpc::Command`); on the wire a variant is `{"<snake_case name>": {…}}`.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StoreCommand {
-    /// Create a batch and its runs atomically (docs/API.md section 2).
     TriggerBatch(TriggerBatch),
-    GetRun {
-        run_id: String,
-    },
-    GetBatch {
-        batch_id: String,
-    },
-    /// The consumer received these runs: which of them should go to their queue's gate?
-    Claim {
-        run_ids: Vec<String>,
-    },
-    /// The gates hold these runs now: take them out of the outbox, the rows that were
-    /// sent by `claimed_at` only (a row written since is a newer delivery of the run).
-    Acknowledge {
-        run_ids: Vec<String>,
-        claimed_at: Millis,
-    },
-    /// Executors holding these leases (run id, token) want to start the runs' next
-    /// attempts; one reply each (`Each`).
-    StartAttempts {
-        starts: Vec<(String, u64)>,
-    },
-    /// These attempts ended (one call for all an executor reports at once).
-    FinishAttempts {
-        finishes: Vec<Finish>,
-    },
-    /// A gate reclaimed lease `token`: its holder is presumed dead.
-    LeaseExpired {
-        run_id: String,
-        token: u64,
-    },
-    /// `POST /api/v2/runs/{id}/cancel`.
-    Cancel {
-        run_id: String,
-    },
-    /// `POST /api/v1/runs/{id}/replay`: a new run `new_run_id` with the same task, payload,
-    /// options and tags.
-    Replay {
-        run_id: String,
-        new_run_id: String,
-    },
-    /// `POST /api/v1/runs/{id}/reschedule`: a delayed run's new time.
-    Reschedule {
-        run_id: String,
-        delay_until: Millis,
-    },
-    /// `POST /api/v1/idempotencyKeys/{key}/reset`.
-    ResetIdempotencyKey {
-        task: String,
-        key: String,
-    },
-    /// `POST /api/v3/batches`: a two-step batch of `run_count` items, recorded here.
-    CreateBatch {
-        batch_id: String,
-        run_count: usize,
-        key: Option<BatchKey>,
-    },
-    /// Items of a two-step batch were stored in their tasks' stores (or failed).
-    RecordBatchItems {
-        batch_id: String,
-        entries: Vec<BatchEntry>,
-    },
-    /// This store's page of `GET /api/v1/runs`: at most `limit` runs, in the page's order.
-    ListRuns {
-        filter: RunFilter,
-        page: Page,
-        limit: usize,
-    },
+    GetRun(GetRun),
+    GetBatch(GetBatch),
+    Claim(Claim),
+    Acknowledge(Acknowledge),
+    StartAttempts(StartAttempts),
+    FinishAttempts(FinishAttempts),
+    LeaseExpired(LeaseExpired),
+    Cancel(Cancel),
+    Replay(Replay),
+    Reschedule(Reschedule),
+    ResetIdempotencyKey(ResetIdempotencyKey),
+    CreateBatch(CreateBatch),
+    RecordBatchItems(RecordBatchItems),
+    ListRuns(ListRuns),
 }
 
+/// The run store's side of the wire.
+pub struct Store;
+
+impl rpc::Protocol for Store {
+    const BINDING: &'static str = "RUN_STORE";
+    type Envelope = StoreCommand;
+}
+
+/// Declares that `$command` is a store command answered with `$reply`.
+macro_rules! store_command {
+    ($($command:ident => $reply:ty),* $(,)?) => {
+        $(
+            impl rpc::Command for $command {
+                type Protocol = Store;
+                type Reply = $reply;
+            }
+
+            impl From<$command> for StoreCommand {
+                fn from(command: $command) -> StoreCommand {
+                    StoreCommand::$command(command)
+                }
+            }
+        )*
+    };
+}
+
+store_command! {
+    TriggerBatch => TriggerReply,
+    GetRun => RunReply,
+    GetBatch => BatchReply,
+    Claim => Claimed,
+    Acknowledge => (),
+    StartAttempts => Vec<StartReply>,
+    FinishAttempts => Vec<FinishReply>,
+    LeaseExpired => LeaseExpiredReply,
+    Cancel => CancelReply,
+    Replay => ReplayReply,
+    Reschedule => RescheduleReply,
+    ResetIdempotencyKey => KeyReset,
+    CreateBatch => BatchCreated,
+    RecordBatchItems => RecordReply,
+    ListRuns => Vec<RunRecord>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct GetRun {
+    pub run_id: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct GetBatch {
+    pub batch_id: String,
+}
+
+/// The consumer received these runs: which of them should go to their queue's gate?
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Claim {
+    pub run_ids: Vec<String>,
+}
+
+/// The gates hold these runs now: take them out of the outbox, the rows that were sent
+/// by `claimed_at` only (a row written since is a newer delivery of the run).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Acknowledge {
+    pub run_ids: Vec<String>,
+    pub claimed_at: Millis,
+}
+
+/// Executors holding these leases (run id, token) want to start the runs' next
+/// attempts; one reply each, in order.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StartAttempts {
+    pub starts: Vec<(String, u64)>,
+}
+
+/// These attempts ended (one call for all an executor reports at once); one reply each.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct FinishAttempts {
+    pub finishes: Vec<Finish>,
+}
+
+/// A gate reclaimed lease `token`: its holder is presumed dead.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct LeaseExpired {
+    pub run_id: String,
+    pub token: u64,
+}
+
+/// `POST /api/v2/runs/{id}/cancel`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Cancel {
+    pub run_id: String,
+}
+
+/// `POST /api/v1/runs/{id}/replay`: a new run `new_run_id` with the same task, payload,
+/// options and tags.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Replay {
+    pub run_id: String,
+    pub new_run_id: String,
+}
+
+/// `POST /api/v1/runs/{id}/reschedule`: a delayed run's new time.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Reschedule {
+    pub run_id: String,
+    pub delay_until: Millis,
+}
+
+/// `POST /api/v1/idempotencyKeys/{key}/reset`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ResetIdempotencyKey {
+    pub task: String,
+    pub key: String,
+}
+
+/// `POST /api/v3/batches`: a two-step batch of `run_count` items, recorded here.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CreateBatch {
+    pub batch_id: String,
+    pub run_count: usize,
+    pub key: Option<BatchKey>,
+}
+
+/// Items of a two-step batch were stored in their tasks' stores (or failed).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RecordBatchItems {
+    pub batch_id: String,
+    pub entries: Vec<BatchEntry>,
+}
+
+/// This store's page of `GET /api/v1/runs`: at most `limit` runs, in the page's order.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ListRuns {
+    pub filter: RunFilter,
+    pub page: Page,
+    pub limit: usize,
+}
+
+/// Create a batch and its runs atomically (docs/API.md section 2).
 #[derive(Debug, Serialize, Deserialize)]
 pub struct TriggerBatch {
     /// The object's own name, `<env>:<route>`, carried on queue messages.
@@ -174,9 +263,12 @@ pub struct AttemptStart {
     pub max_duration_secs: u32,
 }
 
+// Replies, one type per command. Variants keep the names the single reply enum of
+// earlier builds gave them, so a call between builds during a deploy still reads.
+
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum StoreReply {
+pub enum TriggerReply {
     /// One id per item, and whether that item reused an existing run.
     Triggered {
         batch_id: Option<String>,
@@ -188,15 +280,32 @@ pub enum StoreReply {
     },
     /// The batch key is held by a batch with another body.
     BatchKeyConflict,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunReply {
     Run(Box<RunRecord>),
+    NotFound,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BatchReply {
     Batch(BatchRecord),
     NotFound,
-    Claimed {
-        runs: Vec<ClaimedRun>,
-        /// The store's clock at the claim, for the acknowledgement.
-        at: Millis,
-    },
-    Acknowledged,
+}
+
+/// The claimed runs, and the store's clock at the claim (for the acknowledgement).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Claimed {
+    pub runs: Vec<ClaimedRun>,
+    pub at: Millis,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartReply {
     Started(Box<AttemptStart>),
     /// The executor holding this lease already started attempt `attempt` and restarted.
     AlreadyStarted {
@@ -206,42 +315,81 @@ pub enum StoreReply {
     NotStartable {
         status: RunStatus,
     },
+    NotFound,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReply {
     /// The attempt's result was recorded; the run is now `status`.
     Finished {
         status: RunStatus,
     },
-    /// One reply per item of a command on several runs, in order.
-    Each(Vec<StoreReply>),
     /// The report was late (the run moved on): nothing changed.
     Ignored {
         status: RunStatus,
     },
+    NotFound,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeaseExpiredReply {
     /// The lease ended before its run started: the gate should queue it again.
     Requeue,
-    Canceled {
-        previous: RunStatus,
-        queue: String,
-    },
-    AlreadyFinal {
+    /// The attempt it held was failed (and retried, or the run ended): now `status`.
+    Finished {
         status: RunStatus,
     },
-    Replayed {
-        id: String,
+    /// The run had moved on: nothing changed.
+    Ignored {
+        status: RunStatus,
     },
-    /// Reschedule of a run that is not `DELAYED`.
+    NotFound,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CancelReply {
+    Canceled { previous: RunStatus, queue: String },
+    AlreadyFinal { status: RunStatus },
+    NotFound,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplayReply {
+    Replayed { id: String },
+    NotFound,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RescheduleReply {
+    /// The run, moved.
+    Run(Box<RunRecord>),
+    /// It is not `DELAYED`.
     NotDelayed,
-    KeyReset {
-        removed: bool,
-    },
-    Listed {
-        runs: Vec<RunRecord>,
-    },
-    /// A two-step batch; `cached` when its idempotency key already named it.
-    BatchCreated {
-        batch_id: String,
-        run_count: usize,
-        cached: bool,
-    },
+    NotFound,
+}
+
+/// Whether a run held the key (and no longer does).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct KeyReset {
+    pub removed: bool,
+}
+
+/// A two-step batch; `cached` when its idempotency key already named it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct BatchCreated {
+    pub batch_id: String,
+    pub run_count: usize,
+    pub cached: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordReply {
     ItemsRecorded {
         accepted: usize,
         deduplicated: usize,
@@ -249,4 +397,5 @@ pub enum StoreReply {
     },
     /// The two-step batch was aborted: it was not sealed in time.
     BatchAborted,
+    NotFound,
 }

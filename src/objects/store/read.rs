@@ -4,7 +4,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use worker::Result;
 
-use super::protocol::StoreReply;
+use super::protocol::{BatchReply, RunReply};
 use super::{internal, schema, RunStore};
 use crate::domain::api::list::{Page, RunFilter};
 use crate::domain::api::view::{BatchRecord, ItemError, RunRecord};
@@ -169,13 +169,13 @@ impl RunStore {
         Ok(statuses)
     }
 
-    pub(super) fn get_batch(&self, batch_id: &str) -> Result<StoreReply> {
+    pub(super) fn get_batch(&self, batch_id: &str) -> Result<BatchReply> {
         Ok(self
             .load_batch(batch_id)?
-            .map_or(StoreReply::NotFound, StoreReply::Batch))
+            .map_or(BatchReply::NotFound, BatchReply::Batch))
     }
 
-    pub(super) fn get_run(&self, run_id: &str) -> Result<StoreReply> {
+    pub(super) fn get_run(&self, run_id: &str) -> Result<RunReply> {
         let sql = self.sql();
         let Some(row) = sql
             .exec(schema::SELECT_RUN, vec![run_id.into()])?
@@ -183,11 +183,11 @@ impl RunStore {
             .into_iter()
             .next()
         else {
-            return Ok(StoreReply::NotFound);
+            return Ok(RunReply::NotFound);
         };
         let payload =
             self.stored_text(run_id, "payload", row.payload.clone(), row.payload_chunks)?;
-        Ok(StoreReply::Run(Box::new(self.record(row, payload)?)))
+        Ok(RunReply::Run(Box::new(self.record(row, payload)?)))
     }
 
     /// A stored row as a record, with its payload text.
@@ -250,7 +250,7 @@ impl RunStore {
         filter: &RunFilter,
         page: &Page,
         limit: usize,
-    ) -> Result<StoreReply> {
+    ) -> Result<Vec<RunRecord>> {
         let mut clauses: Vec<String> = Vec::new();
         let mut params: Vec<SqlStorageValue> = Vec::new();
         let mut any_of = |template: &str, values: &[String], clauses: &mut Vec<String>| {
@@ -324,7 +324,7 @@ impl RunStore {
             .into_iter()
             .map(|row| self.record(row, None))
             .collect::<Result<Vec<_>>>()?;
-        Ok(StoreReply::Listed { runs })
+        Ok(runs)
     }
 }
 

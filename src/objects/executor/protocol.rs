@@ -1,0 +1,28 @@
+//! The run executor's protocol: one command, a hand of leases from a gate.
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::scheduling::gate::Lease;
+use crate::platform::rpc;
+
+/// The leases handed to an executor in one call: it records a job for each, answers,
+/// and then starts their attempts.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Hand {
+    pub gate: String,
+    pub leases: Vec<Lease>,
+}
+
+/// The run executor's side of the wire.
+pub struct Executor;
+
+impl rpc::Protocol for Executor {
+    const BINDING: &'static str = "RUN_EXECUTOR";
+    type Envelope = Hand;
+}
+
+impl rpc::Command for Hand {
+    type Protocol = Executor;
+    /// The hand's jobs are recorded.
+    type Reply = ();
+}
