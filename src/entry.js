@@ -1,7 +1,7 @@
 // The worker's entry module: what worker-build makes of the Rust crate (build/index.js),
 // with each Durable Object class declared as extending `DurableObject`, which JavaScript
 // RPC requires of an object's class and worker-build's classes do not do. The objects call
-// each other by RPC (`src/rpc.rs`): one method, `command`, a JSON command in and a JSON
+// each other by RPC (`src/platform/rpc.rs`): one method, `command`, a JSON command in and a JSON
 // reply out. Everything else is the Rust object's own.
 import { DurableObject } from "cloudflare:workers";
 import worker, * as rust from "../build/index.js";

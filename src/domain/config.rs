@@ -22,6 +22,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::domain::api::auth::ApiKeys;
+use crate::domain::api::error::ApiError;
 use crate::domain::api::rate_limit::{parse_rate_limits, RateLimits};
 use crate::domain::basics::duration::parse_duration;
 use crate::domain::intake::queue_name::clean_queue_name;
@@ -68,6 +69,23 @@ pub fn attempt_seconds(max_duration: Option<i64>) -> u32 {
     max_duration
         .unwrap_or(i64::from(DEFAULT_MAX_DURATION_SECS))
         .clamp(1, i64::from(MAX_DURATION_SECS)) as u32
+}
+
+/// What is wrong with the configuration: names the setting (and the task and field), never
+/// a secret. Every request is answered `500 Server misconfigured: …` while it lasts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<ConfigError> for ApiError {
+    fn from(e: ConfigError) -> ApiError {
+        ApiError::Misconfigured(e.0)
+    }
 }
 
 /// The configuration as the environment holds it, before checking.
@@ -295,6 +313,13 @@ fn parse_max_batch_items(value: Option<&Value>) -> Result<usize, String> {
 pub fn is_valid_task_identifier(id: &str) -> bool {
     (1..=128).contains(&id.chars().count())
         && !id.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+/// Test support: the declared tasks of a `TASKS` value written as JSON.
+#[cfg(test)]
+pub fn parse_tasks_for_tests(json: &str) -> HashMap<String, TaskSettings> {
+    let value: Value = serde_json::from_str(json).expect("JSON");
+    parse_tasks(Some(&value)).expect("valid task declarations")
 }
 
 fn parse_tasks(value: Option<&Value>) -> Result<HashMap<String, TaskSettings>, String> {

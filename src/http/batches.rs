@@ -10,11 +10,12 @@ use super::{json_response, read_body, Ctx, Incoming, MAX_BODY_BYTES};
 use crate::domain::api::error::ApiError;
 use crate::domain::basics::duration::parse_key_ttl;
 use crate::domain::basics::ids::{new_id, IdKind, StoreRoute};
+use crate::domain::basics::names::StoreName;
+use crate::domain::intake::idempotency::{IdempotencyKey, KeyError};
 use crate::domain::intake::trigger::{
-    apply_task_defaults, has_control_characters, parse_batch_body, parse_trigger_body, RunRequest,
-    DEFAULT_KEY_TTL_MS, MAX_IDEMPOTENCY_KEY_CHARS, NO_CONTROL_CHARACTERS,
+    apply_task_defaults, parse_batch_body, parse_trigger_body, RunRequest, DEFAULT_KEY_TTL_MS,
 };
-use crate::objects::store::client::{store_name, RunStoreClient};
+use crate::objects::store::client::RunStoreClient;
 use crate::objects::store::protocol::{BatchKey, TriggerBatch, TriggerReply};
 
 #[derive(Serialize)]
@@ -86,7 +87,7 @@ async fn submit(
     }
     ctx.admit(items.len() as u64).await?;
     let route = StoreRoute::for_task(task);
-    let store = store_name(ctx.environment, route);
+    let store = String::from(StoreName::new(ctx.environment, route));
     let now = crate::platform::runtime::now();
     let command = TriggerBatch {
         store: store.clone(),
@@ -126,18 +127,13 @@ fn batch_key(req: &Incoming, body: &[u8]) -> Result<Option<BatchKey>, ApiError> 
     let Some(key) = req.header("idempotency-key") else {
         return Ok(None);
     };
-    if !(1..=MAX_IDEMPOTENCY_KEY_CHARS).contains(&key.chars().count()) {
-        return Err(ApiError::validation(
-            "idempotency-key header",
-            "expected 1 to 2048 characters",
-        ));
-    }
-    if has_control_characters(&key) {
-        return Err(ApiError::validation(
-            "idempotency-key header",
-            NO_CONTROL_CHARACTERS,
-        ));
-    }
+    let key = IdempotencyKey::parse(key).map_err(|e| {
+        let reason = match e {
+            KeyError::Length => "expected 1 to 2048 characters",
+            KeyError::ControlCharacters => e.reason(),
+        };
+        ApiError::validation("idempotency-key header", reason)
+    })?;
     let ttl_ms = match req.header("idempotency-key-ttl") {
         None => DEFAULT_KEY_TTL_MS,
         Some(ttl) => parse_key_ttl(&ttl).ok_or_else(|| {

@@ -41,7 +41,7 @@ async fn dispatch(req: Incoming, env: &Env, context: &Context) -> Result<Respons
         NoRoute::NotFound => ApiError::NotFound("Not found"),
         NoRoute::MethodNotAllowed { allow } => ApiError::MethodNotAllowed { allow },
     })?;
-    let config = crate::platform::settings::config(env).map_err(ApiError::Misconfigured)?;
+    let config = crate::platform::settings::config(env)?;
     match &route {
         // Called by this worker's executors, signed; it takes no API key.
         Route::ExampleTask { task } => return example::run_example(&config, req, task).await,

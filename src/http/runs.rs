@@ -8,13 +8,15 @@ use crate::domain::api::error::ApiError;
 use crate::domain::api::list::{merge_pages, parse_list_query, Cursor};
 use crate::domain::api::view::{BatchRecord, BatchView, RunRecord, RunView};
 use crate::domain::basics::ids::{new_id, parse_id, IdKind, StoreRoute};
+use crate::domain::basics::names::GateName;
+use crate::domain::basics::names::StoreName;
 use crate::domain::intake::manage::{
     parse_key_reset_body, parse_reschedule_body, MAX_MANAGE_BODY_BYTES,
 };
 use crate::domain::run::status::{RunStatus, StatusVocabulary};
-use crate::objects::gate::client::{gate_name_in, QueueGateClient};
+use crate::objects::gate::client::QueueGateClient;
 use crate::objects::gate::protocol::Remove;
-use crate::objects::store::client::{store_name, RunStoreClient};
+use crate::objects::store::client::RunStoreClient;
 use crate::objects::store::protocol::{
     BatchReply, Cancel, CancelReply, GetBatch, GetRun, KeyReset, ListRuns, Replay, ReplayReply,
     Reschedule, RescheduleReply, ResetIdempotencyKey, RunReply,
@@ -72,11 +74,11 @@ pub async fn cancel_run(ctx: &Ctx<'_>, run_id: &str) -> Result<Response, ApiErro
                 RunStatus::Queued | RunStatus::Executing | RunStatus::Reattempting
             ) {
                 // The store already refuses to start it; this frees its place or slot now.
-                let gate = gate_name_in(ctx.environment, &queue);
+                let gate = GateName::in_environment(ctx.environment, &queue);
                 let remove = Remove {
                     run_id: run_id.to_owned(),
                 };
-                let removed = match QueueGateClient::new(ctx.env, &gate) {
+                let removed = match QueueGateClient::new(ctx.env, gate.as_str()) {
                     Ok(client) => client.send(remove).await.map(drop),
                     Err(e) => Err(e),
                 };
@@ -120,12 +122,12 @@ fn vocabulary(req: &Incoming) -> StatusVocabulary {
 /// the filtered tasks) answers its own newest page; the edge merges them.
 pub async fn list_runs(ctx: &Ctx<'_>, req: &Incoming) -> Result<Response, ApiError> {
     let query = parse_list_query(query_of(req), crate::platform::runtime::now())?;
-    let mut stores: Vec<String> = ctx
+    let mut stores: Vec<StoreName> = ctx
         .config
         .tasks
         .keys()
         .filter(|task| query.filter.tasks.is_empty() || query.filter.tasks.contains(task))
-        .map(|task| store_name(ctx.environment, StoreRoute::for_task(task)))
+        .map(|task| StoreName::new(ctx.environment, StoreRoute::for_task(task)))
         .collect();
     stores.sort_unstable();
     stores.dedup();
@@ -135,7 +137,11 @@ pub async fn list_runs(ctx: &Ctx<'_>, req: &Incoming) -> Result<Response, ApiErr
         limit: query.size + 1,
     };
     let calls = stores.iter().map(|store| async {
-        Ok::<_, ApiError>(RunStoreClient::new(ctx.env, store)?.send(command()).await?)
+        Ok::<_, ApiError>(
+            RunStoreClient::new(ctx.env, store.as_str())?
+                .send(command())
+                .await?,
+        )
     });
     let mut pages = Vec::with_capacity(stores.len());
     for page in join_all(calls).await {
@@ -226,12 +232,15 @@ pub async fn reset_idempotency_key(
     if !ctx.config.tasks.contains_key(&task) {
         return Err(ApiError::NotFound("Task not found"));
     }
-    let store = store_name(ctx.environment, StoreRoute::for_task(&task));
+    let store = StoreName::new(ctx.environment, StoreRoute::for_task(&task));
     let command = ResetIdempotencyKey {
         task,
         key: key.to_owned(),
     };
-    match RunStoreClient::new(ctx.env, &store)?.send(command).await? {
+    match RunStoreClient::new(ctx.env, store.as_str())?
+        .send(command)
+        .await?
+    {
         KeyReset { removed: true } => json_response(200, &Id { id: key }),
         KeyReset { removed: false } => Err(ApiError::NotFound("Idempotency key not found")),
     }
@@ -247,7 +256,7 @@ fn owner(
 ) -> Result<(RunStoreClient, StoreRoute), ApiError> {
     let route = parse_id(kind, id).ok_or(not_found)?;
     Ok((
-        RunStoreClient::new(ctx.env, &store_name(ctx.environment, route))?,
+        RunStoreClient::new(ctx.env, StoreName::new(ctx.environment, route).as_str())?,
         route,
     ))
 }

@@ -8,23 +8,22 @@
 //! therefore safe, and after a 200 every item it carried is stored. A bad line answers
 //! 400 with its line number; the items before it stay stored (a resend dedupes them).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 use crate::domain::basics::time::Millis;
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 use serde_json::Value;
 use worker::Response;
 
 use super::{drain, json_response, read_body, BodyPace, Ctx, Incoming, MAX_BODY_BYTES};
 use crate::domain::api::error::ApiError;
 use crate::domain::basics::ids::{new_id, parse_id, IdKind, StoreRoute};
-use crate::domain::intake::ndjson::{identify, Line, LineSplitter};
-use crate::domain::intake::trigger::{
-    apply_task_defaults, has_control_characters, parse_item, parse_top_object, RunRequest,
-    DEFAULT_KEY_TTL_MS, MAX_IDEMPOTENCY_KEY_CHARS, NO_CONTROL_CHARACTERS,
-};
-use crate::objects::store::client::{store_name, RunStoreClient};
+use crate::domain::basics::names::StoreName;
+use crate::domain::intake::batch_items::{ItemStream, PendingItem};
+use crate::domain::intake::idempotency::{IdempotencyKey, KeyError};
+use crate::domain::intake::ndjson::{Line, LineSplitter};
+use crate::domain::intake::trigger::{parse_top_object, DEFAULT_KEY_TTL_MS};
+use crate::objects::store::client::RunStoreClient;
 use crate::objects::store::protocol::{
     BatchCreated, BatchEntry, BatchKey, BatchReply, CreateBatch, GetBatch, RecordBatchItems,
     RecordReply, TriggerBatch, TriggerReply,
@@ -34,8 +33,6 @@ use crate::objects::store::protocol::{
 pub const MAX_RUN_COUNT: u64 = 1000;
 /// The largest create body.
 const MAX_CREATE_BYTES: usize = 128 * 1024;
-/// Items stored per group.
-const GROUP_ITEMS: usize = 100;
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -92,27 +89,20 @@ pub async fn create_batch(ctx: &Ctx<'_>, req: Incoming) -> Result<Response, ApiE
     }
     let key = match parsed.idempotency_key {
         None | Some(Value::Null) => None,
-        Some(Value::String(key)) if has_control_characters(&key) => {
-            return Err(ApiError::validation(
-                "idempotencyKey",
-                NO_CONTROL_CHARACTERS,
-            ));
-        }
-        Some(Value::String(key))
-            if (1..=MAX_IDEMPOTENCY_KEY_CHARS).contains(&key.chars().count()) =>
-        {
-            Some(key)
-        }
+        Some(Value::String(key)) => Some(
+            IdempotencyKey::parse(key)
+                .map_err(|e| ApiError::validation("idempotencyKey", e.reason()))?,
+        ),
         Some(_) => {
             return Err(ApiError::validation(
                 "idempotencyKey",
-                "expected a string of 1 to 2048 characters",
+                KeyError::Length.reason(),
             ));
         }
     };
     ctx.admit(run_count).await?;
     let route = StoreRoute::for_batch(key.as_deref());
-    let store = store_name(ctx.environment, route);
+    let store = String::from(StoreName::new(ctx.environment, route));
     let command = CreateBatch {
         batch_id: new_id(IdKind::Batch, route, crate::platform::runtime::now()),
         run_count: run_count as usize,
@@ -137,24 +127,15 @@ pub async fn create_batch(ctx: &Ctx<'_>, req: Incoming) -> Result<Response, ApiE
     )
 }
 
-/// A received item, not yet stored.
-struct Pending {
-    index: u32,
-    task: String,
-    item: RunRequest,
-}
-
-/// The state of one `/items` request.
+/// The state of one `/items` request: the items it brought (`ItemStream`) and what the
+/// batch's store answered so far.
 struct Stream<'c, 'e> {
     ctx: &'c Ctx<'e>,
     batch_id: String,
     home: String,
-    run_count: u64,
-    seen: HashSet<u32>,
-    pending: Vec<Pending>,
-    pending_bytes: usize,
-    errors: Vec<BatchEntry>,
+    items: ItemStream,
     accepted: usize,
+    /// Items the store had already recorded (a resent stream).
     deduplicated: usize,
     sealed: bool,
 }
@@ -196,7 +177,7 @@ async fn items(
     }
     const NOT_FOUND: ApiError = ApiError::NotFound("Batch not found");
     let route = parse_id(IdKind::Batch, batch_id).ok_or(NOT_FOUND)?;
-    let home = store_name(ctx.environment, route);
+    let home = String::from(StoreName::new(ctx.environment, route));
     let batch = match RunStoreClient::new(ctx.env, &home)?
         .send(GetBatch {
             batch_id: batch_id.to_owned(),
@@ -214,11 +195,7 @@ async fn items(
         ctx,
         batch_id: batch_id.to_owned(),
         home,
-        run_count: batch.run_count as u64,
-        seen: HashSet::new(),
-        pending: Vec::new(),
-        pending_bytes: 0,
-        errors: Vec::new(),
+        items: ItemStream::new(batch.run_count as u64, MAX_BODY_BYTES),
         accepted: 0,
         deduplicated: 0,
         sealed: batch.completed_at.is_some(),
@@ -229,7 +206,7 @@ async fn items(
         while let Some(chunk) = pace.next(body).await? {
             for line in lines.push(&chunk) {
                 stream.take(line)?;
-                if stream.pending.len() >= GROUP_ITEMS || stream.pending_bytes >= MAX_BODY_BYTES {
+                if stream.items.group_full() {
                     stream.flush().await?;
                 }
             }
@@ -244,7 +221,7 @@ async fn items(
         &Streamed {
             id: stream.batch_id,
             items_accepted: stream.accepted,
-            items_deduplicated: stream.deduplicated,
+            items_deduplicated: stream.items.deduplicated() + stream.deduplicated,
             sealed: stream.sealed,
         },
     )
@@ -255,122 +232,34 @@ fn aborted() -> ApiError {
 }
 
 impl Stream<'_, '_> {
-    fn index(&self, raw: Option<&RawValue>, number: usize) -> Result<u32, ApiError> {
-        raw.and_then(|r| serde_json::from_str::<u64>(r.get()).ok())
-            .filter(|i| *i < self.run_count)
-            .map(|i| i as u32)
-            .ok_or_else(|| {
-                ApiError::validation(
-                    format!("line {number}.index"),
-                    format!(
-                        "expected an integer from 0 to {}",
-                        self.run_count.saturating_sub(1)
-                    ),
-                )
-            })
-    }
-
-    /// Checks one line and queues its item (or its error).
     fn take(&mut self, line: Line) -> Result<(), ApiError> {
-        #[derive(Deserialize)]
-        struct Head<'a> {
-            #[serde(borrow)]
-            index: Option<&'a RawValue>,
-            #[serde(borrow)]
-            task: Option<&'a RawValue>,
-        }
-        match line {
-            Line::Full { number, text } => {
-                let raw: &RawValue = serde_json::from_slice(&text).map_err(|_| {
-                    ApiError::validation(format!("line {number}"), "not a JSON object")
-                })?;
-                if !raw.get().starts_with('{') {
-                    return Err(ApiError::validation(
-                        format!("line {number}"),
-                        "not a JSON object",
-                    ));
-                }
-                let head: Head = serde_json::from_str(raw.get())
-                    .map_err(|e| ApiError::validation(format!("line {number}"), e.to_string()))?;
-                let index = self.index(head.index, number)?;
-                let task: String = head
-                    .task
-                    .and_then(|t| serde_json::from_str(t.get()).ok())
-                    .ok_or_else(|| {
-                        ApiError::validation(
-                            format!("line {number}.task"),
-                            "expected a task identifier",
-                        )
-                    })?;
-                let mut item = parse_item(
-                    raw,
-                    &format!("line {number}"),
-                    crate::platform::runtime::now(),
-                )?;
-                if !self.seen.insert(index) {
-                    self.deduplicated += 1; // the same index twice in one stream
-                    return Ok(());
-                }
-                match self.ctx.config.tasks.get(&task) {
-                    Some(settings) => {
-                        apply_task_defaults(&mut item, &task, settings);
-                        self.pending_bytes += text.len();
-                        self.pending.push(Pending { index, task, item });
-                    }
-                    None => self.errors.push(BatchEntry {
-                        index,
-                        task,
-                        run_id: None,
-                        error: Some("Task not found".into()),
-                        error_code: Some("TASK_NOT_FOUND".into()),
-                    }),
-                }
-            }
-            Line::TooLong {
-                number,
-                prefix,
-                length,
-            } => {
-                let (index, task) = identify(&prefix);
-                let index = index
-                    .filter(|i| *i < self.run_count)
-                    .map(|i| i as u32)
-                    .ok_or_else(|| {
-                        ApiError::validation(
-                            format!("line {number}"),
-                            "longer than 3 MiB, and its index cannot be read",
-                        )
-                    })?;
-                if self.seen.insert(index) {
-                    self.errors.push(BatchEntry {
-                        index,
-                        task: task.unwrap_or_default(),
-                        run_id: None,
-                        error: Some(format!(
-                            "the item is {length} bytes; at most {MAX_BODY_BYTES} are accepted"
-                        )),
-                        error_code: Some("PAYLOAD_TOO_LARGE".into()),
-                    });
-                }
-            }
-        }
-        Ok(())
+        let now = crate::platform::runtime::now();
+        self.items.take(line, &self.ctx.config.tasks, now)
     }
 
     /// Stores the queued items in their tasks' stores, then records them in the batch.
     async fn flush(&mut self) -> Result<(), ApiError> {
-        if self.pending.is_empty() && self.errors.is_empty() {
+        let (pending, failed) = self.items.take_group();
+        if pending.is_empty() && failed.is_empty() {
             return Ok(());
         }
-        let mut by_task: BTreeMap<String, Vec<Pending>> = BTreeMap::new();
-        for p in self.pending.drain(..) {
+        let mut by_task: BTreeMap<String, Vec<PendingItem>> = BTreeMap::new();
+        for p in pending {
             by_task.entry(p.task.clone()).or_default().push(p);
         }
-        self.pending_bytes = 0;
-        let mut entries = std::mem::take(&mut self.errors);
+        let mut entries: Vec<BatchEntry> = failed
+            .into_iter()
+            .map(|f| BatchEntry {
+                index: f.index,
+                task: f.task,
+                run_id: None,
+                error: Some(f.error),
+                error_code: Some(f.code.to_owned()),
+            })
+            .collect();
         for (task, group) in by_task {
             let route = StoreRoute::for_task(&task);
-            let store = store_name(self.ctx.environment, route);
+            let store = String::from(StoreName::new(self.ctx.environment, route));
             let indexes: Vec<u32> = group.iter().map(|p| p.index).collect();
             let command = TriggerBatch {
                 store: store.clone(),

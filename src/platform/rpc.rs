@@ -10,7 +10,7 @@
 //!
 //! RPC rather than `fetch`: no `Request` and `Response` on either side, no body stream,
 //! and no inspector network events, which `wrangler dev` forwards one HTTP request each to
-//! its Node process (see docs/ARCHITECTURE.md, "Performance").
+//! its Node process (see docs/PERFORMANCE.md).
 
 use std::marker::PhantomData;
 

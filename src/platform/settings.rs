@@ -7,14 +7,14 @@ use std::rc::Rc;
 use serde_json::Value;
 use worker::{console_error, Env};
 
-use crate::domain::config::{Config, RawConfig};
+use crate::domain::config::{Config, ConfigError, RawConfig};
 
 thread_local! {
-    static CONFIG: OnceCell<Result<Rc<Config>, String>> = const { OnceCell::new() };
+    static CONFIG: OnceCell<Result<Rc<Config>, ConfigError>> = const { OnceCell::new() };
 }
 
 /// The validated configuration, or the message that says what is wrong with it (logged).
-pub fn config(env: &Env) -> Result<Rc<Config>, String> {
+pub fn config(env: &Env) -> Result<Rc<Config>, ConfigError> {
     let loaded = CONFIG.with(|cell| cell.get_or_init(|| load(env).map(Rc::new)).clone());
     if let Err(message) = &loaded {
         console_error!("configuration error: {message}");
@@ -22,7 +22,7 @@ pub fn config(env: &Env) -> Result<Rc<Config>, String> {
     loaded
 }
 
-fn load(env: &Env) -> Result<Config, String> {
+fn load(env: &Env) -> Result<Config, ConfigError> {
     let json_var = |name: &str| -> Option<Value> { env.object_var::<Value>(name).ok() };
     let secret = |name: &str| env.secret(name).ok().map(|s| s.to_string());
     Config::from_raw(RawConfig {
@@ -32,4 +32,5 @@ fn load(env: &Env) -> Result<Config, String> {
         signing_secret: secret("TASK_SIGNING_SECRET"),
         rate_limits: json_var("RATE_LIMITS"),
     })
+    .map_err(ConfigError)
 }

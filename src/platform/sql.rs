@@ -9,6 +9,7 @@ use worker::worker_sys::DurableObjectStorage;
 use worker::{console_warn, SqlStorage, SqlStorageValue, Storage};
 
 use crate::domain::basics::schema::{Plan, Schema};
+use crate::platform::rpc::CallError;
 
 /// SQL statements take at most 100 bound parameters; lists use fewer to leave room.
 pub const MAX_LIST_PARAMS: usize = 90;
@@ -135,7 +136,7 @@ const SCHEMA_STEPS: &str = "CREATE TABLE IF NOT EXISTS schema_steps (
 /// migration is tried again when the runtime next starts the object).
 pub struct Migrated {
     object: &'static str,
-    outcome: Result<(), String>,
+    outcome: Result<(), CallError>,
 }
 
 impl Migrated {
@@ -143,7 +144,7 @@ impl Migrated {
     pub fn start(storage: &Storage, schema: &Schema) -> Migrated {
         let outcome = migrate(storage, schema).map_err(|e| {
             worker::console_error!("{}: {e}", schema.object);
-            e.to_string()
+            CallError::from(e)
         });
         Migrated {
             object: schema.object,

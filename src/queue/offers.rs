@@ -8,11 +8,11 @@ use std::collections::{BTreeMap, HashSet};
 
 use worker::{console_error, Env};
 
+use crate::domain::basics::names::GateName;
 use crate::domain::run::execution::LEASE_MARGIN_MS;
 use crate::domain::scheduling::gate::{LimitUpdate, Ticket};
-use crate::objects::gate::client::{gate_name, QueueGateClient};
+use crate::objects::gate::client::QueueGateClient;
 use crate::objects::gate::protocol::Offer;
-use crate::objects::store::client::env_of_store;
 use crate::objects::store::protocol::ClaimedRun;
 
 #[derive(Default)]
@@ -23,7 +23,7 @@ pub struct Offers {
 impl Offers {
     /// Adds a run of `store`; returns the name of its gate.
     pub fn add(&mut self, store: &str, run: ClaimedRun) -> String {
-        let gate = gate_name(env_of_store(store), &run.queue);
+        let gate = String::from(GateName::for_store(store, &run.queue));
         let offer = self.by_gate.entry(gate.clone()).or_default();
         if let Some(limit) = run.queue_limit {
             let update = LimitUpdate {

@@ -4,5 +4,6 @@
 
 pub mod duration;
 pub mod ids;
+pub mod names;
 pub mod schema;
 pub mod time;

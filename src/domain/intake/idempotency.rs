@@ -4,9 +4,81 @@
 //! every decision for it, so these functions only see one store's view and never race.
 
 use std::collections::HashMap;
+use std::ops::Deref;
+
+use serde::{Deserialize, Serialize};
 
 use crate::domain::basics::time::Millis;
+use crate::domain::intake::trigger::{
+    has_control_characters, MAX_IDEMPOTENCY_KEY_CHARS, NO_CONTROL_CHARACTERS,
+};
 use crate::domain::run::status::RunStatus;
+
+/// An idempotency key as the API accepts it, for an item, a trigger, a batch header or a
+/// two-step batch alike: 1 to 2048 characters, no control character. Made only by
+/// [`IdempotencyKey::parse`] (also when read back from a command), so a key that exists
+/// is a valid one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct IdempotencyKey(String);
+
+/// Why a text is not an idempotency key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyError {
+    /// Empty or longer than 2048 characters.
+    Length,
+    /// It holds a control character (NUL, CR, LF, ...).
+    ControlCharacters,
+}
+
+impl KeyError {
+    /// The reason a validation error gives, for a key sent as a JSON string.
+    pub fn reason(self) -> &'static str {
+        match self {
+            KeyError::Length => "expected a string of 1 to 2048 characters",
+            KeyError::ControlCharacters => NO_CONTROL_CHARACTERS,
+        }
+    }
+}
+
+impl IdempotencyKey {
+    pub fn parse(text: impl Into<String>) -> Result<IdempotencyKey, KeyError> {
+        let text = text.into();
+        if !(1..=MAX_IDEMPOTENCY_KEY_CHARS).contains(&text.chars().count()) {
+            return Err(KeyError::Length);
+        }
+        if has_control_characters(&text) {
+            return Err(KeyError::ControlCharacters);
+        }
+        Ok(IdempotencyKey(text))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Deref for IdempotencyKey {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for IdempotencyKey {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<IdempotencyKey, String> {
+        IdempotencyKey::parse(text).map_err(|e| format!("idempotency key: {}", e.reason()))
+    }
+}
+
+impl From<IdempotencyKey> for String {
+    fn from(key: IdempotencyKey) -> String {
+        key.0
+    }
+}
 
 /// A stored key and what its run has become.
 #[derive(Debug, Clone, PartialEq)]
@@ -137,6 +209,36 @@ mod tests {
             run_id: run.into(),
             created,
         }
+    }
+
+    #[test]
+    fn a_key_has_1_to_2048_characters_and_no_control_character() {
+        assert_eq!(IdempotencyKey::parse("k").map(|k| k.len()), Ok(1));
+        assert!(
+            IdempotencyKey::parse("é".repeat(2048)).is_ok(),
+            "characters, not bytes"
+        );
+        assert_eq!(IdempotencyKey::parse(""), Err(KeyError::Length));
+        assert_eq!(
+            IdempotencyKey::parse("k".repeat(2049)),
+            Err(KeyError::Length)
+        );
+        for bad in ["a\u{0}b", "a\r\nb", "tab\there", "\u{7f}"] {
+            assert_eq!(
+                IdempotencyKey::parse(bad),
+                Err(KeyError::ControlCharacters),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_key_read_back_from_a_command_is_checked_too() {
+        let key: IdempotencyKey = serde_json::from_str(r#""greet-ada""#).unwrap();
+        assert_eq!(key.as_str(), "greet-ada");
+        assert_eq!(serde_json::to_string(&key).unwrap(), r#""greet-ada""#);
+        assert!(serde_json::from_str::<IdempotencyKey>(r#""""#).is_err());
+        assert!(serde_json::from_str::<IdempotencyKey>(r#""a\u0000b""#).is_err());
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! run requests once, at the edge ("parse, don't validate"), and the decisions made on
 //! them before anything is stored. Every failure here is a 4xx naming the field.
 
+pub mod batch_items;
 pub mod idempotency;
 pub mod manage;
 pub mod ndjson;

@@ -15,6 +15,7 @@ use crate::domain::api::error::ApiError;
 use crate::domain::basics::duration::{parse_duration, parse_key_ttl};
 use crate::domain::basics::time::{parse_iso, Millis};
 use crate::domain::config::{RetryPolicy, TaskSettings};
+use crate::domain::intake::idempotency::{IdempotencyKey, KeyError};
 use crate::domain::intake::queue_name::{clean_queue_name, default_queue_name};
 
 pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 2048;
@@ -45,6 +46,28 @@ pub struct Ttl {
     pub ms: u64,
 }
 
+impl Ttl {
+    /// The end of this TTL for a run that became `QUEUED` at `queued_at`.
+    pub fn ends(&self, queued_at: Millis) -> Millis {
+        queued_at.saturating_add(self.ms.min(i64::MAX as u64) as i64)
+    }
+}
+
+impl RunRequest {
+    /// The TTL this run keeps (`None` also when a trigger asked for none with `0`).
+    pub fn kept_ttl(&self) -> Option<&Ttl> {
+        self.ttl.as_ref().and_then(Option::as_ref)
+    }
+
+    /// The first moment its store must wake for this new run, accepted at `now`: when
+    /// its delay ends, when its TTL would end if it were queued now, or when an
+    /// unacknowledged delivery is sent again, whichever comes first.
+    pub fn first_wake(&self, now: Millis, redeliver_after_ms: Millis) -> Millis {
+        let due = self.delay_until.unwrap_or(now + redeliver_after_ms);
+        self.kept_ttl().map_or(due, |ttl| ttl.ends(now).min(due))
+    }
+}
+
 /// One validated item: everything the store needs to create a run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunRequest {
@@ -57,7 +80,7 @@ pub struct RunRequest {
     /// A `concurrencyLimit` to create the queue with or update it to.
     pub queue_limit: Option<u32>,
     pub concurrency_key: Option<String>,
-    pub idempotency_key: Option<String>,
+    pub idempotency_key: Option<IdempotencyKey>,
     pub idempotency_key_ttl_ms: u64,
     /// `None`: not given (the task's default applies). `Some(None)`: explicitly none.
     pub ttl: Option<Option<Ttl>>,
@@ -303,19 +326,9 @@ pub fn parse_item(raw: &RawValue, path: &str, now: Millis) -> Result<RunRequest,
     }
     if let Some(key) = o.idempotency_key {
         let key = as_string(key)
-            .filter(|k| (1..=MAX_IDEMPOTENCY_KEY_CHARS).contains(&k.chars().count()))
-            .ok_or_else(|| {
-                ApiError::validation(
-                    at("idempotencyKey"),
-                    "expected a string of 1 to 2048 characters",
-                )
-            })?;
-        if has_control_characters(&key) {
-            return Err(ApiError::validation(
-                at("idempotencyKey"),
-                NO_CONTROL_CHARACTERS,
-            ));
-        }
+            .ok_or(KeyError::Length)
+            .and_then(IdempotencyKey::parse)
+            .map_err(|e| ApiError::validation(at("idempotencyKey"), e.reason()))?;
         run.idempotency_key = Some(key);
     }
     if let Some(ttl) = o.idempotency_key_ttl {
@@ -540,6 +553,21 @@ mod tests {
 
     fn message(result: Result<impl std::fmt::Debug, ApiError>) -> String {
         result.unwrap_err().message()
+    }
+
+    #[test]
+    fn a_new_run_wakes_its_store_at_its_delay_its_ttl_or_the_redelivery_first() {
+        let now = NOW;
+        let run = |options: Value| one(options).unwrap();
+        let plain = run(json!({}));
+        assert_eq!(plain.first_wake(now, 60_000), now + 60_000);
+        let delayed = run(json!({"delay": "10s"}));
+        assert_eq!(delayed.first_wake(now, 60_000), now + 10_000);
+        let short_ttl = run(json!({"ttl": "5s"}));
+        assert_eq!(short_ttl.first_wake(now, 60_000), now + 5_000);
+        assert_eq!(short_ttl.kept_ttl().map(|t| t.ends(now)), Some(now + 5_000));
+        let no_ttl = run(json!({"ttl": 0}));
+        assert_eq!(no_ttl.kept_ttl(), None);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! in hands of at most [`HAND_MAX`]; a releasing executor may take runs back in the
 //! release's reply ([`split_for_releaser`], [`room_to_take`]).
 
+use crate::domain::basics::names::executor_name;
 use crate::domain::scheduling::gate::Lease;
 
 /// The most executors one gate uses.
@@ -46,16 +47,12 @@ pub fn room_to_take(running: usize) -> usize {
     HAND_MAX.saturating_sub(running)
 }
 
-fn executor_name(gate: &str, lease: &Lease, pool: u64) -> String {
-    format!("{gate}#{}", lease.token % pool)
-}
-
 /// The calls that hand `admitted` to the executors of a pool of `pool` (`pool_size`): per
 /// executor, in admission order, at most `HAND_MAX` leases each.
 pub fn hands(gate: &str, admitted: Vec<Lease>, pool: u64) -> Vec<(String, Vec<Lease>)> {
     let mut hands: Vec<(String, Vec<Lease>)> = Vec::new();
     for lease in admitted {
-        let name = executor_name(gate, &lease, pool.max(1));
+        let name = executor_name(gate, lease.token, pool);
         match hands
             .iter_mut()
             .find(|(n, leases)| *n == name && leases.len() < HAND_MAX)

@@ -44,6 +44,7 @@ use worker::{
 
 use serde::{Deserialize, Serialize};
 
+use crate::domain::basics::names::StoreName;
 use crate::domain::basics::time::Millis;
 use crate::domain::scheduling::gate::Lease;
 use crate::domain::scheduling::pool::room_to_take;
@@ -468,14 +469,14 @@ impl Shared {
         let ticket = &job.lease.ticket;
         Ok(match self.start(job).await? {
             StartReply::Started(mut attempt) => {
-                let env_slug = crate::objects::store::client::env_of_store(&ticket.store);
+                let env_slug = StoreName::env_slug_of(&ticket.store);
                 let (payload, kind) = (&mut attempt.payload, &mut attempt.payload_type);
                 let resolved =
                     crate::platform::packets::resolve(&self.env, env_slug, payload, kind).await;
                 let outcome = match (resolved, crate::platform::settings::config(&self.env)) {
                     (Err(e), _) => call::failure("PayloadUnavailable", e.to_string()),
                     (Ok(()), Ok(config)) => call::call_task(&self.env, &config, &attempt).await,
-                    (Ok(()), Err(message)) => call::failure("Misconfigured", message),
+                    (Ok(()), Err(e)) => call::failure("Misconfigured", e.0),
                 };
                 let kept = serde_json::to_string(&outcome).map_err(unreadable)?;
                 self.sql().exec(

@@ -46,7 +46,7 @@ impl RateLimiter {
     /// Admits one request, or not (`rpc::call`).
     async fn handle(&self, command: &[u8]) -> Result<String> {
         let take = rpc::decode::<protocol::Limiter>(command)?;
-        let config = crate::platform::settings::config(&self.env).map_err(internal)?;
+        let config = crate::platform::settings::config(&self.env).map_err(|e| internal(e.0))?;
         let verdict =
             self.buckets
                 .borrow_mut()

@@ -67,15 +67,10 @@ impl RunStore {
         // below fails, a spare wake-up is harmless. After this await, the batch-key checks,
         // the key reads, the plans and the writes run with no await at all, so no other
         // request can interleave with an idempotency decision.
-        let earliest = group.iter().flat_map(|cmd| &cmd.items).map(|item| {
-            let ttl_end = item
-                .ttl
-                .clone()
-                .flatten()
-                .map(|t| now.saturating_add(t.ms.min(i64::MAX as u64) as i64));
-            let due = item.delay_until.unwrap_or(now + REDELIVER_AFTER_MS);
-            ttl_end.map_or(due, |end| end.min(due))
-        });
+        let earliest = group
+            .iter()
+            .flat_map(|cmd| &cmd.items)
+            .map(|item| item.first_wake(now, REDELIVER_AFTER_MS));
         if let Some(at) = earliest.min() {
             if let Err(e) = self.ensure_alarm(at).await {
                 let failed = CallError::from(e);
@@ -178,11 +173,7 @@ impl RunStore {
                 queue_limit: item.queue_limit,
                 limit_set_at: now,
                 queued_at: now,
-                expires_at: item
-                    .ttl
-                    .clone()
-                    .flatten()
-                    .map(|t| now.saturating_add(t.ms.min(i64::MAX as u64) as i64)),
+                expires_at: item.kept_ttl().map(|ttl| ttl.ends(now)),
                 max_duration_secs: attempt_seconds(item.max_duration.map(i64::from)),
             })
             .collect();
@@ -476,10 +467,7 @@ fn run_row(
         queued_at.into(),
         // A TTL runs from the moment the run is QUEUED; a delayed run gets its deadline
         // when the alarm queues it.
-        queued_at
-            .zip(ttl.as_ref())
-            .map(|(at, t)| at.saturating_add(t.ms.min(i64::MAX as u64) as i64))
-            .into(),
+        queued_at.zip(ttl.as_ref()).map(|(at, t)| t.ends(at)).into(),
         retry.into(),
     ];
     debug_assert_eq!(params.len(), schema::RUN_COLUMNS);

@@ -8,6 +8,7 @@ use serde_json::value::RawValue;
 use crate::domain::api::list::{Page, RunFilter};
 use crate::domain::api::view::{BatchRecord, RunRecord};
 use crate::domain::basics::time::Millis;
+use crate::domain::intake::idempotency::IdempotencyKey;
 use crate::domain::intake::trigger::RunRequest;
 use crate::domain::run::status::RunStatus;
 use crate::platform::rpc;
@@ -195,7 +196,7 @@ pub struct TriggerBatch {
 /// A batch-level `idempotency-key` header.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct BatchKey {
-    pub key: String,
+    pub key: IdempotencyKey,
     pub ttl_ms: u64,
     /// SHA-256 of the request body, hex: a repeat with another body is a conflict.
     pub body_hash: String,
