@@ -98,6 +98,28 @@ pub trait Command: Into<<Self::Protocol as Protocol>::Envelope> {
     type Reply: Serialize + DeserializeOwned;
 }
 
+/// Declares the commands of an envelope enum whose variants are named after the command
+/// structs they hold: each command's reply type, and its way into the envelope.
+///
+/// `commands!(Store => StoreCommand { GetRun => RunReply, … })`
+#[macro_export]
+macro_rules! commands {
+    ($protocol:ty => $envelope:ident { $($command:ident => $reply:ty),* $(,)? }) => {
+        $(
+            impl $crate::platform::rpc::Command for $command {
+                type Protocol = $protocol;
+                type Reply = $reply;
+            }
+
+            impl From<$command> for $envelope {
+                fn from(command: $command) -> $envelope {
+                    $envelope::$command(command)
+                }
+            }
+        )*
+    };
+}
+
 /// A client of the object named `name` of protocol `P`.
 pub struct Client<P: Protocol> {
     stub: ObjectStub,

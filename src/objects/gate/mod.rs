@@ -271,9 +271,7 @@ impl QueueGate {
             LeaseExpiredReply::Requeue => true,
             // The attempt it held failed (and was retried), the run had moved on, or it
             // is gone: the slot is free and nothing waits again.
-            LeaseExpiredReply::Finished { .. }
-            | LeaseExpiredReply::Ignored { .. }
-            | LeaseExpiredReply::NotFound => false,
+            LeaseExpiredReply::Attempt(_) => false,
         })
     }
 

@@ -23,24 +23,11 @@ impl rpc::Protocol for Gate {
     type Envelope = GateCommand;
 }
 
-macro_rules! gate_command {
-    ($($command:ident),*) => {
-        $(
-            impl rpc::Command for $command {
-                type Protocol = Gate;
-                type Reply = Admitted;
-            }
-
-            impl From<$command> for GateCommand {
-                fn from(command: $command) -> GateCommand {
-                    GateCommand::$command(command)
-                }
-            }
-        )*
-    };
-}
-
-gate_command!(Offer, Release, Remove);
+crate::commands!(Gate => GateCommand {
+    Offer => Admitted,
+    Release => Admitted,
+    Remove => Admitted,
+});
 
 /// Runs that should wait for a slot (one call per consumer batch and queue).
 #[derive(Debug, Serialize, Deserialize)]

@@ -6,5 +6,5 @@ use crate::platform::rpc::Client;
 use super::protocol::Store;
 
 /// A client of one run store: `send` takes any store command and answers its reply type
-/// (`protocol`, `store_command!`).
+/// (`protocol`).
 pub type RunStoreClient = Client<Store>;

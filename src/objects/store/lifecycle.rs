@@ -287,7 +287,7 @@ impl RunStore {
     ) -> Result<LeaseExpiredReply> {
         let now = now();
         let Some(row) = self.state_of(run_id)? else {
-            return Ok(LeaseExpiredReply::NotFound);
+            return Ok(LeaseExpiredReply::Attempt(FinishReply::NotFound));
         };
         let status = status_of(&row)?;
         match status {
@@ -298,22 +298,16 @@ impl RunStore {
                 })
                 .to_string();
                 let attempt = row.attempt_count.max(0) as u32;
-                Ok(
-                    match self
-                        .fail_attempt(run_id, attempt, &row, &error, now)
-                        .await?
-                    {
-                        FinishReply::Finished { status } => LeaseExpiredReply::Finished { status },
-                        FinishReply::Ignored { status } => LeaseExpiredReply::Ignored { status },
-                        FinishReply::NotFound => LeaseExpiredReply::NotFound,
-                    },
-                )
+                let failed = self
+                    .fail_attempt(run_id, attempt, &row, &error, now)
+                    .await?;
+                Ok(LeaseExpiredReply::Attempt(failed))
             }
             RunStatus::Queued => Ok(LeaseExpiredReply::Requeue),
             RunStatus::Reattempting if row.retry_at.is_none_or(|at| at <= now) => {
                 Ok(LeaseExpiredReply::Requeue)
             }
-            _ => Ok(LeaseExpiredReply::Ignored { status }),
+            _ => Ok(LeaseExpiredReply::Attempt(FinishReply::Ignored { status })),
         }
     }
 

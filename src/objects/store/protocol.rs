@@ -14,7 +14,7 @@ use crate::domain::run::status::RunStatus;
 use crate::platform::rpc;
 
 /// Every command a store takes. Each variant holds its command's struct, which names the
-/// reply it gets (`rpc::Command`); on the wire a variant is `{"<snake_case name>": {…}}`.
+/// reply it gets (`rpc::Command`, declared by `commands!`); on the wire a variant is `{"<snake_case name>": {…}}`.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StoreCommand {
@@ -43,25 +43,7 @@ impl rpc::Protocol for Store {
     type Envelope = StoreCommand;
 }
 
-/// Declares that `$command` is a store command answered with `$reply`.
-macro_rules! store_command {
-    ($($command:ident => $reply:ty),* $(,)?) => {
-        $(
-            impl rpc::Command for $command {
-                type Protocol = Store;
-                type Reply = $reply;
-            }
-
-            impl From<$command> for StoreCommand {
-                fn from(command: $command) -> StoreCommand {
-                    StoreCommand::$command(command)
-                }
-            }
-        )*
-    };
-}
-
-store_command! {
+crate::commands!(Store => StoreCommand {
     TriggerBatch => TriggerReply,
     GetRun => RunReply,
     GetBatch => BatchReply,
@@ -77,7 +59,7 @@ store_command! {
     CreateBatch => BatchCreated,
     RecordBatchItems => RecordReply,
     ListRuns => Vec<RunRecord>,
-}
+});
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct GetRun {
@@ -338,15 +320,9 @@ pub enum FinishReply {
 pub enum LeaseExpiredReply {
     /// The lease ended before its run started: the gate should queue it again.
     Requeue,
-    /// The attempt it held was failed (and retried, or the run ended): now `status`.
-    Finished {
-        status: RunStatus,
-    },
-    /// The run had moved on: nothing changed.
-    Ignored {
-        status: RunStatus,
-    },
-    NotFound,
+    /// What became of the attempt it held, as for a reported failure: failed (and
+    /// retried, or the run ended), or nothing, the run having moved on or gone.
+    Attempt(FinishReply),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
