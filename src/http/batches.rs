@@ -9,7 +9,7 @@ use worker::Response;
 use super::{json_response, read_body, Ctx, Incoming, MAX_BODY_BYTES};
 use crate::domain::api::error::ApiError;
 use crate::domain::basics::duration::parse_key_ttl;
-use crate::domain::basics::ids::{new_id, IdKind, StoreRoute};
+use crate::domain::basics::ids::{BatchId, RunId, StoreRoute};
 use crate::domain::basics::names::StoreName;
 use crate::domain::intake::idempotency::{IdempotencyKey, KeyError};
 use crate::domain::intake::trigger::{
@@ -92,11 +92,11 @@ async fn submit(
     let command = TriggerBatch {
         store: store.clone(),
         task: task.to_owned(),
-        batch_id: as_batch.then(|| new_id(IdKind::Batch, route, now)),
+        batch_id: as_batch.then(|| BatchId::new(route, now).into()),
         batch_items: None,
         run_ids: items
             .iter()
-            .map(|_| new_id(IdKind::Run, route, now))
+            .map(|_| RunId::new(route, now).into())
             .collect(),
         items,
         batch_key,

@@ -7,7 +7,7 @@ use super::{json_response, query_of, read_body, Ctx, Incoming};
 use crate::domain::api::error::ApiError;
 use crate::domain::api::list::{merge_pages, parse_list_query, Cursor};
 use crate::domain::api::view::{BatchRecord, BatchView, RunRecord, RunView};
-use crate::domain::basics::ids::{new_id, parse_id, IdKind, StoreRoute};
+use crate::domain::basics::ids::{BatchId, RunId, StoreRoute};
 use crate::domain::basics::names::GateName;
 use crate::domain::basics::names::StoreName;
 use crate::domain::intake::manage::{
@@ -29,7 +29,7 @@ pub async fn retrieve_run(
 ) -> Result<Response, ApiError> {
     const NOT_FOUND: ApiError = ApiError::NotFound("Run not found");
     // The id names its store; a malformed id names none.
-    let (store, _) = owner(ctx, IdKind::Run, run_id, NOT_FOUND)?;
+    let (store, _) = owner(ctx, RunId::parse(run_id).map(|id| id.route()), NOT_FOUND)?;
     let command = GetRun {
         run_id: run_id.to_owned(),
     };
@@ -63,7 +63,7 @@ struct Id<'a> {
 /// freed at once); a finished run is left as it is.
 pub async fn cancel_run(ctx: &Ctx<'_>, run_id: &str) -> Result<Response, ApiError> {
     const NOT_FOUND: ApiError = ApiError::NotFound("Run not found");
-    let (store, _) = owner(ctx, IdKind::Run, run_id, NOT_FOUND)?;
+    let (store, _) = owner(ctx, RunId::parse(run_id).map(|id| id.route()), NOT_FOUND)?;
     let command = Cancel {
         run_id: run_id.to_owned(),
     };
@@ -103,7 +103,11 @@ pub async fn retrieve_batch_v2(ctx: &Ctx<'_>, batch_id: &str) -> Result<Response
 
 async fn load_batch(ctx: &Ctx<'_>, batch_id: &str) -> Result<BatchRecord, ApiError> {
     const NOT_FOUND: ApiError = ApiError::NotFound("Batch not found");
-    let (store, _) = owner(ctx, IdKind::Batch, batch_id, NOT_FOUND)?;
+    let (store, _) = owner(
+        ctx,
+        BatchId::parse(batch_id).map(|id| id.route()),
+        NOT_FOUND,
+    )?;
     let command = GetBatch {
         batch_id: batch_id.to_owned(),
     };
@@ -187,10 +191,10 @@ pub async fn list_runs(ctx: &Ctx<'_>, req: &Incoming) -> Result<Response, ApiErr
 /// same payload, options and tags.
 pub async fn replay_run(ctx: &Ctx<'_>, run_id: &str) -> Result<Response, ApiError> {
     const NOT_FOUND: ApiError = ApiError::NotFound("Run not found");
-    let (store, route) = owner(ctx, IdKind::Run, run_id, NOT_FOUND)?;
+    let (store, route) = owner(ctx, RunId::parse(run_id).map(|id| id.route()), NOT_FOUND)?;
     let command = Replay {
         run_id: run_id.to_owned(),
-        new_run_id: new_id(IdKind::Run, route, crate::platform::runtime::now()),
+        new_run_id: RunId::new(route, crate::platform::runtime::now()).into(),
     };
     match store.send(command).await? {
         ReplayReply::Replayed { id } => json_response(200, &Id { id: &id }),
@@ -207,7 +211,7 @@ pub async fn reschedule_run(
     const NOT_FOUND: ApiError = ApiError::NotFound("Run not found");
     let body = read_body(&req, MAX_MANAGE_BODY_BYTES).await?;
     let delay_until = parse_reschedule_body(&body, crate::platform::runtime::now())?;
-    let (store, _) = owner(ctx, IdKind::Run, run_id, NOT_FOUND)?;
+    let (store, _) = owner(ctx, RunId::parse(run_id).map(|id| id.route()), NOT_FOUND)?;
     let command = Reschedule {
         run_id: run_id.to_owned(),
         delay_until,
@@ -246,15 +250,14 @@ pub async fn reset_idempotency_key(
     }
 }
 
-/// The store that owns `id` in the caller's environment (an id names its store), or
-/// `not_found` for a malformed id.
+/// The store that owns an id in the caller's environment (an id names its store's
+/// route), or `not_found` for a malformed id (`None`).
 fn owner(
     ctx: &Ctx<'_>,
-    kind: IdKind,
-    id: &str,
+    route: Option<StoreRoute>,
     not_found: ApiError,
 ) -> Result<(RunStoreClient, StoreRoute), ApiError> {
-    let route = parse_id(kind, id).ok_or(not_found)?;
+    let route = route.ok_or(not_found)?;
     Ok((
         RunStoreClient::new(ctx.env, StoreName::new(ctx.environment, route).as_str())?,
         route,

@@ -17,7 +17,7 @@ use worker::Response;
 
 use super::{drain, json_response, read_body, BodyPace, Ctx, Incoming, MAX_BODY_BYTES};
 use crate::domain::api::error::ApiError;
-use crate::domain::basics::ids::{new_id, parse_id, IdKind, StoreRoute};
+use crate::domain::basics::ids::{BatchId, RunId, StoreRoute};
 use crate::domain::basics::names::StoreName;
 use crate::domain::intake::batch_items::{ItemStream, PendingItem};
 use crate::domain::intake::idempotency::{IdempotencyKey, KeyError};
@@ -104,7 +104,7 @@ pub async fn create_batch(ctx: &Ctx<'_>, req: Incoming) -> Result<Response, ApiE
     let route = StoreRoute::for_batch(key.as_deref());
     let store = String::from(StoreName::new(ctx.environment, route));
     let command = CreateBatch {
-        batch_id: new_id(IdKind::Batch, route, crate::platform::runtime::now()),
+        batch_id: BatchId::new(route, crate::platform::runtime::now()).into(),
         run_count: run_count as usize,
         key: key.map(|key| BatchKey {
             key,
@@ -176,7 +176,7 @@ async fn items(
         ));
     }
     const NOT_FOUND: ApiError = ApiError::NotFound("Batch not found");
-    let route = parse_id(IdKind::Batch, batch_id).ok_or(NOT_FOUND)?;
+    let route = BatchId::parse(batch_id).ok_or(NOT_FOUND)?.route();
     let home = String::from(StoreName::new(ctx.environment, route));
     let batch = match RunStoreClient::new(ctx.env, &home)?
         .send(GetBatch {
@@ -270,7 +270,7 @@ impl Stream<'_, '_> {
                     let now = crate::platform::runtime::now(); // once per group, not per run
                     group
                         .iter()
-                        .map(|_| new_id(IdKind::Run, route, now))
+                        .map(|_| RunId::new(route, now).into())
                         .collect()
                 },
                 items: group.into_iter().map(|p| p.item).collect(),

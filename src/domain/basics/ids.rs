@@ -77,7 +77,7 @@ impl fmt::Display for StoreRoute {
 
 /// What an id names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum IdKind {
+enum IdKind {
     Run,
     Batch,
 }
@@ -92,7 +92,7 @@ impl IdKind {
 }
 
 /// A fresh id of `kind` on `route`, made at `now`.
-pub fn new_id(kind: IdKind, route: StoreRoute, now: Millis) -> String {
+fn new_id(kind: IdKind, route: StoreRoute, now: Millis) -> String {
     let mut id = String::with_capacity(kind.prefix().len() + ID_LEN);
     id.push_str(kind.prefix());
     id.push_str(route.as_str());
@@ -123,7 +123,7 @@ fn fill_random(out: &mut String, count: usize) {
 }
 
 /// The route of a well-formed id of `kind`, or `None` when `text` is not such an id.
-pub fn parse_id(kind: IdKind, text: &str) -> Option<StoreRoute> {
+fn parse_id(kind: IdKind, text: &str) -> Option<StoreRoute> {
     let body = text.strip_prefix(kind.prefix())?;
     if body.len() != ID_LEN || !body.bytes().all(|c| ALPHABET.contains(&c)) {
         return None;
@@ -133,10 +133,84 @@ pub fn parse_id(kind: IdKind, text: &str) -> Option<StoreRoute> {
     Some(StoreRoute(code))
 }
 
+/// Declares an id newtype of one kind: made by `new`, or checked by `parse` (a text that
+/// is not such an id is no id at all: the caller answers 404).
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident, $kind:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+        pub struct $name {
+            text: String,
+            route: StoreRoute,
+        }
+
+        impl $name {
+            /// A fresh id on `route`, made at `now`.
+            pub fn new(route: StoreRoute, now: Millis) -> $name {
+                $name {
+                    text: new_id($kind, route, now),
+                    route,
+                }
+            }
+
+            pub fn parse(text: &str) -> Option<$name> {
+                let route = parse_id($kind, text)?;
+                Some($name {
+                    text: text.to_owned(),
+                    route,
+                })
+            }
+
+            /// The route of the store that owns it.
+            pub fn route(&self) -> StoreRoute {
+                self.route
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.text
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.text
+            }
+        }
+    };
+}
+
+id_type!(
+    /// A run's id: `run_` and 21 characters.
+    RunId,
+    IdKind::Run
+);
+id_type!(
+    /// A batch's id: `batch_` and 21 characters.
+    BatchId,
+    IdKind::Batch
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::HashSet;
+
+    #[test]
+    fn id_types_keep_their_route_and_refuse_the_other_kind() {
+        let route = StoreRoute::for_task("hello-world");
+        let run = RunId::new(route, 1_800_000_000_000);
+        assert_eq!(run.route(), route);
+        assert_eq!(RunId::parse(run.as_str()), Some(run.clone()));
+        assert_eq!(BatchId::parse(run.as_str()), None);
+        let batch = BatchId::new(route, 0);
+        assert!(batch.as_str().starts_with("batch_"));
+        assert_eq!(
+            BatchId::parse(batch.as_str()).map(|b| b.route()),
+            Some(route)
+        );
+        assert_eq!(RunId::parse("run_short"), None);
+        assert_eq!(String::from(run.clone()), run.as_str());
+    }
 
     #[test]
     fn alphabet_is_trigger_devs() {
