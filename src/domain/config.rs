@@ -60,6 +60,16 @@ impl std::fmt::Debug for SigningSecret {
 /// The longest attempt a task may declare: attempts run inside a Durable Object alarm,
 /// which may take 15 minutes of wall time; a minute is kept for the bookkeeping.
 pub const MAX_DURATION_SECS: u32 = 840;
+/// Attempts a run may make when neither its trigger nor its task says.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+
+/// The attempts a run may make: its own `maxAttempts`, else the default, within 1 to 100.
+pub fn run_max_attempts(max_attempts: Option<i64>) -> u32 {
+    max_attempts
+        .unwrap_or(i64::from(DEFAULT_MAX_ATTEMPTS))
+        .clamp(1, 100) as u32
+}
+
 /// Seconds an attempt may take when neither its trigger nor its task says.
 pub const DEFAULT_MAX_DURATION_SECS: u32 = 300;
 
@@ -392,7 +402,7 @@ fn task_settings(id: &str, wire: TaskWire) -> Result<TaskSettings, String> {
             (name, q.concurrency_limit)
         }
     };
-    let max_attempts = wire.max_attempts.unwrap_or(3);
+    let max_attempts = wire.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS);
     if !(1..=100).contains(&max_attempts) {
         return Err("maxAttempts: must be an integer from 1 to 100".into());
     }
@@ -499,6 +509,9 @@ mod tests {
         );
         assert_eq!((remote.max_attempts, remote.max_duration_secs), (3, 300));
         assert_eq!(attempt_seconds(None), 300);
+        assert_eq!(run_max_attempts(None), 3);
+        assert_eq!(run_max_attempts(Some(0)), 1);
+        assert_eq!(run_max_attempts(Some(500)), 100);
         assert_eq!(attempt_seconds(Some(0)), 1);
         assert_eq!(attempt_seconds(Some(60)), 60);
         assert_eq!(attempt_seconds(Some(100_000)), MAX_DURATION_SECS);

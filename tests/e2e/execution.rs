@@ -33,6 +33,9 @@ pub fn cases() -> Vec<(&'static str, Case)> {
         a_cancelled_delayed_run_is_never_called,
         a_cancelled_queued_run_behind_a_full_queue_is_never_called,
         the_example_hello_world_task_completes_with_its_greeting,
+        a_task_call_carries_its_deadline_environment_test_flag_and_max_attempts,
+        an_error_the_endpoint_reports_is_the_runs_error_and_retry_false_fails_the_run_at_once,
+        a_superjson_output_is_kept_with_its_output_type,
         the_readme_verifier_accepts_real_calls_and_rejects_forged_ones,
         secrets_never_appear_in_responses_or_logs,
     ]
@@ -448,6 +451,100 @@ fn a_cancelled_queued_run_behind_a_full_queue_is_never_called(
         b"",
     );
     ensure_eq(unknown.status, 404, "cancelling an unknown run")
+}
+
+/// The call's headers and body as the task package reads them (README, "Task calls").
+fn a_task_call_carries_its_deadline_environment_test_flag_and_max_attempts(
+    w: &Worker,
+    tasks: &TaskServer,
+) -> Result<(), Failed> {
+    let queue = unique("call-shape");
+    let mut test_item = item(json!({"n": 1}), &queue, 5);
+    test_item["options"]["test"] = json!(true);
+    let runs = trigger(w, vec![item(json!({"n": 0}), &queue, 5), test_item])?;
+    for (id, is_test) in runs.iter().zip([false, true]) {
+        wait_status(w, id, "COMPLETED", Duration::from_secs(60));
+        let calls = tasks.calls_of(id);
+        let call = calls.first().ok_or("the run was called")?;
+        let header = |name: &str| {
+            call.headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .and_then(|(_, v)| v.parse::<u64>().ok())
+        };
+        let (timestamp, deadline) = (header("x-trigger-timestamp"), header("x-trigger-deadline"));
+        ensure_eq(
+            deadline.zip(timestamp).map(|(d, t)| d - t),
+            Some(30_000),
+            "the deadline is the call's time plus the task's maxDuration of 30 s",
+        )?;
+        let body: Value = serde_json::from_slice(&call.body)?;
+        ensure_eq(
+            body["environment"].clone(),
+            json!({"type": "DEVELOPMENT"}),
+            "environment",
+        )?;
+        ensure_eq(body["isTest"].clone(), json!(is_test), "isTest")?;
+        ensure_eq(body["maxAttempts"].clone(), json!(3), "maxAttempts")?;
+    }
+    Ok(())
+}
+
+/// As the task package fails an attempt: `{"error": {name, message, stack}}`, and
+/// `x-trigger-retry: false` for an `AbortTaskRunError`.
+fn an_error_the_endpoint_reports_is_the_runs_error_and_retry_false_fails_the_run_at_once(
+    w: &Worker,
+    tasks: &TaskServer,
+) -> Result<(), Failed> {
+    let runs = trigger(w, vec![item(json!({"abort": true}), &unique("abort"), 5)])?;
+    let run = wait_status(w, &runs[0], "FAILED", Duration::from_secs(60));
+    ensure_eq(run["attemptCount"].clone(), json!(1), "one attempt")?;
+    ensure_eq(
+        tasks.calls_of(&runs[0]).len(),
+        1,
+        "called once, never retried",
+    )?;
+    ensure_eq(
+        run["error"]["name"].clone(),
+        json!("AbortTaskRunError"),
+        "the error's name",
+    )?;
+    ensure_eq(
+        run["error"]["message"].clone(),
+        json!("no point trying again"),
+        "the error's message",
+    )?;
+    ensure(
+        run["error"]["stack"]
+            .as_str()
+            .is_some_and(|s| s.contains("at run (task.js:1:1)")),
+        format!("the error's stack: {}", run["error"]),
+    )
+}
+
+fn a_superjson_output_is_kept_with_its_output_type(
+    w: &Worker,
+    _tasks: &TaskServer,
+) -> Result<(), Failed> {
+    let runs = trigger(
+        w,
+        vec![item(json!({"superjsonOutput": true}), &unique("sj"), 5)],
+    )?;
+    let run = wait_status(w, &runs[0], "COMPLETED", Duration::from_secs(60));
+    ensure_eq(
+        run["outputType"].clone(),
+        json!("application/super+json"),
+        "the output's type",
+    )?;
+    ensure_eq(
+        run["output"]["meta"]["values"]["at"].clone(),
+        json!(["Date"]),
+        "the superjson document is kept as sent",
+    )?;
+    // A plain JSON output has no type.
+    let plain = trigger(w, vec![item(json!({"n": 1}), &unique("plain"), 5)])?;
+    let run = wait_status(w, &plain[0], "COMPLETED", Duration::from_secs(60));
+    ensure(run.get("outputType").is_none(), "no outputType for JSON")
 }
 
 fn the_example_hello_world_task_completes_with_its_greeting(

@@ -125,12 +125,16 @@ impl TaskServer {
         }
         let chunked = serde_json::from_slice::<Value>(&body)
             .is_ok_and(|call| call["payload"]["chunked"].as_bool() == Some(true));
-        let (status, answer) = self.handle(headers, body);
+        let (status, answer, extra) = self.handle(headers, body);
+        let extra: String = extra
+            .iter()
+            .map(|(name, value)| format!("{name}: {value}\r\n"))
+            .collect();
         let mut stream = stream;
         let _ = if chunked {
             write!(
                 stream,
-                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\n{extra}transfer-encoding: chunked\r\nconnection: close\r\n\r\n"
             )
             .and_then(|()| {
                 for piece in answer.as_bytes().chunks(64 * 1024) {
@@ -143,14 +147,20 @@ impl TaskServer {
         } else {
             write!(
                 stream,
-                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
+                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\n{extra}content-length: {}\r\nconnection: close\r\n\r\n{answer}",
                 answer.len()
             )
         };
         let _ = stream.flush();
     }
 
-    fn handle(&self, headers: Vec<(String, String)>, body: Vec<u8>) -> (u16, String) {
+    /// The answer to a call: status, body and extra headers, as the payload asks (see
+    /// the fields read below).
+    fn handle(
+        &self,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    ) -> (u16, String, Vec<(&'static str, &'static str)>) {
         let call: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         let text = |field: &str| call[field].as_str().unwrap_or_default().to_owned();
         let (run_id, queue, key) = (text("id"), text("queue"), text("concurrencyKey"));
@@ -197,15 +207,34 @@ impl TaskServer {
             return (
                 200,
                 format!("\"{}\"", "x".repeat(n.saturating_sub(2) as usize)),
+                Vec::new(),
+            );
+        }
+        // As the task package answers: an error it reports, and not to retry.
+        if payload["abort"].as_bool() == Some(true) {
+            let error = r#"{"error":{"name":"AbortTaskRunError","message":"no point trying again","stack":"AbortTaskRunError: no point trying again\n    at run (task.js:1:1)"}}"#;
+            return (500, error.to_owned(), vec![("x-trigger-retry", "false")]);
+        }
+        if payload["superjsonOutput"].as_bool() == Some(true) {
+            let output = r#"{"json":{"at":"2026-01-02T03:04:05.000Z","big":"10"},"meta":{"values":{"at":["Date"],"big":["bigint"]}}}"#;
+            return (
+                200,
+                output.to_owned(),
+                vec![("x-trigger-output-type", "application/super+json")],
             );
         }
         if fail {
             (
                 500,
                 format!(r#"{{"error":"failing attempt {attempt} on purpose"}}"#),
+                Vec::new(),
             )
         } else {
-            (200, format!(r#"{{"ok":true,"attempt":{attempt}}}"#))
+            (
+                200,
+                format!(r#"{{"ok":true,"attempt":{attempt}}}"#),
+                Vec::new(),
+            )
         }
     }
 }

@@ -55,6 +55,16 @@ impl Environment {
         }
     }
 
+    /// Trigger.dev's environment type, `ctx.environment.type` in a task.
+    pub fn kind(self) -> &'static str {
+        match self {
+            Environment::Development => "DEVELOPMENT",
+            Environment::Staging => "STAGING",
+            Environment::Production => "PRODUCTION",
+            Environment::Preview => "PREVIEW",
+        }
+    }
+
     pub fn from_slug(slug: &str) -> Option<Environment> {
         Environment::ALL.into_iter().find(|e| e.slug() == slug)
     }

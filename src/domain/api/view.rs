@@ -35,6 +35,9 @@ pub struct RunRecord {
     pub trigger_function: String,
     pub attempt_count: u32,
     pub output: Option<Box<RawValue>>,
+    /// `application/super+json` when the output is a superjson document; absent for JSON.
+    #[serde(default)]
+    pub output_type: Option<String>,
     pub error: Option<Box<RawValue>>,
 }
 
@@ -107,6 +110,8 @@ pub struct RunView<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     output: Option<&'a RawValue>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    output_type: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<&'a RawValue>,
     related_runs: Empty,
     attempt_count: u32,
@@ -165,6 +170,7 @@ impl<'a> RunView<'a> {
             payload: run.payload.as_deref(),
             payload_type: &run.payload_type,
             output: run.output.as_deref(),
+            output_type: run.output_type.as_deref(),
             error: run.error.as_deref(),
             related_runs: Empty {},
             attempt_count: run.attempt_count,
@@ -280,6 +286,7 @@ mod tests {
             trigger_function: "batchTrigger".into(),
             attempt_count: 0,
             output: None,
+            output_type: None,
             error: None,
         }
     }

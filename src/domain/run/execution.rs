@@ -177,10 +177,25 @@ pub struct TaskCall<'a> {
     pub queue: &'a str,
     pub concurrency_key: Option<&'a str>,
     pub created_at: String,
+    /// Attempts the run may make in all: the task package calls `onFailure` on the last.
+    pub max_attempts: u32,
+    pub is_test: bool,
+    pub environment: EnvironmentRef,
+}
+
+/// The environment of a task call: `{"type": "DEVELOPMENT" | "STAGING" | "PRODUCTION" |
+/// "PREVIEW"}`, as Trigger.dev's `ctx.environment` has it.
+#[derive(Debug, Serialize)]
+pub struct EnvironmentRef {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
 }
 
 /// Request headers of a task call.
 pub const HEADER_RUN_ID: &str = "x-trigger-run-id";
+/// When the attempt's `maxDuration` ends, in Unix milliseconds: past it the worker
+/// abandons the call and fails the attempt.
+pub const HEADER_DEADLINE: &str = "x-trigger-deadline";
 pub const HEADER_ATTEMPT: &str = "x-trigger-attempt";
 pub const HEADER_TIMESTAMP: &str = "x-trigger-timestamp";
 pub const HEADER_SIGNATURE: &str = "x-trigger-signature";

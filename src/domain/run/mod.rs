@@ -2,6 +2,7 @@
 //! the legal transitions, retry backoff, the signed call to the task's endpoint, batch
 //! status, and the rules that get runs onto the queue (message packing, outbox timing).
 
+pub mod answer;
 pub mod delivery;
 pub mod execution;
 pub mod status;

@@ -12,25 +12,39 @@ use worker::{
     RequestInit, Response,
 };
 
+use crate::domain::api::auth::Environment;
 use crate::domain::basics::time::format_iso;
 use crate::domain::config::{Config, Target, MAX_DURATION_SECS};
+use crate::domain::run::answer::{
+    error_json, judge_answer, Judged, HEADER_OUTPUT_TYPE, HEADER_RETRY,
+};
 use crate::domain::run::execution::{
-    sign, TaskCall, HEADER_ATTEMPT, HEADER_RUN_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP,
-    MAX_OUTPUT_BYTES,
+    sign, EnvironmentRef, TaskCall, HEADER_ATTEMPT, HEADER_DEADLINE, HEADER_RUN_ID,
+    HEADER_SIGNATURE, HEADER_TIMESTAMP, MAX_OUTPUT_BYTES,
 };
 use crate::objects::store::protocol::{AttemptOutcome, AttemptStart};
 
-/// A failed attempt's outcome, with the run's error `{"name", "message"}`.
+/// A failed attempt's outcome, with the run's error `{"name", "message"}`; the task's
+/// retry policy decides what follows.
 pub fn failure(name: &str, message: impl Into<String>) -> AttemptOutcome {
-    let error = serde_json::json!({ "name": name, "message": message.into() }).to_string();
+    failed(error_json(name, &message.into(), None), true)
+}
+
+fn failed(error: String, retry: bool) -> AttemptOutcome {
     AttemptOutcome::Failed {
-        error: RawValue::from_string(error).expect("json! is valid JSON"),
+        error: RawValue::from_string(error).expect("error_json is valid JSON"),
+        retry,
     }
 }
 
 /// Makes the attempt and says how it ended. Never fails itself: every problem is an
-/// outcome of the attempt.
-pub async fn call_task(env: &Env, config: &Config, start: &AttemptStart) -> AttemptOutcome {
+/// outcome of the attempt. `environment` is the run's (from its store's name).
+pub async fn call_task(
+    env: &Env,
+    config: &Config,
+    start: &AttemptStart,
+    environment: Option<Environment>,
+) -> AttemptOutcome {
     let Some(settings) = config.tasks.get(&start.task) else {
         return failure(
             "TaskNotDeclared",
@@ -50,6 +64,11 @@ pub async fn call_task(env: &Env, config: &Config, start: &AttemptStart) -> Atte
         queue: &start.queue,
         concurrency_key: start.concurrency_key.as_deref(),
         created_at: format_iso(start.created_at),
+        max_attempts: start.max_attempts,
+        is_test: start.is_test,
+        environment: EnvironmentRef {
+            kind: environment.map_or("DEVELOPMENT", Environment::kind),
+        },
     };
     let body = match serde_json::to_vec(&body) {
         Ok(body) => body,
@@ -63,6 +82,7 @@ pub async fn call_task(env: &Env, config: &Config, start: &AttemptStart) -> Atte
         config,
         start,
         body,
+        max_secs,
         controller.signal(),
     );
     let timeout = Delay::from(Duration::from_secs(u64::from(max_secs)));
@@ -89,14 +109,17 @@ async fn send(
     config: &Config,
     start: &AttemptStart,
     body: Vec<u8>,
+    max_secs: u32,
     signal: AbortSignal,
 ) -> worker::Result<Response> {
     let timestamp = crate::platform::runtime::now();
+    let deadline = timestamp + i64::from(max_secs) * 1000;
     let headers = Headers::new();
     headers.set("content-type", "application/json")?;
     headers.set(HEADER_RUN_ID, &start.run_id)?;
     headers.set(HEADER_ATTEMPT, &start.attempt.to_string())?;
     headers.set(HEADER_TIMESTAMP, &timestamp.to_string())?;
+    headers.set(HEADER_DEADLINE, &deadline.to_string())?;
     headers.set(
         HEADER_SIGNATURE,
         &sign(config.signing_secret.as_bytes(), timestamp, &body),
@@ -118,9 +141,11 @@ async fn send(
     }
 }
 
-/// 2xx with a JSON body (or none) completes the run; anything else fails the attempt.
+/// Reads the answer (at most `MAX_OUTPUT_BYTES`) and judges it (`domain::run::answer`).
 async fn read_outcome(mut response: Response) -> AttemptOutcome {
     let status = response.status_code();
+    let header = |name: &str| response.headers().get(name).ok().flatten();
+    let (output_type, retry) = (header(HEADER_OUTPUT_TYPE), header(HEADER_RETRY));
     let declared = crate::platform::runtime::content_length(response.headers());
     let mut body: Vec<u8> = Vec::new();
     if declared.is_some_and(|n| n > MAX_OUTPUT_BYTES as u64) {
@@ -143,28 +168,15 @@ async fn read_outcome(mut response: Response) -> AttemptOutcome {
             }
         }
     }
-    if !(200..300).contains(&status) {
-        let text = String::from_utf8_lossy(&body);
-        let excerpt: String = text.chars().take(500).collect();
-        return failure(
-            "TaskEndpointError",
-            format!("the task endpoint answered {status}: {excerpt}"),
-        );
-    }
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return AttemptOutcome::Succeeded { output: None };
-    }
-    match std::str::from_utf8(&body)
-        .ok()
-        .and_then(|t| RawValue::from_string(t.trim().to_owned()).ok())
-    {
-        Some(output) => AttemptOutcome::Succeeded {
-            output: Some(output),
+    match judge_answer(status, output_type.as_deref(), retry.as_deref(), &body) {
+        Judged::Succeeded {
+            output,
+            output_type,
+        } => AttemptOutcome::Succeeded {
+            output: output.map(|text| RawValue::from_string(text).expect("judged as JSON")),
+            output_type: output_type.map(str::to_owned),
         },
-        None => failure(
-            "InvalidOutput",
-            format!("the task endpoint answered {status} with a body that is not JSON"),
-        ),
+        Judged::Failed { error, retry } => failed(error, retry),
     }
 }
 

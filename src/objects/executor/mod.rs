@@ -44,6 +44,7 @@ use worker::{
 
 use serde::{Deserialize, Serialize};
 
+use crate::domain::api::auth::Environment;
 use crate::domain::basics::names::StoreName;
 use crate::domain::basics::time::Millis;
 use crate::domain::scheduling::gate::Lease;
@@ -475,7 +476,10 @@ impl Shared {
                     crate::platform::packets::resolve(&self.env, env_slug, payload, kind).await;
                 let outcome = match (resolved, crate::platform::settings::config(&self.env)) {
                     (Err(e), _) => call::failure("PayloadUnavailable", e.to_string()),
-                    (Ok(()), Ok(config)) => call::call_task(&self.env, &config, &attempt).await,
+                    (Ok(()), Ok(config)) => {
+                        let environment = Environment::from_slug(env_slug);
+                        call::call_task(&self.env, &config, &attempt, environment).await
+                    }
                     (Ok(()), Err(e)) => call::failure("Misconfigured", e.0),
                 };
                 let kept = serde_json::to_string(&outcome).map_err(unreadable)?;

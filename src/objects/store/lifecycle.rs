@@ -14,7 +14,7 @@ use super::protocol::{
 use super::read::raw;
 use super::{internal, jitter, now, RunStore};
 use crate::domain::basics::time::Millis;
-use crate::domain::config::{attempt_seconds, RetryPolicy};
+use crate::domain::config::{attempt_seconds, run_max_attempts, RetryPolicy};
 use crate::domain::run::delivery::RETRY_SLACK_MS;
 use crate::domain::run::execution::{
     after_failure, start_decision, AfterFailure, StartDecision, StartState,
@@ -49,6 +49,15 @@ struct CallRow {
     concurrency_key: Option<String>,
     created_at: Millis,
     max_duration: Option<i64>,
+    max_attempts: Option<i64>,
+    is_test: i64,
+}
+
+/// What a final attempt leaves on its run.
+struct Ended<'a> {
+    output: Option<&'a str>,
+    output_type: Option<&'a str>,
+    error: Option<&'a str>,
 }
 
 fn status_of(row: &StateRow) -> Result<RunStatus> {
@@ -79,7 +88,7 @@ impl RunStore {
         let query =
             "SELECT id, task, attempt_count, payload, payload_chunks, payload_type, context,
                  context_chunks, tags, batch_id, idempotency_key, queue, concurrency_key,
-                 created_at, max_duration
+                 created_at, max_duration, max_attempts, is_test
              FROM runs WHERE id = ?";
         let mut v = rows(&self.sql(), query, vec![run_id.into()])?
             .pop()
@@ -100,6 +109,8 @@ impl RunStore {
             concurrency_key: v.opt_text()?,
             created_at: v.int()?,
             max_duration: v.opt_int()?,
+            max_attempts: v.opt_int()?,
+            is_test: v.int()?,
         })
     }
 
@@ -164,6 +175,8 @@ impl RunStore {
             concurrency_key: call.concurrency_key,
             created_at: call.created_at,
             max_duration_secs: attempt_seconds(call.max_duration),
+            max_attempts: run_max_attempts(call.max_attempts),
+            is_test: call.is_test != 0,
         })))
     }
 
@@ -184,15 +197,23 @@ impl RunStore {
             return Ok(FinishReply::Ignored { status });
         }
         match outcome {
-            AttemptOutcome::Succeeded { output } => {
+            AttemptOutcome::Succeeded {
+                output,
+                output_type,
+            } => {
                 let output = output.as_deref().map(RawValue::get);
-                self.end_attempt(run_id, attempt, RunStatus::Completed, output, None, now)?;
+                let ended = Ended {
+                    output,
+                    output_type: output_type.as_deref(),
+                    error: None,
+                };
+                self.end_attempt(run_id, attempt, RunStatus::Completed, ended, now)?;
                 Ok(FinishReply::Finished {
                     status: RunStatus::Completed,
                 })
             }
-            AttemptOutcome::Failed { error } => {
-                self.fail_attempt(run_id, attempt, &row, error.get(), now)
+            AttemptOutcome::Failed { error, retry } => {
+                self.fail_attempt(run_id, attempt, &row, error.get(), retry, now)
                     .await
             }
         }
@@ -204,13 +225,19 @@ impl RunStore {
         attempt: u32,
         row: &StateRow,
         error: &str,
+        retry: bool,
         now: Millis,
     ) -> Result<FinishReply> {
         let policy: RetryPolicy = match &row.retry {
             Some(text) => serde_json::from_str(text).map_err(|e| internal(e.to_string()))?,
             None => RetryPolicy::default(),
         };
-        let max_attempts = row.max_attempts.unwrap_or(3).clamp(1, 100) as u32;
+        // A failure that says not to retry ends the run with this attempt.
+        let max_attempts = if retry {
+            run_max_attempts(row.max_attempts)
+        } else {
+            attempt
+        };
         match after_failure(attempt, max_attempts, &policy, jitter(), now) {
             AfterFailure::Retry { at } => {
                 // The outbox row sends the run back to its gate when the backoff ends; the
@@ -243,7 +270,12 @@ impl RunStore {
                 })
             }
             AfterFailure::Fail => {
-                self.end_attempt(run_id, attempt, RunStatus::Failed, None, Some(error), now)?;
+                let ended = Ended {
+                    output: None,
+                    output_type: None,
+                    error: Some(error),
+                };
+                self.end_attempt(run_id, attempt, RunStatus::Failed, ended, now)?;
                 Ok(FinishReply::Finished {
                     status: RunStatus::Failed,
                 })
@@ -257,18 +289,18 @@ impl RunStore {
         run_id: &str,
         attempt: u32,
         status: RunStatus,
-        output: Option<&str>,
-        error: Option<&str>,
+        ended: Ended,
         now: Millis,
     ) -> Result<()> {
         self.sql().exec(
-            "UPDATE runs SET status = ?, output = ?, error = ?, finished_at = ?, updated_at = ?,
-                 lease_token = NULL
+            "UPDATE runs SET status = ?, output = ?, output_type = ?, error = ?, finished_at = ?,
+                 updated_at = ?, lease_token = NULL
              WHERE id = ? AND status = 'EXECUTING' AND attempt_count = ?",
             vec![
                 status.as_str().into(),
-                output.into(),
-                error.into(),
+                ended.output.into(),
+                ended.output_type.into(),
+                ended.error.into(),
                 now.into(),
                 now.into(),
                 run_id.into(),
@@ -299,7 +331,7 @@ impl RunStore {
                 .to_string();
                 let attempt = row.attempt_count.max(0) as u32;
                 let failed = self
-                    .fail_attempt(run_id, attempt, &row, &error, now)
+                    .fail_attempt(run_id, attempt, &row, &error, true, now)
                     .await?;
                 Ok(LeaseExpiredReply::Attempt(failed))
             }

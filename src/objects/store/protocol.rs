@@ -206,10 +206,24 @@ pub struct Finish {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AttemptOutcome {
-    /// The endpoint answered 2xx; its JSON body (absent when empty).
-    Succeeded { output: Option<Box<RawValue>> },
-    /// Anything else: `{"name", "message"}`.
-    Failed { error: Box<RawValue> },
+    /// The endpoint answered 2xx; its JSON body (absent when empty), and its type when it
+    /// is not plain JSON (`application/super+json`).
+    Succeeded {
+        output: Option<Box<RawValue>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        output_type: Option<String>,
+    },
+    /// Anything else: `{"name", "message", "stack"?}`; `retry: false` ends the run now.
+    Failed {
+        error: Box<RawValue>,
+        #[serde(default = "retry_by_default")]
+        retry: bool,
+    },
+}
+
+/// Outcomes kept by builds before `retry` existed leave it to the retry policy.
+fn retry_by_default() -> bool {
+    true
 }
 
 /// A run the consumer may offer to its queue's gate.
@@ -244,6 +258,15 @@ pub struct AttemptStart {
     pub concurrency_key: Option<String>,
     pub created_at: Millis,
     pub max_duration_secs: u32,
+    /// Attempts it may make in all (its `maxAttempts`).
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    #[serde(default)]
+    pub is_test: bool,
+}
+
+fn default_max_attempts() -> u32 {
+    crate::domain::config::DEFAULT_MAX_ATTEMPTS
 }
 
 // Replies, one type per command. Variants keep the names the single reply enum of

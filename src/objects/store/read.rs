@@ -54,6 +54,9 @@ struct RunRow {
     attempt_count: i64,
     output: Option<String>,
     error: Option<String>,
+    /// Absent from list queries, which leave outputs out.
+    #[serde(default)]
+    output_type: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -217,6 +220,7 @@ impl RunStore {
             trigger_function: row.trigger_function,
             attempt_count: row.attempt_count.max(0) as u32,
             output: raw(row.output)?,
+            output_type: row.output_type,
             error: raw(row.error)?,
         })
     }

@@ -12,10 +12,16 @@ use Statement::{AddColumnIfMissing, Sql};
 /// Every step of the run store's schema, oldest first.
 pub const SCHEMA: Schema = Schema {
     object: "run store",
-    steps: &[Step {
-        version: 1,
-        statements: STEP_1,
-    }],
+    steps: &[
+        Step {
+            version: 1,
+            statements: STEP_1,
+        },
+        Step {
+            version: 2,
+            statements: STEP_2,
+        },
+    ],
 };
 
 /// The tables, the columns added to them after their first release, and the indexes.
@@ -151,6 +157,10 @@ const STEP_1: &[Statement] = &[
     Sql("CREATE INDEX IF NOT EXISTS runs_expiry ON runs (expires_at) WHERE status = 'QUEUED' AND expires_at IS NOT NULL"),
 ];
 
+/// The type of a run's output when it is not plain JSON (`application/super+json`: a
+/// superjson document the SDKs decode).
+const STEP_2: &[Statement] = &[Sql("ALTER TABLE runs ADD COLUMN output_type TEXT")];
+
 /// Rows of `payload`/`context` text beyond this size are split into `run_chunks`.
 pub const CHUNK_BYTES: usize = 512 * 1024;
 
@@ -171,7 +181,7 @@ const _: () = assert!(
 pub const SELECT_RUN: &str = "SELECT id, task, status, batch_id, idempotency_key, payload,
     payload_chunks, payload_type, queue, concurrency_key, tags, ttl, delayed_until,
     created_at, updated_at, started_at, finished_at, expired_at, metadata, is_test,
-    trigger_function, attempt_count, output, error
+    trigger_function, attempt_count, output, error, output_type
     FROM runs WHERE id = ?";
 
 #[cfg(test)]
@@ -192,6 +202,9 @@ mod tests {
 
     #[test]
     fn released_steps_are_unchanged() {
-        crate::domain::basics::schema::assert_released(&SCHEMA, &["002e7b9a9d16d24e"]);
+        crate::domain::basics::schema::assert_released(
+            &SCHEMA,
+            &["002e7b9a9d16d24e", "2ec380c9ef23121c"],
+        );
     }
 }
