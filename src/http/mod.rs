@@ -27,7 +27,7 @@ use admission::authenticate;
 pub use body::{drain, read_body, BodyPace, BODY_TIME_MS, MAX_BODY_BYTES};
 pub use incoming::Incoming;
 use respond::error_response;
-pub use respond::{json_response, origin_of, query_of};
+pub use respond::{json_response, origin_of, query_of, text_response};
 use routes::{route, NoRoute, Route};
 
 pub async fn handle(req: Incoming, env: Env, context: Context) -> Response {
@@ -48,6 +48,10 @@ async fn dispatch(req: Incoming, env: &Env, context: &Context) -> Result<Respons
         // The SDK's upload to a URL this worker signed; it takes no API key.
         Route::UploadPacket { env: slug, path } => {
             return packets::upload_packet(&config, env, req, slug, path).await;
+        }
+        // The SDK's read of a URL this worker signed; it takes no API key.
+        Route::RunOutput { env: slug, run_id } => {
+            return runs::read_output(&config, env, &req, slug, run_id).await;
         }
         _ => {}
     }
@@ -92,7 +96,7 @@ async fn serve(ctx: &Ctx<'_>, route: Route, req: Incoming) -> Result<Response, A
         Route::RetrieveRun { run_id } => runs::retrieve_run(ctx, &req, &run_id).await,
         Route::RetrieveBatch { batch_id } => runs::retrieve_batch(ctx, &batch_id).await,
         Route::CancelRun { run_id } => runs::cancel_run(ctx, &run_id).await,
-        Route::ExampleTask { .. } | Route::UploadPacket { .. } => {
+        Route::ExampleTask { .. } | Route::UploadPacket { .. } | Route::RunOutput { .. } => {
             unreachable!("served before authentication")
         }
     }

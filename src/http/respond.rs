@@ -26,6 +26,15 @@ pub fn json_response(status: u16, value: &impl Serialize) -> Result<Response, Ap
     bytes_response(status, body, &[])
 }
 
+/// A body of any content type (a superjson output).
+pub fn text_response(status: u16, body: String, content_type: &str) -> Result<Response, ApiError> {
+    bytes_response(
+        status,
+        body.into_bytes(),
+        &[("content-type", content_type.to_owned())],
+    )
+}
+
 fn bytes_response(
     status: u16,
     body: Vec<u8>,

@@ -31,6 +31,9 @@ pub enum Route {
     UploadPacket { env: String, path: String },
     /// `POST /api/v3/batches/{batchId}/items` (section 6).
     StreamBatchItems { batch_id: String },
+    /// `GET /outputs/{env}/{runId}`: a superjson output, by the signed URL a run names as
+    /// its `outputPresignedUrl` (section 4; signed, not keyed).
+    RunOutput { env: String, run_id: String },
     /// `POST /examples/{task}`: the built-in example task endpoint (signed, not keyed).
     ExampleTask { task: String },
 }
@@ -84,6 +87,13 @@ pub fn route(method: &str, path: &str) -> Result<Route, NoRoute> {
                     .map(|s| decode(s))
                     .collect::<Result<Vec<_>, _>>()?
                     .join("/"),
+            },
+        ),
+        ["outputs", env, run_id] => (
+            "GET",
+            Route::RunOutput {
+                env: decode(env)?,
+                run_id: decode(run_id)?,
             },
         ),
         ["api", "v3", "batches", id, "items"] => (
@@ -313,6 +323,10 @@ mod tests {
             Route::StreamBatchItems {
                 batch_id: "x".into(),
             },
+            Route::RunOutput {
+                env: "x".into(),
+                run_id: "x".into(),
+            },
             Route::ExampleTask { task: "x".into() },
         ];
         for r in every_route {
@@ -332,6 +346,7 @@ mod tests {
                 | Route::CreatePacketUrl { .. }
                 | Route::UploadPacket { .. }
                 | Route::StreamBatchItems { .. }
+                | Route::RunOutput { .. }
                 | Route::ExampleTask { .. } => {}
             }
             assert!(

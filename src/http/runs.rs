@@ -3,16 +3,20 @@
 use futures_util::future::join_all;
 use worker::Response;
 
-use super::{json_response, query_of, read_body, Ctx, Incoming};
+use super::{json_response, origin_of, query_of, read_body, text_response, Ctx, Incoming};
+use crate::domain::api::auth::Environment;
 use crate::domain::api::error::ApiError;
 use crate::domain::api::list::{merge_pages, parse_list_query, Cursor};
 use crate::domain::api::view::{BatchRecord, BatchView, RunRecord, RunView};
 use crate::domain::basics::ids::{BatchId, RunId, StoreRoute};
 use crate::domain::basics::names::GateName;
 use crate::domain::basics::names::StoreName;
+use crate::domain::config::Config;
 use crate::domain::intake::manage::{
     parse_key_reset_body, parse_reschedule_body, MAX_MANAGE_BODY_BYTES,
 };
+use crate::domain::intake::packets::{output_query, verify_output, OUTPUT_URL_TTL_MS};
+use crate::domain::run::answer::SUPERJSON;
 use crate::domain::run::status::{RunStatus, StatusVocabulary};
 use crate::objects::gate::client::QueueGateClient;
 use crate::objects::gate::protocol::Remove;
@@ -42,9 +46,59 @@ pub async fn retrieve_run(
             {
                 worker::console_error!("resolving the payload of {run_id} failed: {e}");
             }
-            json_response(200, &RunView::new(&run, vocabulary(req)))
+            let url = output_url(ctx, req, &run);
+            json_response(
+                200,
+                &RunView::new(&run, vocabulary(req)).with_output_url(url),
+            )
         }
         RunReply::NotFound => Err(NOT_FOUND),
+    }
+}
+
+/// The signed URL of a run's superjson output on this worker (`GET /outputs/…`), which
+/// the SDKs' `runs.retrieve` reads and decodes; none for a plain JSON output.
+fn output_url(ctx: &Ctx<'_>, req: &Incoming, run: &RunRecord) -> Option<String> {
+    (run.output_type.as_deref() == Some(SUPERJSON)).then(|| {
+        let env = ctx.environment.slug();
+        let expires = crate::platform::runtime::now() + OUTPUT_URL_TTL_MS;
+        let query = output_query(ctx.config.signing_secret.as_bytes(), env, &run.id, expires);
+        format!("{}/outputs/{env}/{}?{query}", origin_of(req), run.id)
+    })
+}
+
+/// `GET /outputs/{env}/{runId}`: the output a run's `outputPresignedUrl` names, with its
+/// content type, for the URL's signature instead of an API key.
+pub async fn read_output(
+    config: &Config,
+    env: &worker::Env,
+    req: &Incoming,
+    env_slug: &str,
+    run_id: &str,
+) -> Result<Response, ApiError> {
+    const REFUSED: &str = "Invalid or expired output URL";
+    let now = crate::platform::runtime::now();
+    let secret = config.signing_secret.as_bytes();
+    if !verify_output(secret, env_slug, run_id, query_of(req), now) {
+        return Err(ApiError::Unauthorized(REFUSED.into()));
+    }
+    let (Some(environment), Some(id)) = (Environment::from_slug(env_slug), RunId::parse(run_id))
+    else {
+        return Err(ApiError::Unauthorized(REFUSED.into()));
+    };
+    let store = StoreName::new(environment, id.route());
+    let command = GetRun {
+        run_id: run_id.to_owned(),
+    };
+    match RunStoreClient::new(env, store.as_str())?
+        .send(command)
+        .await?
+    {
+        RunReply::Run(run) if run.output_type.as_deref() == Some(SUPERJSON) => {
+            let body = run.output.map_or_else(String::new, |o| o.get().to_owned());
+            text_response(200, body, SUPERJSON)
+        }
+        RunReply::Run(_) | RunReply::NotFound => Err(ApiError::NotFound("Run not found")),
     }
 }
 

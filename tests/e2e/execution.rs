@@ -541,10 +541,37 @@ fn a_superjson_output_is_kept_with_its_output_type(
         json!(["Date"]),
         "the superjson document is kept as sent",
     )?;
+    // Its signed URL serves it, with its type, to a reader without a key (the SDKs).
+    let url = run["outputPresignedUrl"]
+        .as_str()
+        .ok_or("an outputPresignedUrl")?;
+    let served = get(url, None);
+    ensure_eq(served.status, 200, "reading the output URL")?;
+    ensure_eq(
+        served.header("content-type"),
+        Some("application/super+json"),
+        "its content type",
+    )?;
+    ensure_eq(
+        serde_json::from_str::<Value>(&served.body)?,
+        run["output"].clone(),
+        "the URL serves the output",
+    )?;
+    let forged = url.replace("signature=", "signature=0");
+    ensure_eq(get(&forged, None).status, 401, "a forged output URL")?;
+    let elsewhere = url.replace("/outputs/dev/", "/outputs/prod/");
+    ensure_eq(
+        get(&elsewhere, None).status,
+        401,
+        "another environment's URL",
+    )?;
     // A plain JSON output has no type.
     let plain = trigger(w, vec![item(json!({"n": 1}), &unique("plain"), 5)])?;
     let run = wait_status(w, &plain[0], "COMPLETED", Duration::from_secs(60));
-    ensure(run.get("outputType").is_none(), "no outputType for JSON")
+    ensure(
+        run.get("outputType").is_none() && run.get("outputPresignedUrl").is_none(),
+        "no outputType or URL for JSON",
+    )
 }
 
 fn the_example_hello_world_task_completes_with_its_greeting(

@@ -164,7 +164,14 @@ impl TaskServer {
         let call: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         let text = |field: &str| call[field].as_str().unwrap_or_default().to_owned();
         let (run_id, queue, key) = (text("id"), text("queue"), text("concurrencyKey"));
-        let payload = call["payload"].clone();
+        // An SDK's payload is superjson text (`{"json": …}`): its value drives the answer.
+        let payload = match &call["payload"] {
+            Value::String(text) => serde_json::from_str::<Value>(text)
+                .ok()
+                .and_then(|doc| doc.get("json").cloned())
+                .unwrap_or(Value::Null),
+            other => other.clone(),
+        };
         let index;
         let attempt;
         {

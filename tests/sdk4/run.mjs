@@ -161,6 +161,19 @@ const checks = {
     });
     assert.deepEqual(done.output, { message: "Hello, Big!" });
   },
+  // The e2e task endpoint answers `{"superjsonOutput": true}` with a superjson document
+  // (x-trigger-output-type), as the task package does for a Date and a BigInt; the SDK
+  // reads it from the run's outputPresignedUrl and decodes it.
+  async runsRetrieveDecodesASuperjsonOutput() {
+    const handle = await tasks.trigger("e2e-task", { superjsonOutput: true });
+    const done = await until("COMPLETED", async () => {
+      const r = await runs.retrieve(handle.id);
+      return r.status === "COMPLETED" && r;
+    });
+    assert.ok(done.output.at instanceof Date, `a Date, not ${typeof done.output.at}`);
+    assert.equal(done.output.at.toISOString(), "2026-01-02T03:04:05.000Z");
+    assert.equal(done.output.big, 10n);
+  },
 };
 
 await runChecks(checks);

@@ -111,6 +111,9 @@ pub struct RunView<'a> {
     output: Option<&'a RawValue>,
     #[serde(skip_serializing_if = "Option::is_none")]
     output_type: Option<&'a str>,
+    /// Where the SDKs read a superjson output from (and decode it: Dates as Dates).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output_presigned_url: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<&'a RawValue>,
     related_runs: Empty,
@@ -141,6 +144,12 @@ struct EnvView {
 }
 
 impl<'a> RunView<'a> {
+    /// The view with the signed URL of its superjson output.
+    pub fn with_output_url(mut self, url: Option<String>) -> RunView<'a> {
+        self.output_presigned_url = url;
+        self
+    }
+
     pub fn new(run: &'a RunRecord, vocabulary: StatusVocabulary) -> RunView<'a> {
         let status = run.status;
         RunView {
@@ -171,6 +180,7 @@ impl<'a> RunView<'a> {
             payload_type: &run.payload_type,
             output: run.output.as_deref(),
             output_type: run.output_type.as_deref(),
+            output_presigned_url: None,
             error: run.error.as_deref(),
             related_runs: Empty {},
             attempt_count: run.attempt_count,

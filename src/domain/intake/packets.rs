@@ -1,5 +1,6 @@
 //! Large payloads offloaded by SDK 4.5.2+ (docs/API.md section 6): the storage path rules and
-//! the short-lived signed URL the SDK uploads to.
+//! the short-lived signed URL the SDK uploads to; and the signed URL the SDKs read a
+//! superjson output from (`outputPresignedUrl`, section 4).
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -25,9 +26,12 @@ pub fn valid_packet_path(path: &str) -> bool {
             .all(|seg| !seg.is_empty() && seg != "." && seg != "..")
 }
 
-fn mac(secret: &[u8], env: &str, path: &str, expires: Millis) -> String {
+/// How long an output URL stays valid.
+pub const OUTPUT_URL_TTL_MS: Millis = 15 * 60 * 1000;
+
+fn mac(secret: &[u8], method: &str, env: &str, path: &str, expires: Millis) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
-    mac.update(format!("PUT\n{env}\n{path}\n{expires}").as_bytes());
+    mac.update(format!("{method}\n{env}\n{path}\n{expires}").as_bytes());
     mac.finalize()
         .into_bytes()
         .iter()
@@ -37,14 +41,44 @@ fn mac(secret: &[u8], env: &str, path: &str, expires: Millis) -> String {
 
 /// The query of an upload URL for `path` in `env`, valid until `expires`.
 pub fn upload_query(secret: &[u8], env: &str, path: &str, expires: Millis) -> String {
-    format!(
-        "expires={expires}&signature={}",
-        mac(secret, env, path, expires)
-    )
+    signed_query(secret, "PUT", env, path, expires)
 }
 
 /// Checks an upload URL's `expires` and `signature` (constant-time comparison).
 pub fn verify_upload(secret: &[u8], env: &str, path: &str, query: &str, now: Millis) -> bool {
+    verify_signed(secret, "PUT", env, path, query, now)
+}
+
+/// The path a run's output is read from, signed as `outputs/<run id>`.
+fn output_path(run_id: &str) -> String {
+    format!("outputs/{run_id}")
+}
+
+/// The query of the URL that reads `run_id`'s output in `env`, valid until `expires`.
+pub fn output_query(secret: &[u8], env: &str, run_id: &str, expires: Millis) -> String {
+    signed_query(secret, "GET", env, &output_path(run_id), expires)
+}
+
+/// Checks an output URL's `expires` and `signature`.
+pub fn verify_output(secret: &[u8], env: &str, run_id: &str, query: &str, now: Millis) -> bool {
+    verify_signed(secret, "GET", env, &output_path(run_id), query, now)
+}
+
+fn signed_query(secret: &[u8], method: &str, env: &str, path: &str, expires: Millis) -> String {
+    format!(
+        "expires={expires}&signature={}",
+        mac(secret, method, env, path, expires)
+    )
+}
+
+fn verify_signed(
+    secret: &[u8],
+    method: &str,
+    env: &str,
+    path: &str,
+    query: &str,
+    now: Millis,
+) -> bool {
     let param = |name: &str| {
         query
             .split('&')
@@ -56,7 +90,7 @@ pub fn verify_upload(secret: &[u8], env: &str, path: &str, query: &str, now: Mil
     let Ok(expires) = expires.parse::<Millis>() else {
         return false;
     };
-    let expected = mac(secret, env, path, expires);
+    let expected = mac(secret, method, env, path, expires);
     let same = expected.len() == signature.len()
         && expected
             .bytes()
@@ -69,6 +103,36 @@ pub fn verify_upload(secret: &[u8], env: &str, path: &str, query: &str, now: Mil
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_output_url_reads_only_its_run_in_its_environment_until_it_expires() {
+        let secret = b"signing-secret-0123456789";
+        let query = output_query(secret, "dev", "run_abc", 2_000);
+        assert!(verify_output(secret, "dev", "run_abc", &query, 1_000));
+        assert!(verify_output(secret, "dev", "run_abc", &query, 2_000));
+        assert!(
+            !verify_output(secret, "dev", "run_abc", &query, 2_001),
+            "expired"
+        );
+        assert!(
+            !verify_output(secret, "prod", "run_abc", &query, 1_000),
+            "another environment"
+        );
+        assert!(
+            !verify_output(secret, "dev", "run_abd", &query, 1_000),
+            "another run"
+        );
+        assert!(!verify_output(
+            b"another-secret-entirely",
+            "dev",
+            "run_abc",
+            &query,
+            1_000
+        ));
+        // An upload URL's signature does not read an output, whatever the path.
+        let upload = upload_query(secret, "dev", "outputs/run_abc", 2_000);
+        assert!(!verify_output(secret, "dev", "run_abc", &upload, 1_000));
+    }
 
     #[test]
     fn storage_paths_stay_inside_their_prefix() {
