@@ -515,7 +515,7 @@ fn an_error_the_endpoint_reports_is_the_runs_error_and_retry_false_fails_the_run
         "the error's message",
     )?;
     ensure(
-        run["error"]["stack"]
+        run["error"]["stackTrace"]
             .as_str()
             .is_some_and(|s| s.contains("at run (task.js:1:1)")),
         format!("the error's stack: {}", run["error"]),

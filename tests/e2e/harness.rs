@@ -51,17 +51,26 @@ fn remove_folders_of_finished_runs() {
     }
 }
 
-/// Starts `wrangler dev` for the worker folder `dir`, appending its output to `log`.
+/// The configuration of the example tasks Worker, when a worker runs it beside itself.
+const EXAMPLES_CONFIG: &str = "example-tasks.toml";
+
+/// Starts `wrangler dev` for the worker folder `dir` (and the example tasks Worker, when
+/// its configuration is there), appending its output to `log`.
 fn spawn(dir: &Path, port: u16, log: &Path) -> Child {
     let out = fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(log)
         .unwrap();
-    Command::new(root().join("node_modules/.bin/wrangler"))
+    let mut command = Command::new(root().join("node_modules/.bin/wrangler"));
+    command
         .current_dir(root())
         .args(["dev", "--config"])
-        .arg(dir.join("wrangler.toml"))
+        .arg(dir.join("wrangler.toml"));
+    if dir.join(EXAMPLES_CONFIG).exists() {
+        command.arg("--config").arg(dir.join(EXAMPLES_CONFIG));
+    }
+    command
         .args(["--ip", "127.0.0.1", "--port", &port.to_string()])
         .args(["--inspector-port", &free_port().to_string()])
         .arg("--persist-to")
@@ -96,7 +105,13 @@ fn free_port() -> u16 {
 impl Worker {
     /// Starts a worker named `name`; `tweak` edits its configuration first.
     pub fn start(name: &str, tweak: impl FnOnce(&mut toml::Table)) -> Worker {
-        Worker::start_with(name, None, tweak)
+        Worker::start_with(name, None, false, tweak)
+    }
+
+    /// Starts a worker that runs the example tasks Worker (`examples/tasks-worker`) beside
+    /// itself in the same `wrangler dev`, reached through its `EXAMPLE_TASKS` binding.
+    pub fn start_with_examples(name: &str, tweak: impl FnOnce(&mut toml::Table)) -> Worker {
+        Worker::start_with(name, None, true, tweak)
     }
 
     /// Starts a worker on a copy of the `--persist-to` folder `state` (another build's).
@@ -105,12 +120,13 @@ impl Worker {
         state: &Path,
         tweak: impl FnOnce(&mut toml::Table),
     ) -> Worker {
-        Worker::start_with(name, Some(state), tweak)
+        Worker::start_with(name, Some(state), false, tweak)
     }
 
     fn start_with(
         name: &str,
         state: Option<&Path>,
+        examples: bool,
         tweak: impl FnOnce(&mut toml::Table),
     ) -> Worker {
         let built = root().join("build/index.js");
@@ -155,12 +171,19 @@ impl Worker {
         let shipped = config["name"].as_str().unwrap_or_default().to_owned();
         let own = format!("{shipped}-e2e-{name}-{}", std::process::id());
         config.insert("name".into(), own.clone().into());
-        if let Some(services) = config.get_mut("services").and_then(|s| s.as_array_mut()) {
-            for service in services.iter_mut().filter_map(|s| s.as_table_mut()) {
-                if service.get("service").and_then(|v| v.as_str()) == Some(shipped.as_str()) {
-                    service.insert("service".into(), own.clone().into());
-                }
-            }
+        rename_service(&mut config, &shipped, &own);
+        if examples {
+            // Its own name too, which the EXAMPLE_TASKS binding names. Both configurations
+            // sit in `dir`, so both read its `.dev.vars` (the signing secret).
+            let examples_dir = root().join("examples/tasks-worker");
+            let text = fs::read_to_string(examples_dir.join("wrangler.toml")).unwrap();
+            let mut tasks: toml::Table = text.parse().expect("the example's wrangler.toml parses");
+            let tasks_name = format!("{own}-tasks");
+            tasks.insert("name".into(), tasks_name.clone().into());
+            let main = examples_dir.join(tasks["main"].as_str().unwrap_or("src/index.ts"));
+            tasks.insert("main".into(), main.to_string_lossy().into_owned().into());
+            fs::write(dir.join(EXAMPLES_CONFIG), toml::to_string(&tasks).unwrap()).unwrap();
+            rename_service(&mut config, "trigger-edge-example-tasks", &tasks_name);
         }
         // Rate limits stay in the path, high enough that only the tests about them meet
         // them (they set their own).
@@ -247,6 +270,17 @@ impl Worker {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+}
+
+/// Points the service bindings to `from` at `to` instead.
+pub fn rename_service(config: &mut toml::Table, from: &str, to: &str) {
+    if let Some(services) = config.get_mut("services").and_then(|s| s.as_array_mut()) {
+        for service in services.iter_mut().filter_map(|s| s.as_table_mut()) {
+            if service.get("service").and_then(|v| v.as_str()) == Some(from) {
+                service.insert("service".into(), to.into());
+            }
+        }
     }
 }
 

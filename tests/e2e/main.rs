@@ -65,7 +65,8 @@ fn main() {
     let groups = vec![
         Group::new("main", main_cases, move |c| {
             execution::declare_task(c, &endpoint)
-        }),
+        })
+        .with_example_tasks(),
         Group::new(
             "broken-config",
             cases![malformed_task_declaration_fails_loudly_with_500_naming_task_and_field],
@@ -91,8 +92,16 @@ fn main() {
     let started: Vec<Option<Arc<Worker>>> = groups
         .iter()
         .map(|g| {
-            let (name, configure) = (g.name, g.configure.clone());
-            (!args.list).then(|| thread::spawn(move || Worker::start(name, |c| configure(c))))
+            let (name, configure, examples) = (g.name, g.configure.clone(), g.example_tasks);
+            (!args.list).then(|| {
+                thread::spawn(move || {
+                    if examples {
+                        Worker::start_with_examples(name, |c| configure(c))
+                    } else {
+                        Worker::start(name, |c| configure(c))
+                    }
+                })
+            })
         })
         .collect::<Vec<_>>()
         .into_iter()
@@ -152,6 +161,8 @@ struct Group {
     configure: Arc<dyn Fn(&mut toml::Table) + Send + Sync>,
     cases: Vec<(&'static str, Case)>,
     one_at_a_time: bool,
+    /// Runs the example tasks Worker beside the worker (`Worker::start_with_examples`).
+    example_tasks: bool,
 }
 
 impl Group {
@@ -165,6 +176,14 @@ impl Group {
             configure: Arc::new(configure),
             cases,
             one_at_a_time: false,
+            example_tasks: false,
+        }
+    }
+
+    fn with_example_tasks(self) -> Group {
+        Group {
+            example_tasks: true,
+            ..self
         }
     }
 

@@ -52,13 +52,7 @@ fn fixtures() -> PathBuf {
 fn configure(config: &mut toml::Table, tasks: &str) {
     let own = config["name"].as_str().unwrap_or_default().to_owned();
     config.insert("name".into(), NAME.into());
-    if let Some(services) = config.get_mut("services").and_then(|s| s.as_array_mut()) {
-        for service in services.iter_mut().filter_map(|s| s.as_table_mut()) {
-            if service.get("service").and_then(|v| v.as_str()) == Some(own.as_str()) {
-                service.insert("service".into(), NAME.into());
-            }
-        }
-    }
+    crate::harness::rename_service(config, &own, NAME);
     crate::execution::declare_endpoint_task(config, TASK, tasks, 2, 30);
 }
 

@@ -5,7 +5,8 @@
 //!   document (`{"json", "meta"}`, what the task package sends for Dates, BigInts, Maps…),
 //!   kept as the run's `outputType` so that the SDKs decode it;
 //! - any other status fails the attempt. A body `{"error": {"name", "message", "stack"?}}`
-//!   (the task package's, or any endpoint's) is the run's error; otherwise the error names
+//!   (the task package's, or any endpoint's) is the run's error, shown as Trigger.dev shows
+//!   one (`{name, message, stackTrace}`); otherwise the error names
 //!   the status and quotes the start of the body. `x-trigger-retry: false` ends the run
 //!   with this attempt (`AbortTaskRunError`); otherwise the task's retry policy decides.
 
@@ -33,12 +34,13 @@ pub enum Judged {
     Failed { error: String, retry: bool },
 }
 
-/// A run's error as JSON: `{"name", "message"}`, and `stack` when there is one.
+/// A run's error as JSON, as Trigger.dev shows it: `{"name", "message"}`, and
+/// `stackTrace` when there is a stack.
 pub fn error_json(name: &str, message: &str, stack: Option<&str>) -> String {
     let cut = |text: &str| text.chars().take(MAX_ERROR_CHARS).collect::<String>();
     let mut error = serde_json::json!({ "name": cut(name), "message": cut(message) });
     if let Some(stack) = stack {
-        error["stack"] = cut(stack).into();
+        error["stackTrace"] = cut(stack).into();
     }
     error.to_string()
 }
@@ -165,7 +167,7 @@ mod tests {
         assert_eq!(
             judge_answer(500, None, None, body),
             failed(
-                r#"{"message":"bad input","name":"TypeError","stack":"TypeError: bad input\n    at run"}"#,
+                r#"{"message":"bad input","name":"TypeError","stackTrace":"TypeError: bad input\n    at run"}"#,
                 true
             )
         );
@@ -202,6 +204,6 @@ mod tests {
         let error: serde_json::Value =
             serde_json::from_str(&error_json("E", &huge, Some(&huge))).unwrap();
         assert_eq!(error["message"].as_str().unwrap().len(), MAX_ERROR_CHARS);
-        assert_eq!(error["stack"].as_str().unwrap().len(), MAX_ERROR_CHARS);
+        assert_eq!(error["stackTrace"].as_str().unwrap().len(), MAX_ERROR_CHARS);
     }
 }
