@@ -9,6 +9,7 @@ mod harness;
 mod hostile;
 mod isolation;
 mod limits;
+mod node_tasks;
 mod schema;
 mod sdk;
 mod task_server;
@@ -125,7 +126,11 @@ fn main() {
     }
 
     // Cases that start (and kill) workers of their own.
-    for (name, case) in crash::cases().into_iter().chain(upgrade::cases()) {
+    for (name, case) in crash::cases()
+        .into_iter()
+        .chain(upgrade::cases())
+        .chain(node_tasks::cases())
+    {
         let tasks = tasks.clone();
         trials.push(Trial::test(name, move || case(&tasks)));
     }

@@ -2,7 +2,7 @@
 // through its EXAMPLE_TASKS service binding (the tasks are declared in its wrangler.toml).
 import { createTaskHandler } from "trigger-edge-tasks";
 
-import { tasks } from "./tasks";
+import { tasks } from "./tasks.js";
 
 interface Env {
   TASK_SIGNING_SECRET: string;

@@ -1,10 +1,10 @@
 // The example tasks, written with the task package exactly as Trigger.dev tasks are
-// written (only the import differs). Shared by the Cloudflare Worker (`index.ts`) and
-// the Node.js server of `examples/node-tasks`.
+// written (only the import differs). Plain JavaScript so that both examples share them:
+// the Cloudflare Worker (`index.ts`) and the Node.js server (`examples/node-tasks`).
 import { AbortTaskRunError, task } from "trigger-edge-tasks";
 
-/** Names the type of each value it got, and returns them: a Date stays a Date. */
-function typeOf(value: unknown): string {
+/** Names the type of a value: a Date stays a Date, a BigInt a bigint. */
+function typeOf(value) {
   if (value instanceof Date) return "Date";
   if (value instanceof Map) return "Map";
   if (value instanceof Set) return "Set";
@@ -12,9 +12,11 @@ function typeOf(value: unknown): string {
   return value === null ? "null" : typeof value;
 }
 
+/** Names the type of each value it got, and returns them with the time it finished. */
 export const echoTypes = task({
   id: "echo-types",
-  run: async (payload: Record<string, unknown>, { ctx }) => {
+  /** @param {Record<string, unknown>} payload */
+  run: async (payload, { ctx }) => {
     const types = Object.fromEntries(Object.entries(payload).map(([k, v]) => [k, typeOf(v)]));
     return { types, echoed: payload, attempt: ctx.attempt.number, finishedAt: new Date() };
   },
@@ -23,7 +25,7 @@ export const echoTypes = task({
 /** Fails its first attempt, then succeeds: the worker retries it. */
 export const failOnce = task({
   id: "fail-once",
-  run: async (_payload: unknown, { ctx }) => {
+  run: async (_payload, { ctx }) => {
     if (ctx.attempt.number === 1) throw new Error("the first attempt fails on purpose");
     return { attempt: ctx.attempt.number };
   },
@@ -32,7 +34,8 @@ export const failOnce = task({
 /** Gives up at once: no retry whatever the task's maxAttempts. */
 export const giveUp = task({
   id: "give-up",
-  run: async (payload: { reason?: string }) => {
+  /** @param {{ reason?: string }} payload */
+  run: async (payload) => {
     throw new AbortTaskRunError(payload.reason ?? "this run cannot succeed");
   },
 });
