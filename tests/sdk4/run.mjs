@@ -7,7 +7,7 @@ import {
   configure, tasks, runs, batch, idempotencyKeys, auth,
   AuthenticationError, BadRequestError, BatchTriggerError,
 } from "@trigger.dev/sdk";
-import { runChecks, unique, until } from "../sdk_checks.mjs";
+import { checksThroughTasks, runChecks, unique, until } from "../sdk_checks.mjs";
 
 configure({ baseURL: process.env.TRIGGER_API_URL, accessToken: process.env.TRIGGER_SECRET_KEY });
 
@@ -161,60 +161,7 @@ const checks = {
     });
     assert.deepEqual(done.output, { message: "Hello, Big!" });
   },
-  // The e2e task endpoint answers `{"superjsonOutput": true}` with a superjson document
-  // (x-trigger-output-type), as the task package does for a Date and a BigInt; the SDK
-  // reads it from the run's outputPresignedUrl and decodes it.
-  async runsRetrieveDecodesASuperjsonOutput() {
-    const handle = await tasks.trigger("e2e-task", { superjsonOutput: true });
-    const done = await until("COMPLETED", async () => {
-      const r = await runs.retrieve(handle.id);
-      return r.status === "COMPLETED" && r;
-    });
-    assert.ok(done.output.at instanceof Date, `a Date, not ${typeof done.output.at}`);
-    assert.equal(done.output.at.toISOString(), "2026-01-02T03:04:05.000Z");
-    assert.equal(done.output.big, 10n);
-  },
-  // The example tasks Worker (examples/tasks-worker, written with packages/tasks) runs
-  // beside the worker: the task sees what the SDK sent, Dates, BigInts and Maps as such,
-  // and what it returned comes back the same.
-  async theExampleTaskSeesAndReturnsDatesBigIntsAndMaps() {
-    const at = new Date("2026-01-02T03:04:05.000Z");
-    const big = 12345678901234567890n;
-    const handle = await tasks.trigger("echo-types", { at, big, map: new Map([["a", 1]]), n: 1 });
-    const done = await until("COMPLETED", async () => {
-      const r = await runs.retrieve(handle.id);
-      return r.status === "COMPLETED" && r;
-    });
-    assert.deepEqual(done.output.types, { at: "Date", big: "bigint", map: "Map", n: "number" });
-    assert.ok(done.output.echoed.at instanceof Date);
-    assert.equal(done.output.echoed.at.getTime(), at.getTime());
-    assert.equal(done.output.echoed.big, big);
-    assert.ok(done.output.echoed.map instanceof Map);
-    assert.equal(done.output.echoed.map.get("a"), 1);
-    assert.ok(done.output.finishedAt instanceof Date);
-  },
-
-  async anExampleTaskFailingOnceCompletesOnItsSecondAttempt() {
-    const handle = await tasks.trigger("fail-once", { n: 1 });
-    const done = await until("COMPLETED", async () => {
-      const r = await runs.retrieve(handle.id);
-      return r.status === "COMPLETED" && r;
-    });
-    assert.equal(done.attemptCount, 2);
-    assert.deepEqual(done.output, { attempt: 2 });
-  },
-
-  async anExampleTaskThrowingAbortTaskRunErrorFailsAfterOneAttempt() {
-    const handle = await tasks.trigger("give-up", { reason: "the card was declined" });
-    const done = await until("FAILED", async () => {
-      const r = await runs.retrieve(handle.id);
-      return r.status === "FAILED" && r;
-    });
-    assert.equal(done.attemptCount, 1);
-    assert.equal(done.error.name, "AbortTaskRunError");
-    assert.equal(done.error.message, "the card was declined");
-    assert.match(done.error.stackTrace, /AbortTaskRunError: the card was declined/);
-  },
+  ...checksThroughTasks(tasks, runs),
 };
 
 await runChecks(checks);
