@@ -162,12 +162,18 @@ async fn call<C: Serialize, R: DeserializeOwned>(
     command: &C,
 ) -> Result<R, CallError> {
     let command = serde_json::to_string(command).map_err(|e| CallError::other(e.to_string()))?;
-    let promise = object.send(&command).map_err(worker::Error::from)?;
-    let reply = JsFuture::from(promise).await.map_err(worker::Error::from)?;
-    let reply = reply
-        .as_string()
-        .ok_or_else(|| CallError::other("the object's reply is not text"))?;
+    let reply = exchange(object, &command).await?;
     serde_json::from_str(&reply).map_err(|e| CallError::other(format!("unreadable reply: {e}")))
+}
+
+/// The call itself, text in and text out: not generic, so that one copy of it serves
+/// every command and reply type (the wasm module stays small).
+async fn exchange(object: &ObjectStub, command: &str) -> Result<String, CallError> {
+    let promise = object.send(command).map_err(worker::Error::from)?;
+    let reply = JsFuture::from(promise).await.map_err(worker::Error::from)?;
+    reply
+        .as_string()
+        .ok_or_else(|| CallError::other("the object's reply is not text"))
 }
 
 /// Reads the envelope of a command sent by [`Client::send`].
