@@ -11,10 +11,12 @@
 //! - [`basics`]: platform-free building blocks. Times, durations, ids, schema migration
 //!   plans.
 //! - [`config`]: the worker's configuration, checked loudly.
+//! - [`cost`]: what runs cost: the operations account and its price at list prices.
 
 pub mod api;
 pub mod basics;
 pub mod config;
+pub mod cost;
 pub mod intake;
 #[cfg(test)]
 mod properties;

@@ -36,8 +36,13 @@ pub async fn handle(req: Incoming, env: Env, context: Context) -> Response {
 }
 
 async fn dispatch(req: Incoming, env: &Env, context: &Context) -> Result<Response, ApiError> {
+    crate::platform::meter::configure(env);
     let parts = req.url().ok_or(ApiError::NotFound("Not found"))?;
-    let route = route(&req.method(), parts.path).map_err(|e| match e {
+    let route = route(&req.method(), parts.path);
+    if !matches!(route, Ok(Route::Meter)) {
+        crate::platform::meter::fetch_invocation();
+    }
+    let route = route.map_err(|e| match e {
         NoRoute::NotFound => ApiError::NotFound("Not found"),
         NoRoute::MethodNotAllowed { allow } => ApiError::MethodNotAllowed { allow },
     })?;
@@ -56,6 +61,9 @@ async fn dispatch(req: Incoming, env: &Env, context: &Context) -> Result<Respons
         _ => {}
     }
     let environment = authenticate(&req, &config)?;
+    if let Route::Meter = route {
+        return meter();
+    }
     let ctx = Ctx {
         env,
         config: &config,
@@ -96,10 +104,23 @@ async fn serve(ctx: &Ctx<'_>, route: Route, req: Incoming) -> Result<Response, A
         Route::RetrieveRun { run_id } => runs::retrieve_run(ctx, &req, &run_id).await,
         Route::RetrieveBatch { batch_id } => runs::retrieve_batch(ctx, &batch_id).await,
         Route::CancelRun { run_id } => runs::cancel_run(ctx, &run_id).await,
-        Route::ExampleTask { .. } | Route::UploadPacket { .. } | Route::RunOutput { .. } => {
-            unreachable!("served before authentication")
+        Route::ExampleTask { .. }
+        | Route::UploadPacket { .. }
+        | Route::RunOutput { .. }
+        | Route::Meter => {
+            unreachable!("served before admission")
         }
     }
+}
+
+/// `GET /api/v1/meter`: the operations account of this isolate (`platform::meter`).
+fn meter() -> Result<Response, ApiError> {
+    if !crate::platform::meter::on() {
+        return Err(ApiError::NotFound(
+            "Metering is off: set the METERING var to \"on\"",
+        ));
+    }
+    json_response(200, &crate::platform::meter::snapshot())
 }
 
 /// What every handler gets: bindings, configuration, and the caller's environment.

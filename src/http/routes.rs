@@ -36,6 +36,9 @@ pub enum Route {
     RunOutput { env: String, run_id: String },
     /// `POST /examples/{task}`: the built-in example task endpoint (signed, not keyed).
     ExampleTask { task: String },
+    /// `GET /api/v1/meter`: the operations account, when metering is on (keyed, never
+    /// rate-limited or counted itself).
+    Meter,
 }
 
 impl Route {
@@ -71,6 +74,7 @@ pub fn route(method: &str, path: &str) -> Result<Route, NoRoute> {
             },
         ),
         ["api", "v1", "runs"] => ("GET", Route::ListRuns),
+        ["api", "v1", "meter"] => ("GET", Route::Meter),
         ["api", "v3", "batches"] => ("POST", Route::CreateBatch),
         ["api", "v2", "packets", filename] => (
             "PUT",
@@ -208,6 +212,11 @@ mod tests {
                 batch_id: "batch_abc".into()
             })
         );
+        assert_eq!(route("GET", "/api/v1/meter"), Ok(Route::Meter));
+        assert_eq!(
+            route("DELETE", "/api/v1/meter"),
+            Err(NoRoute::MethodNotAllowed { allow: "GET" })
+        );
     }
 
     #[test]
@@ -328,6 +337,7 @@ mod tests {
                 run_id: "x".into(),
             },
             Route::ExampleTask { task: "x".into() },
+            Route::Meter,
         ];
         for r in every_route {
             // A new variant must be added above: this match has no wildcard.
@@ -347,7 +357,8 @@ mod tests {
                 | Route::UploadPacket { .. }
                 | Route::StreamBatchItems { .. }
                 | Route::RunOutput { .. }
-                | Route::ExampleTask { .. } => {}
+                | Route::ExampleTask { .. }
+                | Route::Meter => {}
             }
             assert!(
                 documented.contains(&std::mem::discriminant(&r)),

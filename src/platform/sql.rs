@@ -1,4 +1,5 @@
-//! Small helpers over the Durable Object SQLite API: bound values, `IN (…)` lists
+//! Small helpers over the Durable Object SQLite API: every statement through [`Sql`],
+//! which the operations account counts (`platform::meter`), bound values, `IN (…)` lists
 //! within the 100-parameter limit, rows read by position, and `transactionSync`, which
 //! workers-rs does not bind.
 
@@ -6,10 +7,66 @@ use wasm_bindgen::closure::ScopedClosure;
 use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::{JsCast, JsValue};
 use worker::worker_sys::DurableObjectStorage;
-use worker::{console_warn, SqlStorage, SqlStorageValue, Storage};
+use worker::{console_warn, SqlCursor, SqlStorage, SqlStorageValue, Storage};
 
 use crate::domain::basics::schema::{Plan, Schema};
+use crate::platform::meter::{self, Object};
 use crate::platform::rpc::CallError;
+
+/// An object's SQLite database. Every statement goes through [`Sql::exec`], so that the
+/// meter counts its cursor's rows read and written, which are what Cloudflare bills.
+#[derive(Clone)]
+pub struct Sql {
+    inner: SqlStorage,
+    kind: Object,
+}
+
+impl Sql {
+    pub fn new(storage: &Storage, kind: Object) -> Sql {
+        Sql {
+            inner: storage.sql(),
+            kind,
+        }
+    }
+
+    /// Executes `query` with `bindings` for its `?` placeholders.
+    pub fn exec(
+        &self,
+        query: &str,
+        bindings: impl Into<Option<Vec<SqlStorageValue>>>,
+    ) -> worker::Result<Cursor> {
+        Ok(Cursor {
+            inner: self.inner.exec(query, bindings)?,
+            kind: self.kind,
+        })
+    }
+
+    /// The database, for the meter's record of its size.
+    pub fn storage(&self) -> &SqlStorage {
+        &self.inner
+    }
+}
+
+/// A statement's cursor: reports its rows read and written to the meter when dropped,
+/// once its rows were taken.
+pub struct Cursor {
+    inner: SqlCursor,
+    kind: Object,
+}
+
+impl std::ops::Deref for Cursor {
+    type Target = SqlCursor;
+
+    fn deref(&self) -> &SqlCursor {
+        &self.inner
+    }
+}
+
+impl Drop for Cursor {
+    fn drop(&mut self) {
+        meter::statement(self.kind, &self.inner);
+    }
+}
 
 /// SQL statements take at most 100 bound parameters; lists use fewer to leave room.
 pub const MAX_LIST_PARAMS: usize = 90;
@@ -33,11 +90,8 @@ extern "C" {
 /// on the execution path. workers-rs' `to_array` builds a JavaScript object per row and
 /// `serde-wasm-bindgen` reads its fields one call at a time, which a profile of execution
 /// showed costing more than the statement itself; here each row crosses as one array.
-pub fn rows(
-    sql: &SqlStorage,
-    query: &str,
-    bindings: Vec<SqlStorageValue>,
-) -> worker::Result<Vec<Values>> {
+pub fn rows(sql: &Sql, query: &str, bindings: Vec<SqlStorageValue>) -> worker::Result<Vec<Values>> {
+    // The cursor (a temporary) reports to the meter after the rows were collected.
     sql.exec(query, bindings)?
         .raw()
         .map(|row| row.map(|values| Values(values.into_iter())))
@@ -141,8 +195,8 @@ pub struct Migrated {
 
 impl Migrated {
     /// Migrates `storage` (see [`migrate`]), logging a failure.
-    pub fn start(storage: &Storage, schema: &Schema) -> Migrated {
-        let outcome = migrate(storage, schema).map_err(|e| {
+    pub fn start(storage: &Storage, schema: &Schema, kind: Object) -> Migrated {
+        let outcome = migrate(storage, schema, kind).map_err(|e| {
             worker::console_error!("{}: {e}", schema.object);
             CallError::from(e)
         });
@@ -164,8 +218,8 @@ impl Migrated {
 /// record in one transaction, in order. Called when the object starts, before it serves
 /// anything; an error means the object must not serve (its tables are not what its code
 /// reads and writes).
-pub fn migrate(storage: &Storage, schema: &Schema) -> worker::Result<()> {
-    let sql = storage.sql();
+pub fn migrate(storage: &Storage, schema: &Schema, kind: Object) -> worker::Result<()> {
+    let sql = Sql::new(storage, kind);
     sql.exec(SCHEMA_STEPS, None)?;
     let applied = rows(
         &sql,
@@ -222,7 +276,7 @@ pub fn value_rows(rows: usize, columns: usize) -> String {
 /// as few statements as the parameter limit allows: `head` is the statement up to and
 /// including `VALUES`, `tail` anything after the rows (an `ON CONFLICT` clause).
 pub fn insert_rows(
-    sql: &SqlStorage,
+    sql: &Sql,
     head: &str,
     tail: &str,
     columns: usize,
@@ -252,11 +306,11 @@ pub fn placeholders(n: usize) -> String {
 /// Executes a statement once per chunk of `items`, binding `prefix` then the chunk, and
 /// replacing `{list}` in `query` with the chunk's placeholders.
 pub fn exec_in_chunks(
-    sql: &SqlStorage,
+    sql: &Sql,
     query: &str,
     prefix: &[SqlStorageValue],
     items: &[String],
-    mut each: impl FnMut(worker::SqlCursor) -> worker::Result<()>,
+    mut each: impl FnMut(Cursor) -> worker::Result<()>,
 ) -> worker::Result<()> {
     for chunk in items.chunks(MAX_LIST_PARAMS - prefix.len()) {
         let text = query.replace("{list}", &placeholders(chunk.len()));

@@ -15,9 +15,10 @@ use std::collections::HashSet;
 use worker::{console_error, console_log, Env, MessageBatch, MessageExt, RawMessage};
 
 use crate::domain::basics::time::Millis;
-use crate::domain::run::delivery::RunRefs;
+use crate::domain::run::delivery::{message_size, RunRefs};
 use crate::objects::store::client::RunStoreClient;
 use crate::objects::store::protocol::{Acknowledge, Claim, Claimed, ClaimedRun};
+use crate::platform::meter;
 use crate::platform::rpc::CallError;
 use crate::queue::offers::Offers;
 
@@ -32,23 +33,34 @@ struct Delivery {
 }
 
 pub async fn consume(batch: MessageBatch<serde_json::Value>, env: Env) {
+    meter::configure(&env);
+    meter::queue_invocation();
     let mut deliveries = Vec::new();
     for message in batch.raw_iter() {
         match serde_wasm_bindgen::from_value::<RunRefs>(message.body()) {
-            Ok(refs) => deliveries.push(Delivery {
-                message,
-                refs,
-                gates: HashSet::new(),
-                claimed_at: 0,
-                ok: true,
-            }),
+            Ok(refs) => {
+                meter::message_received(message_size(&refs));
+                deliveries.push(Delivery {
+                    message,
+                    refs,
+                    gates: HashSet::new(),
+                    claimed_at: 0,
+                    ok: true,
+                })
+            }
             Err(e) => {
+                meter::message_received(0);
                 // Retrying cannot make it readable: set it aside for a person to look at.
                 console_error!("queue: an unreadable message goes to the dead-letter queue: {e}");
                 match dead_letter(&env, &message).await {
-                    Ok(()) => message.ack(),
+                    Ok(()) => {
+                        meter::message_sent(0);
+                        meter::message_acked(0);
+                        message.ack();
+                    }
                     Err(e) => {
                         console_error!("queue: dead-lettering failed, retrying: {e}");
+                        meter::message_retried();
                         message.retry();
                     }
                 }
@@ -93,8 +105,10 @@ pub async fn consume(batch: MessageBatch<serde_json::Value>, env: Env) {
                 delivery.refs.store,
                 delivery.refs.runs.join(" ")
             );
+            meter::message_acked(message_size(&delivery.refs));
             delivery.message.ack();
         } else {
+            meter::message_retried();
             delivery.message.retry();
         }
     }

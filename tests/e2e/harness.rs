@@ -30,7 +30,7 @@ pub struct Worker {
     log: PathBuf,
 }
 
-fn root() -> &'static Path {
+pub fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 

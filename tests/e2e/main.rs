@@ -3,6 +3,7 @@
 //! isolates itself with unique task payloads and keys, and polls with a deadline for
 //! effects of the queue consumer.
 
+mod budget;
 mod crash;
 mod execution;
 mod harness;
@@ -63,6 +64,7 @@ fn main() {
     .chain(sdk::cases())
     .collect();
     let endpoint = tasks.clone();
+    let budget_endpoint = tasks.clone();
     let groups = vec![
         Group::new("main", main_cases, move |c| {
             execution::declare_task(c, &endpoint)
@@ -87,6 +89,10 @@ fn main() {
         .one_at_a_time(),
         Group::new("rate-limited", limits::cases(), limits::configure),
         Group::new("fuzzed", schema::cases(), schema::configure),
+        // Counts: nothing but the budget's scenarios may run on this worker.
+        Group::new("budget", budget::cases(), move |c| {
+            budget::configure(c, &budget_endpoint)
+        }),
     ];
 
     // Every worker starts at once; none builds (the test command built the worker).

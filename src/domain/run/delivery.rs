@@ -57,7 +57,8 @@ pub fn pack(store: &str, runs: &[String]) -> Vec<Vec<RunRefs>> {
     calls
 }
 
-fn message_size(message: &RunRefs) -> usize {
+/// A message's size as the queue carries it, near enough (its JSON form).
+pub fn message_size(message: &RunRefs) -> usize {
     // {"store":"…","runs":["…",…]}: 22 bytes of frame, each id quoted, commas between.
     let ids: usize = message.runs.iter().map(|r| r.len() + 3).sum();
     22 + message.store.len() + ids.saturating_sub(1)

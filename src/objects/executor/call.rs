@@ -128,6 +128,7 @@ async fn send(
     init.with_method(Method::Post)
         .with_headers(headers)
         .with_body(Some(js_sys::Uint8Array::from(body.as_slice()).into()));
+    crate::platform::meter::task_call(matches!(target, Target::Service { .. }));
     match target {
         Target::Endpoint(url) => {
             let request = Request::new_with_init(url, &init)?;

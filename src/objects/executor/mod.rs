@@ -35,11 +35,12 @@ use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
-use crate::platform::sql::{rows, Migrated};
+use crate::platform::meter::{self, Activity, Object};
+use crate::platform::sql::{rows, Migrated, Sql};
 use worker::wasm_bindgen_futures::spawn_local;
 use worker::{
     console_error, console_log, durable_object, DurableObject, Env, Request, Response, Result,
-    SqlStorage, State,
+    State,
 };
 
 use serde::{Deserialize, Serialize};
@@ -97,6 +98,8 @@ struct Shared {
     starts: GroupCommit<(String, String, u64), std::result::Result<StartReply, CallError>>,
     /// Ended attempts, reported together; the reply says whether the store recorded it.
     reports: GroupCommit<Report, bool>,
+    /// Work under way (requests, alarms and attempts), for the operations account.
+    activity: Activity,
 }
 
 /// An ended job to report: the attempt's outcome for the store (none when the run was not
@@ -115,7 +118,8 @@ struct JobRow {
 
 impl DurableObject for RunExecutor {
     fn new(state: State, env: Env) -> Self {
-        let migrated = Migrated::start(&state.storage(), &schema::SCHEMA);
+        meter::configure(&env);
+        let migrated = Migrated::start(&state.storage(), &schema::SCHEMA, Object::Executor);
         let shared = Shared {
             state,
             env,
@@ -124,6 +128,7 @@ impl DurableObject for RunExecutor {
             alarm_at: Cell::new(None),
             starts: GroupCommit::default(),
             reports: GroupCommit::default(),
+            activity: Activity::default(),
         };
         RunExecutor {
             shared: Rc::new(shared),
@@ -136,6 +141,7 @@ impl DurableObject for RunExecutor {
 
     async fn alarm(&self) -> Result<Response> {
         let shared = &self.shared;
+        let _active = meter::alarm(Object::Executor, &shared.activity, Some(&shared.state));
         shared.alarm_at.set(None);
         shared.migrated.ready()?;
         let keys = rows(&shared.sql(), "SELECT key FROM jobs", vec![])?
@@ -159,6 +165,8 @@ crate::export_command!(RunExecutor);
 impl RunExecutor {
     /// Takes a hand of leases from a gate (`rpc::call`).
     async fn handle(&self, command: &[u8]) -> Result<String> {
+        let shared = &self.shared;
+        let _active = meter::request(Object::Executor, &shared.activity, Some(&shared.state));
         self.shared.migrated.ready()?;
         let hand = rpc::decode::<protocol::Executor>(command)?;
         self.shared.take(hand).await?;
@@ -178,8 +186,8 @@ enum Attempt {
 }
 
 impl Shared {
-    fn sql(&self) -> SqlStorage {
-        self.state.storage().sql()
+    fn sql(&self) -> Sql {
+        Sql::new(&self.state.storage(), Object::Executor)
     }
 
     /// Arms the backstop alarm unless one is already due sooner.
@@ -251,7 +259,10 @@ impl Shared {
     /// Works on a job in the background of the current request.
     fn work_on(self: &Rc<Self>, row: JobRow) {
         let worker = Rc::clone(self);
-        self.state.wait_until(async move { worker.work(row).await });
+        self.state.wait_until(async move {
+            let _active = worker.activity.enter(Object::Executor);
+            Rc::clone(&worker).work(row).await
+        });
     }
 
     /// Works a job to its end. On an error the job stays recorded for the backstop alarm.

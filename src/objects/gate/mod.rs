@@ -14,9 +14,7 @@ pub mod schema;
 use std::cell::{Cell, RefCell};
 
 use futures_util::stream::{self, StreamExt};
-use worker::{
-    console_error, durable_object, DurableObject, Env, Request, Response, Result, SqlStorage, State,
-};
+use worker::{console_error, durable_object, DurableObject, Env, Request, Response, Result, State};
 
 use crate::domain::basics::time::Millis;
 use crate::domain::scheduling::gate::{Changes, GateState, Lease, Waiting};
@@ -25,10 +23,11 @@ use crate::objects::executor::client::RunExecutorClient;
 use crate::objects::executor::protocol::Hand;
 use crate::objects::store::client::RunStoreClient;
 use crate::objects::store::protocol::{LeaseExpired, LeaseExpiredReply};
+use crate::platform::meter::{self, Activity, Object};
 use crate::platform::rpc;
 use crate::platform::rpc::{answer, CallError};
 use crate::platform::runtime::{ensure_alarm, internal, now};
-use crate::platform::sql::{rows, transaction, Migrated};
+use crate::platform::sql::{rows, transaction, Migrated, Sql};
 use protocol::{Admitted, Gate, GateCommand, Offer, Release, Remove};
 
 /// Hands to executors a gate keeps in flight at once.
@@ -46,6 +45,8 @@ pub struct QueueGate {
     alarm_at: Cell<Option<Millis>>,
     /// The gate's own name, once read (it never changes).
     name: RefCell<Option<String>>,
+    /// Work under way, for the operations account.
+    activity: Activity,
 }
 
 struct SettingRow {
@@ -55,7 +56,8 @@ struct SettingRow {
 
 impl DurableObject for QueueGate {
     fn new(state: State, env: Env) -> Self {
-        let migrated = Migrated::start(&state.storage(), &schema::SCHEMA);
+        meter::configure(&env);
+        let migrated = Migrated::start(&state.storage(), &schema::SCHEMA, Object::Gate);
         QueueGate {
             state,
             env,
@@ -63,6 +65,7 @@ impl DurableObject for QueueGate {
             gate: RefCell::new(None),
             alarm_at: Cell::new(None),
             name: RefCell::new(None),
+            activity: Activity::default(),
         }
     }
 
@@ -71,6 +74,7 @@ impl DurableObject for QueueGate {
     }
 
     async fn alarm(&self) -> Result<Response> {
+        let _active = meter::alarm(Object::Gate, &self.activity, Some(&self.state));
         self.alarm_at.set(None);
         self.migrated.ready()?;
         let now = now();
@@ -117,6 +121,7 @@ crate::export_command!(QueueGate);
 impl QueueGate {
     /// Answers one command from a caller (`rpc::call`).
     async fn handle(&self, command: &[u8]) -> Result<String> {
+        let _active = meter::request(Object::Gate, &self.activity, Some(&self.state));
         self.migrated.ready()?;
         let now = now();
         // `returns`: how many of the admitted runs the caller takes back in the reply.
@@ -146,8 +151,8 @@ impl QueueGate {
         answer::<Offer>(&Admitted { count, hand })
     }
 
-    fn sql(&self) -> SqlStorage {
-        self.state.storage().sql()
+    fn sql(&self) -> Sql {
+        Sql::new(&self.state.storage(), Object::Gate)
     }
 
     fn remember_name(&self, name: &str) -> Result<()> {
@@ -311,12 +316,7 @@ fn to_json(value: &impl serde::Serialize) -> Result<String> {
     serde_json::to_string(value).map_err(|e| internal(e.to_string()))
 }
 
-fn persist(
-    sql: &SqlStorage,
-    changes: &Changes,
-    limit: Option<u32>,
-    limit_set_at: Millis,
-) -> Result<()> {
+fn persist(sql: &Sql, changes: &Changes, limit: Option<u32>, limit_set_at: Millis) -> Result<()> {
     for run_id in &changes.waiting_removed {
         sql.exec(
             "DELETE FROM waiting WHERE run_id = ?",

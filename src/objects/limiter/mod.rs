@@ -17,6 +17,7 @@ use std::cell::RefCell;
 use worker::{durable_object, DurableObject, Env, Request, Response, Result, State};
 
 use crate::domain::api::rate_limit::Buckets;
+use crate::platform::meter::{self, Activity, Object};
 use crate::platform::rpc::{self, answer};
 use crate::platform::runtime::{internal, now};
 use protocol::Take;
@@ -25,13 +26,17 @@ use protocol::Take;
 pub struct RateLimiter {
     env: Env,
     buckets: RefCell<Buckets>,
+    /// Work under way, for the operations account.
+    activity: Activity,
 }
 
 impl DurableObject for RateLimiter {
     fn new(_state: State, env: Env) -> Self {
+        meter::configure(&env);
         RateLimiter {
             env,
             buckets: RefCell::new(Buckets::default()),
+            activity: Activity::default(),
         }
     }
 
@@ -45,6 +50,7 @@ crate::export_command!(RateLimiter);
 impl RateLimiter {
     /// Admits one request, or not (`rpc::call`).
     async fn handle(&self, command: &[u8]) -> Result<String> {
+        let _active = meter::request(Object::Limiter, &self.activity, None);
         let take = rpc::decode::<protocol::Limiter>(command)?;
         let config = crate::platform::settings::config(&self.env).map_err(|e| internal(e.0))?;
         let verdict =

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use worker::{Delay, Result, SqlStorage, SqlStorageValue};
+use worker::{Delay, Result, SqlStorageValue};
 
 use super::protocol::{ClaimedRun, TriggerBatch, TriggerReply};
 use super::{internal, now, schema, RunStore};
@@ -18,8 +18,9 @@ use crate::domain::intake::idempotency::{
 use crate::domain::intake::trigger::RunRequest;
 use crate::domain::run::delivery::{self, REDELIVER_AFTER_MS};
 use crate::domain::run::status::RunStatus;
+use crate::platform::meter;
 use crate::platform::rpc::CallError;
-use crate::platform::sql::{exec_in_chunks, insert_rows, opt_i64, transaction};
+use crate::platform::sql::{exec_in_chunks, insert_rows, opt_i64, transaction, Sql};
 
 #[derive(Deserialize)]
 struct HeldKeyRow {
@@ -180,6 +181,7 @@ impl RunStore {
         transaction(&self.state.storage(), || {
             write_batch(&sql, &cmd, &outcomes, &runs, now)
         })?;
+        meter::runs_accepted(outcomes.iter().filter(|o| o.created).count());
         Ok(TriggerReply::Triggered {
             batch_id: cmd.batch_id,
             runs,
@@ -253,7 +255,7 @@ impl RunStore {
 
 /// Writes a planned batch. Runs inside `transactionSync`; any error rolls it all back.
 fn write_batch(
-    sql: &SqlStorage,
+    sql: &Sql,
     cmd: &TriggerBatch,
     outcomes: &[ItemOutcome],
     runs: &[String],
@@ -376,7 +378,7 @@ fn write_batch(
 /// Stores text in the column when it is small, else in `run_chunks`; returns the column
 /// value and the number of chunks.
 fn store_text(
-    sql: &SqlStorage,
+    sql: &Sql,
     run_id: &str,
     part: &str,
     text: Option<&str>,
@@ -405,7 +407,7 @@ fn store_text(
 /// The values of a new run's row, in `schema::INSERT_RUN_HEAD`'s order (its payload and
 /// context written to `run_chunks` first when they are too large for the row).
 fn run_row(
-    sql: &SqlStorage,
+    sql: &Sql,
     cmd: &TriggerBatch,
     item: &RunRequest,
     run_id: &str,

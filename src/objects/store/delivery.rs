@@ -10,6 +10,7 @@ use crate::domain::basics::time::Millis;
 use crate::domain::config::attempt_seconds;
 use crate::domain::run::delivery::{self, OutboxRow, REDELIVER_AFTER_MS, RETRY_SLACK_MS};
 use crate::domain::run::status::RunStatus;
+use crate::platform::meter;
 use crate::platform::sql::exec_in_chunks;
 
 #[derive(Deserialize)]
@@ -66,10 +67,12 @@ impl RunStore {
         };
         for call in delivery::pack(&store, runs) {
             let ids: Vec<String> = call.iter().flat_map(|m| m.runs.iter().cloned()).collect();
+            let sizes: Vec<usize> = call.iter().map(delivery::message_size).collect();
             if let Err(e) = queue.send_batch(call).await {
                 console_error!("run store {store}: queue send failed, the alarm will retry: {e}");
                 return false;
             }
+            sizes.into_iter().for_each(meter::message_sent);
             // Only rows that were due: a row replaced while the send was under way (a
             // retry due later) is a delivery still to make.
             let marked = exec_in_chunks(

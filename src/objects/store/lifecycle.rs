@@ -20,6 +20,7 @@ use crate::domain::run::execution::{
     after_failure, start_decision, AfterFailure, StartDecision, StartState,
 };
 use crate::domain::run::status::RunStatus;
+use crate::platform::meter;
 use crate::platform::sql::rows;
 
 struct StateRow {
@@ -158,6 +159,7 @@ impl RunStore {
              WHERE id = ?",
             vec![now.into(), token.into(), now.into(), run_id.into()],
         )?;
+        meter::attempts_started(1);
         let call = self.call_of(run_id)?;
         let payload = self.stored_text(run_id, "payload", call.payload, call.payload_chunks)?;
         let context = self.stored_text(run_id, "context", call.context, call.context_chunks)?;
@@ -292,7 +294,7 @@ impl RunStore {
         ended: Ended,
         now: Millis,
     ) -> Result<()> {
-        self.sql().exec(
+        let ended_now = self.sql().exec(
             "UPDATE runs SET status = ?, output = ?, output_type = ?, error = ?, finished_at = ?,
                  updated_at = ?, lease_token = NULL
              WHERE id = ? AND status = 'EXECUTING' AND attempt_count = ?",
@@ -307,6 +309,9 @@ impl RunStore {
                 i64::from(attempt).into(),
             ],
         )?;
+        if ended_now.rows_written() > 0 {
+            meter::run_ended(status == RunStatus::Completed);
+        }
         Ok(())
     }
 

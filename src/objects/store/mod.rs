@@ -23,14 +23,15 @@ pub mod schema;
 use std::cell::Cell;
 
 use serde::Deserialize;
-use worker::{durable_object, DurableObject, Env, Request, Response, Result, SqlStorage, State};
+use worker::{durable_object, DurableObject, Env, Request, Response, Result, State};
 
 use crate::domain::basics::time::Millis;
 use crate::objects::group_commit::GroupCommit;
+use crate::platform::meter::{self, Activity, Object};
 use crate::platform::rpc;
 use crate::platform::rpc::{answer, CallError};
 use crate::platform::runtime::{ensure_alarm, internal, now};
-use crate::platform::sql::Migrated;
+use crate::platform::sql::{Migrated, Sql};
 use protocol::{
     Acknowledge, Cancel, Claim, CreateBatch, FinishAttempts, GetBatch, GetRun, LeaseExpired,
     ListRuns, RecordBatchItems, Replay, Reschedule, ResetIdempotencyKey, StartAttempts, Store,
@@ -54,6 +55,8 @@ pub struct RunStore {
     migrated: Migrated,
     /// Triggers waiting to be accepted with their group (see `trigger_batch`).
     triggers: GroupCommit<TriggerBatch, std::result::Result<TriggerReply, CallError>>,
+    /// Work under way, for the operations account.
+    activity: Activity,
 }
 
 /// A uniform random number in [0, 1), for retry jitter.
@@ -66,13 +69,15 @@ fn jitter() -> f64 {
 
 impl DurableObject for RunStore {
     fn new(state: State, env: Env) -> Self {
-        let migrated = Migrated::start(&state.storage(), &schema::SCHEMA);
+        meter::configure(&env);
+        let migrated = Migrated::start(&state.storage(), &schema::SCHEMA, Object::Store);
         RunStore {
             state,
             env,
             migrated,
             alarm_at: Cell::new(None),
             triggers: GroupCommit::default(),
+            activity: Activity::default(),
         }
     }
 
@@ -81,6 +86,7 @@ impl DurableObject for RunStore {
     }
 
     async fn alarm(&self) -> Result<Response> {
+        let _active = meter::alarm(Object::Store, &self.activity, Some(&self.state));
         self.alarm_at.set(None);
         self.migrated.ready()?;
         self.deliver_due().await?;
@@ -93,6 +99,7 @@ crate::export_command!(RunStore);
 impl RunStore {
     /// Answers one command from a caller (`rpc::call`).
     async fn handle(&self, command: &[u8]) -> Result<String> {
+        let _active = meter::request(Object::Store, &self.activity, Some(&self.state));
         self.migrated.ready()?;
         match rpc::decode::<Store>(command)? {
             StoreCommand::TriggerBatch(c) => answer::<TriggerBatch>(&self.trigger_batch(c).await?),
@@ -141,8 +148,8 @@ impl RunStore {
         }
     }
 
-    pub(super) fn sql(&self) -> SqlStorage {
-        self.state.storage().sql()
+    pub(super) fn sql(&self) -> Sql {
+        Sql::new(&self.state.storage(), Object::Store)
     }
 
     /// Sets the alarm to `at` unless one is already due no later.
