@@ -42,6 +42,8 @@ const options =
           MAX_BATCH_ITEMS: "100",
           TASKS: JSON.parse(tasksJson),
           RATE_LIMITS: JSON.parse(rateLimitsJson),
+          // The operations account (GET /api/v1/meter), read around every scenario.
+          METERING: "on",
         },
         durableObjects: {
           RUN_STORE: { className: "RunStore", useSQLite: true },

@@ -3,7 +3,9 @@
 // starts the hello-world ceiling, the floor (a minimal durable accept in plain JavaScript)
 // and the worker with fresh storage, drives them with wrk
 // at 16 connections, and writes bench/out/report.json and report.md. Every figure is also
-// given as a ratio to the ceiling measured in the same run on the same path.
+// given as a ratio to the ceiling measured in the same run on the same path. The worker
+// runs with METERING on: around every scenario the benchmark reads its operations account
+// (GET /api/v1/meter) and reports what the scenario's runs cost, per run and in dollars.
 //
 //   node bench/run.mjs [--quick] [--path wrangler|miniflare]
 // BENCH_WRANGLER_LOG=debug: wrangler dev's log level (its log files go to
@@ -150,7 +152,8 @@ async function startServer(pathName, which) {
         .join("\n");
       const noTasks = withoutBuild
         .replace(/\[vars\.TASKS\.[^\]]+\][^\[]*/gs, "")
-        .replace(/\[vars\.RATE_LIMITS\][^\[]*/s, "");
+        .replace(/\[vars\.RATE_LIMITS\][^\[]*/s, "")
+        .replace(/^\[vars\]$/m, '[vars]\nMETERING = "on"');
       const limitsToml = "\n[vars.RATE_LIMITS]\n" +
         Object.entries(BENCH_RATE_LIMITS).map(([k, v]) => `${k} = ${toml(v)}`).join("\n") + "\n";
       config = path.join(state, "wrangler.toml");
@@ -192,6 +195,8 @@ function wrk(server, env, duration = DURATION) {
   const ok = Object.entries(result.statuses).filter(([s]) => s.startsWith("2")).reduce((n, [, c]) => n + c, 0);
   const non2xx = Object.fromEntries(Object.entries(result.statuses).filter(([s]) => !s.startsWith("2")));
   return {
+    requests: result.requests,
+    cpuMs: after.cpu - before.cpu,
     requestsPerSec: result.requests / seconds,
     okPerSec: ok / seconds,
     runsPerSec: (ok * Number(env.BENCH_ITEMS ?? 1)) / seconds,
@@ -200,6 +205,55 @@ function wrk(server, env, duration = DURATION) {
     cpuMsPerRequest: (after.cpu - before.cpu) / Math.max(1, result.requests),
     peakRssMiB: after.rss / 1024,
   };
+}
+
+// ---------------------------------------------------------------------------------------
+// The operations account: what a scenario's runs cost, from the worker's own counts.
+
+async function meter(server) {
+  const res = await fetch(`${server.base}/api/v1/meter`, { headers: { authorization: `Bearer ${KEY}` } });
+  if (!res.ok) throw new Error(`GET /api/v1/meter answered ${res.status}`);
+  return res.json();
+}
+
+/** `after - before`, field by field (the statement's figures are all linear in the counts). */
+function minus(after, before) {
+  if (typeof after === "number") return after - (before ?? 0);
+  if (after === null || typeof after !== "object") return after;
+  return Object.fromEntries(Object.entries(after).map(([k, v]) => [k, minus(v, before?.[k])]));
+}
+
+/** Runs `work`, then reads what the worker counted meanwhile, `settleMs` after it ended (the
+ * last reports and releases of executed runs), priced per run of `runsOf(spent)` with the
+ * CPU time the server's processes used (`/proc`). */
+async function costed(server, work, runsOf, settleMs = 0) {
+  const before = await meter(server);
+  const cpuBefore = usage(server.child.pid).cpu;
+  const result = await work();
+  if (settleMs) await sleep(settleMs);
+  const after = await meter(server);
+  const cpuMs = usage(server.child.pid).cpu - cpuBefore;
+  const spent = minus(after, before);
+  const runs = runsOf(spent);
+  const per = (n) => (runs ? n / runs : 0);
+  const t = spent.totals, prices = after.prices;
+  const dollars = t.dollars.total + cpuMs * prices.workerCpuMs;
+  result.account = {
+    runs,
+    rowsWrittenPerRun: per(t.rowsWritten),
+    rowsReadPerRun: per(t.rowsRead),
+    statementsPerRun: per(t.statements),
+    doRequestsPerRun: per(t.objectRequests),
+    doRequestsByObject: Object.fromEntries(["store", "gate", "executor", "limiter"].map((o) => [o, per(spent[o].requests + spent[o].alarms)])),
+    queueOpsPerRun: per(t.queueOperations),
+    workerRequestsPerRun: per(t.workerRequests),
+    cpuMsPerRun: per(cpuMs),
+    storedBytesPerRun: per(spent.storedBytes),
+    dollarsPerMillionRuns: per(dollars) * 1e6,
+    cpuShareOfDollars: dollars ? (cpuMs * prices.workerCpuMs) / dollars : 0,
+    triggerDevFeePerMillion: prices.triggerDevRun * 1e6,
+  };
+  return result;
 }
 
 /** The median; of an even count, the mean of the middle two (of 2 rounds, their mean). */
@@ -360,18 +414,19 @@ for (const pathName of onlyPath ? [onlyPath] : ["miniflare", "wrangler"]) {
     for (const [name, env] of only === "execute" ? [] : accepts) {
       log(`  ${name} (round ${round + 1})`);
       try {
-        (result.scenarios[name] ??= []).push(wrk(worker, env));
+        (result.scenarios[name] ??= []).push(await costed(worker, async () => wrk(worker, env), (s) => s.runs.accepted));
       } catch (e) {
         log(`  ${name} failed: ${e.message}`);
       }
     }
     if (only !== "accept") try {
+      const completed = (s) => s.runs.completed;
       log(`  execute (round ${round + 1})`);
-      (result.execute ??= []).push(await execute(worker, pathName));
+      (result.execute ??= []).push(await costed(worker, () => execute(worker, pathName), completed, 2000));
       log(`  single runs (round ${round + 1})`);
-      (result.singles ??= []).push(await singles(worker));
+      (result.singles ??= []).push(await costed(worker, () => singles(worker), completed, 2000));
       log(`  gate (round ${round + 1})`);
-      (result.gate ??= []).push(await gate(worker, pathName));
+      (result.gate ??= []).push(await costed(worker, () => gate(worker, pathName), completed, 2000));
     } catch (e) {
       log(`  execution scenarios failed: ${e.message}${e.cause ? ` (${e.cause.message ?? e.cause})` : ""}`);
       result.failure = e.message;
@@ -386,6 +441,29 @@ fs.writeFileSync(path.join(out, "report.json"), JSON.stringify(report, null, 2))
 
 // ---------------------------------------------------------------------------------------
 // The Markdown report: medians over the rounds, ratios to the ceiling, targets.
+
+/** What each scenario's runs cost (the operations account), medians over the rounds. */
+function costTable(r) {
+  const rows = [
+    ...Object.entries(r.scenarios).map(([name, rounds]) => [`accept: ${name}`, rounds]),
+    ["execute (burst)", r.execute ?? []],
+    ["single runs, one at a time", r.singles ?? []],
+    ["gate (limit 10, then 2)", r.gate ?? []],
+  ].filter(([, rounds]) => rounds.some((x) => x.account));
+  if (!rows.length) return [];
+  const out = [
+    "What the runs cost, per run (the worker's operations account; accept scenarios per run accepted, the others per run completed; dollars at the list prices in docs/PERFORMANCE.md, CPU from /proc):", "",
+    "| scenario | runs | rows written | rows read | statements | object requests (store/gate/executor/limiter) | queue ops | Worker requests | CPU ms | stored bytes | $ per million runs | CPU share |",
+    "|---|---|---|---|---|---|---|---|---|---|---|---|"];
+  for (const [name, rounds] of rows) {
+    const acc = rounds.filter((x) => x.account).map((x) => x.account);
+    const m = (k) => median(acc.map((a) => a[k]));
+    const by = ["store", "gate", "executor", "limiter"].map((o) => median(acc.map((a) => a.doRequestsByObject[o])).toFixed(2)).join("/");
+    out.push(`| ${name} | ${m("runs").toFixed(0)} | ${m("rowsWrittenPerRun").toFixed(2)} | ${m("rowsReadPerRun").toFixed(2)} | ${m("statementsPerRun").toFixed(2)} | ${m("doRequestsPerRun").toFixed(3)} (${by}) | ${m("queueOpsPerRun").toFixed(3)} | ${m("workerRequestsPerRun").toFixed(3)} | ${m("cpuMsPerRun").toFixed(3)} | ${m("storedBytesPerRun").toFixed(0)} | ${m("dollarsPerMillionRuns").toFixed(2)} | ${(100 * m("cpuShareOfDollars")).toFixed(0)} % |`);
+  }
+  out.push("", `Trigger.dev cloud's per-run fee alone: $${rows[0][1].find((x) => x.account)?.account.triggerDevFeePerMillion ?? 25} per million runs.`);
+  return out;
+}
 const lines = [`# Benchmark ${report.date}${quick ? " (quick)" : ""}`, "",
   `${report.machine}; wrk -t2 -c16, ${DURATION} s per scenario, median of ${ROUNDS} round(s).`,
   `wasm: ${(report.size.wasmBytes / 1024).toFixed(0)} KiB raw, ${(report.size.wasmGzipBytes / 1024).toFixed(0)} KiB gzipped (target ≤ 1 MB raw: ${report.size.wasmBytes <= 1e6 ? "met" : "MISSED"}).`, ""];
@@ -407,6 +485,7 @@ for (const [pathName, r] of Object.entries(report.paths)) {
     const non2xx = rounds.map((x) => JSON.stringify(x.non2xx)).join(" ");
     lines.push(`| ${name} | ${m("requestsPerSec").toFixed(0)} | ${(m("requestsPerSec") / ceiling).toFixed(2)} | ${m("runsPerSec").toFixed(0)} | ${(m("runsPerSec") / ceiling).toFixed(2)} | ${m("p50ms").toFixed(1)} | ${m("p90ms").toFixed(1)} | ${m("p99ms").toFixed(1)} | ${m("maxms").toFixed(0)} | ${non2xx} | ${m("socketErrors")} (${m("timeouts")}) | ${m("cpuMsPerRequest").toFixed(2)} | ${m("peakRssMiB").toFixed(0)} |`);
   }
+  lines.push("", ...costTable(r), "");
   const ex = (k) => median(r.execute.map((x) => x[k]));
   const gt = (k) => median(r.gate.map((x) => x[k]));
   const sg = (k) => median((r.singles ?? []).map((x) => x[k]));

@@ -6,33 +6,93 @@
 use serde::{Deserialize, Serialize};
 
 /// Cloudflare's Workers Paid list prices, in dollars per unit, beyond the plan's monthly
-/// inclusions (which this account ignores: it prices the margin). Checked on 2026-12-02 on
-/// developers.cloudflare.com: workers/platform/pricing, durable-objects/platform/pricing
-/// and queues/platform/pricing.
-pub mod prices {
+/// inclusions (which this account ignores: it prices the margin).
+#[derive(Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Prices {
+    /// When and where they were read.
+    pub checked: &'static str,
     /// A Worker request: an HTTP request to the edge, or a queue consumer invocation.
     /// A call through a service binding is not billed as a request of its own.
-    pub const WORKER_REQUEST: f64 = 0.30 / 1e6;
+    pub worker_request: f64,
     /// A Worker CPU millisecond.
-    pub const WORKER_CPU_MS: f64 = 0.02 / 1e6;
+    pub worker_cpu_ms: f64,
     /// A Durable Object request: an RPC call, a `fetch` or an alarm.
-    pub const OBJECT_REQUEST: f64 = 0.15 / 1e6;
-    /// A GB-second of Durable Object duration (an object is billed at 128 MB while active).
-    pub const OBJECT_GB_SECOND: f64 = 12.50 / 1e6;
+    pub object_request: f64,
+    /// A GB-second of Durable Object duration.
+    pub object_gb_second: f64,
     /// The memory an active object is billed for, in GB.
-    pub const OBJECT_GB: f64 = 0.128;
+    pub object_gb: f64,
     /// A SQLite row written (each index entry counts).
-    pub const ROW_WRITTEN: f64 = 1.00 / 1e6;
+    pub row_written: f64,
     /// A SQLite row read.
-    pub const ROW_READ: f64 = 0.001 / 1e6;
+    pub row_read: f64,
     /// A GB-month of SQLite storage.
-    pub const STORED_GB_MONTH: f64 = 0.20;
+    pub stored_gb_month: f64,
     /// A queue operation: each 64 KB written, read or deleted.
-    pub const QUEUE_OPERATION: f64 = 0.40 / 1e6;
-    /// What others charge per run, for comparison: Trigger.dev cloud's per-run fee (compute
-    /// extra) and QStash's per message.
-    pub const TRIGGER_DEV_RUN: f64 = 25.0 / 1e6;
-    pub const QSTASH_MESSAGE: f64 = 10.0 / 1e6;
+    pub queue_operation: f64,
+    /// What others charge per run, for comparison: Trigger.dev cloud's per-run fee
+    /// (compute extra), and QStash's per message.
+    pub trigger_dev_run: f64,
+    pub qstash_message: f64,
+}
+
+pub const PRICES: Prices = Prices {
+    checked: "2026-12-02, developers.cloudflare.com: workers/platform/pricing, \
+              durable-objects/platform/pricing, queues/platform/pricing",
+    worker_request: 0.30 / 1e6,
+    worker_cpu_ms: 0.02 / 1e6,
+    object_request: 0.15 / 1e6,
+    object_gb_second: 12.50 / 1e6,
+    object_gb: 0.128,
+    row_written: 1.00 / 1e6,
+    row_read: 0.001 / 1e6,
+    stored_gb_month: 0.20,
+    queue_operation: 0.40 / 1e6,
+    trigger_dev_run: 25.0 / 1e6,
+    qstash_message: 10.0 / 1e6,
+};
+
+/// What `GET /api/v1/meter` answers: the account, its totals and their price (all
+/// linear in the counts, so the difference of two statements is the statement of what
+/// happened between them), and the prices.
+#[derive(Serialize)]
+pub struct Statement<'a> {
+    #[serde(flatten)]
+    pub account: &'a Account,
+    pub totals: Totals,
+    pub prices: &'a Prices,
+}
+
+impl Statement<'_> {
+    pub fn of(account: &Account) -> Statement<'_> {
+        Statement {
+            account,
+            totals: Totals {
+                statements: account.statements(),
+                rows_written: account.rows_written(),
+                rows_read: account.rows_read(),
+                object_requests: account.object_requests(),
+                queue_operations: account.queue.operations,
+                worker_requests: account.worker_requests(),
+                dollars: account.dollars(),
+            },
+            prices: &PRICES,
+        }
+    }
+}
+
+/// An account's totals over object kinds, and its price.
+#[derive(Serialize, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct Totals {
+    pub statements: u64,
+    pub rows_written: u64,
+    pub rows_read: u64,
+    pub object_requests: u64,
+    pub queue_operations: u64,
+    pub worker_requests: u64,
+    pub dollars: Dollars,
 }
 
 /// Bytes per queue operation: a message of up to 64 KB is one operation per write, read
@@ -205,13 +265,13 @@ impl Account {
     pub fn dollars(&self) -> Dollars {
         let active_seconds = self.sum(|o| o.active_ms) as f64 / 1000.0;
         let parts = Dollars {
-            worker_requests: self.worker_requests() as f64 * prices::WORKER_REQUEST,
+            worker_requests: self.worker_requests() as f64 * PRICES.worker_request,
             worker_cpu: 0.0,
-            object_requests: self.object_requests() as f64 * prices::OBJECT_REQUEST,
-            object_duration: active_seconds * prices::OBJECT_GB * prices::OBJECT_GB_SECOND,
-            rows_written: self.rows_written() as f64 * prices::ROW_WRITTEN,
-            rows_read: self.rows_read() as f64 * prices::ROW_READ,
-            queue: self.queue.operations as f64 * prices::QUEUE_OPERATION,
+            object_requests: self.object_requests() as f64 * PRICES.object_request,
+            object_duration: active_seconds * PRICES.object_gb * PRICES.object_gb_second,
+            rows_written: self.rows_written() as f64 * PRICES.row_written,
+            rows_read: self.rows_read() as f64 * PRICES.row_read,
+            queue: self.queue.operations as f64 * PRICES.queue_operation,
             total: 0.0,
         };
         parts.totalled()
@@ -248,7 +308,7 @@ impl Dollars {
     /// With the Worker CPU time measured for the same work.
     pub fn with_cpu_ms(self, cpu_ms: f64) -> Dollars {
         Dollars {
-            worker_cpu: cpu_ms * prices::WORKER_CPU_MS,
+            worker_cpu: cpu_ms * PRICES.worker_cpu_ms,
             ..self
         }
         .totalled()
@@ -438,6 +498,21 @@ mod tests {
         worse.queue_ops_per_run += 0.01;
         let over: Vec<&str> = worse.over(&budget).into_iter().map(|o| o.0).collect();
         assert_eq!(over, ["rowsWrittenPerRun", "queueOpsPerRun"]);
+    }
+
+    #[test]
+    fn the_statement_is_the_account_with_its_prices_beside() {
+        let a = account();
+        let text = serde_json::to_string(&Statement::of(&a)).unwrap();
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(value["store"]["rowsWritten"], 9000);
+        assert_eq!(value["totals"]["rowsWritten"], 15_000);
+        assert_eq!(value["totals"]["objectRequests"], 100);
+        let total = value["totals"]["dollars"]["total"].as_f64().unwrap();
+        assert!((total - a.dollars().total).abs() < 1e-12);
+        assert_eq!(value["prices"]["rowWritten"], 1e-6);
+        // The budget test reads a statement back as an account.
+        assert_eq!(serde_json::from_str::<Account>(&text).unwrap(), a);
     }
 
     #[test]

@@ -120,7 +120,8 @@ fn meter() -> Result<Response, ApiError> {
             "Metering is off: set the METERING var to \"on\"",
         ));
     }
-    json_response(200, &crate::platform::meter::snapshot())
+    let account = crate::platform::meter::snapshot();
+    json_response(200, &crate::domain::cost::Statement::of(&account))
 }
 
 /// What every handler gets: bindings, configuration, and the caller's environment.

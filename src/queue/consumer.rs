@@ -136,7 +136,7 @@ async fn claim(env: &Env, refs: &RunRefs) -> Result<(Vec<ClaimedRun>, Millis), C
 
 async fn acknowledge(env: &Env, refs: &RunRefs, claimed_at: Millis) -> Result<(), CallError> {
     let command = Acknowledge {
-        run_ids: refs.runs.clone(),
+        deliveries: refs.deliveries.clone(),
         claimed_at,
     };
     RunStoreClient::new(env, &refs.store)?.send(command).await

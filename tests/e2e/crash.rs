@@ -180,7 +180,7 @@ total = 0
 for path in glob.glob(sys.argv[1] + "/v3/do/*-RunStore/*.sqlite"):
     db = sqlite3.connect("file:" + path + "?mode=ro", uri=True)
     try:
-        total += db.execute("SELECT count(*) FROM outbox").fetchone()[0]
+        total += db.execute("SELECT count(*) FROM deliveries").fetchone()[0]
     except sqlite3.OperationalError:
         pass  # a store that never held a run
 print(total)

@@ -20,7 +20,7 @@ use crate::domain::run::delivery::{self, REDELIVER_AFTER_MS};
 use crate::domain::run::status::RunStatus;
 use crate::platform::meter;
 use crate::platform::rpc::CallError;
-use crate::platform::sql::{exec_in_chunks, insert_rows, opt_i64, transaction, Sql};
+use crate::platform::sql::{exec_in_chunks, insert_rows, opt_i64, rows, transaction, Sql};
 
 #[derive(Deserialize)]
 struct HeldKeyRow {
@@ -85,20 +85,18 @@ impl RunStore {
         let replies = group
             .into_iter()
             .map(|cmd| {
-                let reply = self.accept(cmd, now)?;
-                if let TriggerReply::Triggered { ready, .. } = &reply {
-                    send_now.extend(ready.iter().map(|r| r.run_id.clone()));
-                }
+                let (reply, due) = self.accept(cmd, now)?;
+                send_now.extend(due);
                 Ok(reply)
             })
             .collect();
-        self.send(&send_now, now).await;
+        self.send(send_now, now, true).await;
         replies
     }
 
     /// One trigger of a group: replays a repeated batch key, or plans and writes the runs
-    /// in one transaction.
-    fn accept(&self, cmd: TriggerBatch, now: Millis) -> Result<TriggerReply> {
+    /// in one transaction. Also returns the outbox rows it wrote that are due now, to send.
+    fn accept(&self, cmd: TriggerBatch, now: Millis) -> Result<(TriggerReply, Due)> {
         let sql = self.sql();
         if let Some(key) = &cmd.batch_key {
             let held = sql
@@ -120,14 +118,17 @@ impl RunStore {
                         .load_batch(&batch_id)?
                         .ok_or_else(|| internal("batch key without batch"))?;
                     let cached = vec![true; batch.runs.len()];
-                    return Ok(TriggerReply::Triggered {
+                    let replay = TriggerReply::Triggered {
                         batch_id: Some(batch_id),
                         runs: batch.runs,
                         cached,
                         ready: Vec::new(),
-                    });
+                    };
+                    return Ok((replay, Vec::new()));
                 }
-                BatchKeyDecision::Conflict => return Ok(TriggerReply::BatchKeyConflict),
+                BatchKeyDecision::Conflict => {
+                    return Ok((TriggerReply::BatchKeyConflict, Vec::new()))
+                }
                 BatchKeyDecision::Fresh => {}
             }
         }
@@ -178,16 +179,17 @@ impl RunStore {
                 max_duration_secs: attempt_seconds(item.max_duration.map(i64::from)),
             })
             .collect();
-        transaction(&self.state.storage(), || {
+        let due = transaction(&self.state.storage(), || {
             write_batch(&sql, &cmd, &outcomes, &runs, now)
         })?;
         meter::runs_accepted(outcomes.iter().filter(|o| o.created).count());
-        Ok(TriggerReply::Triggered {
+        let reply = TriggerReply::Triggered {
             batch_id: cmd.batch_id,
             runs,
             cached,
             ready,
-        })
+        };
+        Ok((reply, due))
     }
 
     /// The runs earlier deliveries of these items of two-step batch `batch_id` made.
@@ -253,14 +255,18 @@ impl RunStore {
     }
 }
 
+/// Outbox rows to send, as `(seq, runs)`.
+pub(super) type Due = Vec<(i64, Vec<String>)>;
+
 /// Writes a planned batch. Runs inside `transactionSync`; any error rolls it all back.
+/// Returns the outbox rows it wrote that are due now.
 fn write_batch(
     sql: &Sql,
     cmd: &TriggerBatch,
     outcomes: &[ItemOutcome],
     runs: &[String],
     now: Millis,
-) -> Result<()> {
+) -> Result<Due> {
     // One multi-row statement per table and up to 100 parameters, not one per row: a
     // batch of 100 runs is about 40 statements instead of 300.
     let (mut run_rows, mut key_rows, mut outbox_rows) = (Vec::new(), Vec::new(), Vec::new());
@@ -286,10 +292,7 @@ fn write_batch(
             limits.retain(|(name, _)| *name != queue);
             limits.push((queue, limit));
         }
-        outbox_rows.extend([
-            outcome.run_id.as_str().into(),
-            item.delay_until.unwrap_or(now).into(),
-        ]);
+        outbox_rows.push((outcome.run_id.clone(), item.delay_until.unwrap_or(now)));
     }
     insert_rows(
         sql,
@@ -317,19 +320,23 @@ fn write_batch(
         3,
         limit_rows,
     )?;
-    insert_rows(
-        sql,
-        "INSERT INTO outbox (run_id, due_at) VALUES",
-        "",
-        2,
-        outbox_rows,
-    )?;
+    let mut due = Vec::new();
+    for (due_at, runs) in delivery::deliveries(outbox_rows) {
+        // A row due now goes out with this trigger, so it is written as sent: should that
+        // send fail, the alarm (armed for `REDELIVER_AFTER_MS` from now) sends it again,
+        // as it would an unacknowledged one. Marking it afterwards would cost a row.
+        let sent_at = (due_at <= now).then_some(now);
+        let seq = insert_delivery(sql, due_at, sent_at, &runs)?;
+        if sent_at.is_some() {
+            due.push((seq, runs));
+        }
+    }
     sql.exec(
         "INSERT OR IGNORE INTO meta (key, value) VALUES ('name', ?)",
         vec![cmd.store.as_str().into()],
     )?;
     let Some(batch_id) = &cmd.batch_id else {
-        return Ok(()); // a single trigger: no batch record
+        return Ok(due); // a single trigger: no batch record
     };
     if let Some(indexes) = &cmd.batch_items {
         // Items of a two-step batch recorded elsewhere: remember each index's run here.
@@ -343,7 +350,7 @@ fn write_batch(
                 ],
             )?;
         }
-        return Ok(());
+        return Ok(due);
     }
     let runs_json = serde_json::to_string(runs).map_err(|e| internal(e.to_string()))?;
     let batch_key = cmd.batch_key.as_ref();
@@ -372,7 +379,30 @@ fn write_batch(
             ],
         )?;
     }
-    Ok(())
+    Ok(due)
+}
+
+/// Writes an outbox row of `runs` due at `due_at` (and sent at `sent_at`, when the caller
+/// sends it at once); returns its `seq`. A random one, within JavaScript's safe integers
+/// (it crosses the SQL API and messages as a number): a `seq` is not taken again by a later
+/// row (as the next rowid would be once the last row is deleted), so a late
+/// acknowledgement of a deleted row never deletes another.
+pub(super) fn insert_delivery(
+    sql: &Sql,
+    due_at: Millis,
+    sent_at: Option<Millis>,
+    runs: &[String],
+) -> Result<i64> {
+    let runs = serde_json::to_string(runs).map_err(|e| internal(e.to_string()))?;
+    let mut row = rows(
+        sql,
+        "INSERT INTO deliveries (seq, due_at, sent_at, runs)
+         VALUES (random() % 9007199254740991, ?, ?, ?) RETURNING seq",
+        vec![due_at.into(), opt_i64(sent_at), runs.into()],
+    )?
+    .pop()
+    .ok_or_else(|| internal("an inserted delivery has no seq"))?;
+    row.int()
 }
 
 /// Stores text in the column when it is small, else in `run_chunks`; returns the column

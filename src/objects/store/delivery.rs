@@ -1,9 +1,11 @@
-//! Delivery: the outbox, the queue sends, the alarm, and the consumer's claims and
-//! acknowledgements (invariant 1, docs/ARCHITECTURE.md).
+//! Delivery: the outbox (a row per delivery, `domain::run::delivery`), the queue sends,
+//! the alarm, and the consumer's claims and acknowledgements (invariant 1,
+//! docs/ARCHITECTURE.md).
 
 use serde::Deserialize;
 use worker::{console_error, Result};
 
+use super::accept::{insert_delivery, Due};
 use super::protocol::{Claimed, ClaimedRun};
 use super::{internal, now, RunStore, ALARM_BATCH, RUNS_QUEUE};
 use crate::domain::basics::time::Millis;
@@ -11,7 +13,7 @@ use crate::domain::config::attempt_seconds;
 use crate::domain::run::delivery::{self, OutboxRow, REDELIVER_AFTER_MS, RETRY_SLACK_MS};
 use crate::domain::run::status::RunStatus;
 use crate::platform::meter;
-use crate::platform::sql::exec_in_chunks;
+use crate::platform::sql::{exec_in_chunks, rows};
 
 #[derive(Deserialize)]
 struct ClaimRow {
@@ -33,22 +35,16 @@ struct IdRow {
 }
 
 #[derive(Deserialize)]
-struct OutboxDbRow {
-    run_id: String,
-    due_at: Millis,
-    sent_at: Option<Millis>,
-}
-
-#[derive(Deserialize)]
 struct NextRow {
     next: Option<Millis>,
 }
 
 impl RunStore {
-    /// Sends run references to the queue and records when. A failure is only logged:
-    /// the rows stay unsent and the armed alarm sends them.
-    pub(super) async fn send(&self, runs: &[String], now: Millis) -> bool {
-        if runs.is_empty() {
+    /// Sends outbox rows (`(seq, runs)`) to the queue. Rows written with the trigger that
+    /// sends them are already marked sent (`fresh`); others are marked once sent. A failure
+    /// is only logged: the armed alarm sends the rows again.
+    pub(super) async fn send(&self, rows: Due, now: Millis, fresh: bool) -> bool {
+        if rows.is_empty() {
             return true;
         }
         let store = match self.store_name() {
@@ -65,21 +61,25 @@ impl RunStore {
                 return false;
             }
         };
-        for call in delivery::pack(&store, runs) {
-            let ids: Vec<String> = call.iter().flat_map(|m| m.runs.iter().cloned()).collect();
+        for call in delivery::pack(&store, rows) {
+            let seqs: Vec<String> = call
+                .iter()
+                .flat_map(|m| m.deliveries.iter().map(i64::to_string))
+                .collect();
             let sizes: Vec<usize> = call.iter().map(delivery::message_size).collect();
             if let Err(e) = queue.send_batch(call).await {
                 console_error!("run store {store}: queue send failed, the alarm will retry: {e}");
                 return false;
             }
             sizes.into_iter().for_each(meter::message_sent);
-            // Only rows that were due: a row replaced while the send was under way (a
-            // retry due later) is a delivery still to make.
+            if fresh {
+                continue;
+            }
             let marked = exec_in_chunks(
                 &self.sql(),
-                "UPDATE outbox SET sent_at = ? WHERE due_at <= ? AND run_id IN ({list})",
-                &[now.into(), now.into()],
-                &ids,
+                "UPDATE deliveries SET sent_at = ? WHERE seq IN ({list})",
+                &[now.into()],
+                &seqs,
                 |_| Ok(()),
             );
             if let Err(e) = marked {
@@ -95,44 +95,45 @@ impl RunStore {
         let sql = self.sql();
         self.expire_due(now)?;
         self.abort_unsealed(now)?;
-        let rows = sql
-            .exec(
-                "SELECT run_id, due_at, sent_at FROM outbox
-                 WHERE (sent_at IS NULL AND due_at <= ?) OR (sent_at IS NOT NULL AND sent_at <= ?)
-                 ORDER BY due_at LIMIT ?",
-                vec![
-                    now.into(),
-                    (now - REDELIVER_AFTER_MS).into(),
-                    (ALARM_BATCH as i64).into(),
-                ],
-            )?
-            .to_array::<OutboxDbRow>()?;
-        let due: Vec<String> = rows
-            .iter()
-            .filter(|r| {
-                OutboxRow {
-                    due_at: r.due_at,
-                    sent_at: r.sent_at,
-                }
-                .is_sendable(now)
-            })
-            .map(|r| r.run_id.clone())
-            .collect();
+        let mut due: Due = Vec::new();
+        let mut due_runs: Vec<String> = Vec::new();
+        for mut row in rows(
+            &sql,
+            "SELECT seq, due_at, sent_at, runs FROM deliveries
+             WHERE (sent_at IS NULL AND due_at <= ?) OR (sent_at IS NOT NULL AND sent_at <= ?)
+             ORDER BY due_at LIMIT ?",
+            vec![
+                now.into(),
+                (now - REDELIVER_AFTER_MS).into(),
+                (ALARM_BATCH as i64).into(),
+            ],
+        )? {
+            let (seq, due_at, sent_at) = (row.int()?, row.int()?, row.opt_int()?);
+            let runs: Vec<String> =
+                serde_json::from_str(&row.text()?).map_err(|e| internal(e.to_string()))?;
+            if (OutboxRow { due_at, sent_at }).is_sendable(now) {
+                due_runs.extend(runs.iter().cloned());
+                due.push((seq, runs));
+            }
+        }
+        // Delayed runs whose time came are queued. Only those: a delivery made for an
+        // earlier `delayedUntil` (the run was rescheduled since) leaves its run waiting.
         exec_in_chunks(
             &sql,
             "UPDATE runs SET status = 'QUEUED', queued_at = ?, updated_at = ?,
                  expires_at = CASE WHEN ttl_ms IS NULL THEN NULL ELSE ? + ttl_ms END
-             WHERE status = 'DELAYED' AND id IN ({list})",
-            &[now.into(), now.into(), now.into()],
-            &due,
+             WHERE status = 'DELAYED' AND delayed_until <= ? AND id IN ({list})",
+            &[now.into(), now.into(), now.into(), now.into()],
+            &due_runs,
             |_| Ok(()),
         )?;
-        if !self.send(&due, now).await {
+        if !self.send(due, now, false).await {
             return Err(internal("queue send failed; the alarm retries"));
         }
         let next_send = sql
             .exec(
-                "SELECT MIN(CASE WHEN sent_at IS NULL THEN due_at ELSE sent_at + ? END) AS next FROM outbox",
+                "SELECT MIN(CASE WHEN sent_at IS NULL THEN due_at ELSE sent_at + ? END) AS next
+                 FROM deliveries",
                 vec![REDELIVER_AFTER_MS.into()],
             )?
             .one::<NextRow>()?
@@ -154,30 +155,30 @@ impl RunStore {
         Ok(())
     }
 
-    /// Makes `run_id`'s outbox row due at `at` and unsent, replacing any earlier row: the
-    /// run is to be delivered again then (the alarm must already be armed for `at`).
+    /// Writes an outbox row for `run_id` alone, due at `at`: the run is to be delivered
+    /// again then (the alarm must already be armed for `at`). An earlier row that still
+    /// names it delivers nothing for it before its time: a store claims only runs that
+    /// should wait for a slot now.
     pub(super) fn deliver_again_at(&self, run_id: &str, at: Millis) -> Result<()> {
-        self.sql().exec(
-            "INSERT OR REPLACE INTO outbox (run_id, due_at, sent_at) VALUES (?, ?, NULL)",
-            vec![run_id.into(), at.into()],
-        )?;
+        insert_delivery(&self.sql(), at, None, &[run_id.to_owned()])?;
         Ok(())
     }
 
-    /// The gates hold these runs now: they leave the outbox (acknowledging twice is harmless).
-    /// Deletes the outbox rows of `run_ids` that had been sent when the consumer claimed
-    /// them. A row written since (an attempt failed and its retry is due, or the sweep
-    /// re-sent it) belongs to a later delivery and stays until that one is acknowledged:
-    /// deleting it would lose the run if that delivery were dropped.
-    pub(super) fn acknowledge(&self, run_ids: &[String], claimed_at: Millis) -> Result<()> {
+    /// The gates hold the runs of the outbox rows `seqs` now: the rows leave the outbox
+    /// (acknowledging twice is harmless), those that had been sent when the consumer
+    /// claimed them. A row sent again since (the sweep re-sent it) stays until that
+    /// delivery is acknowledged: deleting it would lose its runs if that one were dropped.
+    /// A message of an earlier build names no row: its runs' rows are sent again after
+    /// `REDELIVER_AFTER_MS` and acknowledged then.
+    pub(super) fn acknowledge(&self, seqs: &[i64], claimed_at: Millis) -> Result<()> {
+        let seqs: Vec<String> = seqs.iter().map(i64::to_string).collect();
         exec_in_chunks(
             &self.sql(),
-            "DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at <= ? AND run_id IN ({list})",
+            "DELETE FROM deliveries WHERE sent_at IS NOT NULL AND sent_at <= ? AND seq IN ({list})",
             &[claimed_at.into()],
-            run_ids,
+            &seqs,
             |_| Ok(()),
-        )?;
-        Ok(())
+        )
     }
 
     /// `QUEUED` runs whose TTL has passed become `EXPIRED`; they never execute.
@@ -195,22 +196,15 @@ impl RunStore {
         self.expire(&ids, now)
     }
 
-    /// Marks `QUEUED` runs `EXPIRED` and forgets their outbox rows.
+    /// Marks `QUEUED` runs `EXPIRED`. Their outbox rows stay: delivered, they claim
+    /// nothing for these runs, and other runs may share them.
     pub(super) fn expire(&self, run_ids: &[String], now: Millis) -> Result<()> {
-        let sql = self.sql();
         exec_in_chunks(
-            &sql,
+            &self.sql(),
             "UPDATE runs SET status = 'EXPIRED', expired_at = ?, finished_at = ?, updated_at = ?,
                  expires_at = NULL
              WHERE status = 'QUEUED' AND id IN ({list})",
             &[now.into(), now.into(), now.into()],
-            run_ids,
-            |_| Ok(()),
-        )?;
-        exec_in_chunks(
-            &sql,
-            "DELETE FROM outbox WHERE run_id IN ({list})",
-            &[],
             run_ids,
             |_| Ok(()),
         )

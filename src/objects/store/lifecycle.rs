@@ -366,7 +366,6 @@ impl RunStore {
              WHERE id = ?",
             vec![now.into(), now.into(), run_id.into()],
         )?;
-        sql.exec("DELETE FROM outbox WHERE run_id = ?", vec![run_id.into()])?;
         Ok(CancelReply::Canceled {
             previous: status,
             queue: row.queue,

@@ -64,11 +64,9 @@ impl RunStore {
              SELECT ?, part, seq, data FROM run_chunks WHERE run_id = ?",
             vec![new_run_id.into(), run_id.into()],
         )?;
-        sql.exec(
-            "INSERT INTO outbox (run_id, due_at, sent_at) VALUES (?, ?, NULL)",
-            vec![new_run_id.into(), now.into()],
-        )?;
-        self.send(&[new_run_id.to_owned()], now).await;
+        let runs = vec![new_run_id.to_owned()];
+        let seq = super::accept::insert_delivery(&sql, now, Some(now), &runs)?;
+        self.send(vec![(seq, runs)], now, true).await;
         Ok(ReplayReply::Replayed {
             id: new_run_id.to_owned(),
         })
@@ -99,10 +97,9 @@ impl RunStore {
         if changed == 0 {
             return Ok(RescheduleReply::NotDelayed); // it became due while the alarm was armed
         }
-        sql.exec(
-            "UPDATE outbox SET due_at = ?, sent_at = NULL WHERE run_id = ?",
-            vec![due.into(), run_id.into()],
-        )?;
+        // A delivery for the new time; the one made for the old time leaves the run
+        // waiting when it comes (the alarm queues only runs whose `delayedUntil` passed).
+        self.deliver_again_at(run_id, due)?;
         Ok(match self.get_run(run_id)? {
             RunReply::Run(run) => RescheduleReply::Run(run),
             RunReply::NotFound => RescheduleReply::NotFound,

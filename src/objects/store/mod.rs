@@ -41,8 +41,9 @@ use protocol::{
 /// The queue binding that carries run references to the consumer.
 pub const RUNS_QUEUE: &str = "RUNS";
 
-/// Outbox rows the alarm handles per wake-up; it re-arms at once when more remain.
-const ALARM_BATCH: usize = 5000;
+/// Outbox rows (deliveries of up to `MAX_RUNS_PER_MESSAGE` runs) the alarm handles per
+/// wake-up; it re-arms at once when more remain.
+const ALARM_BATCH: usize = 500;
 
 #[durable_object(alarm)]
 pub struct RunStore {
@@ -107,7 +108,7 @@ impl RunStore {
             StoreCommand::GetBatch(c) => answer::<GetBatch>(&self.get_batch(&c.batch_id)?),
             StoreCommand::Claim(c) => answer::<Claim>(&self.claim(&c.run_ids)?),
             StoreCommand::Acknowledge(c) => {
-                answer::<Acknowledge>(&self.acknowledge(&c.run_ids, c.claimed_at)?)
+                answer::<Acknowledge>(&self.acknowledge(&c.deliveries, c.claimed_at)?)
             }
             StoreCommand::StartAttempts(c) => {
                 let mut replies = Vec::with_capacity(c.starts.len());

@@ -77,11 +77,13 @@ pub struct Claim {
     pub run_ids: Vec<String>,
 }
 
-/// The gates hold these runs now: take them out of the outbox, the rows that were sent
-/// by `claimed_at` only (a row written since is a newer delivery of the run).
+/// The gates hold these runs now: take their delivery out of the outbox, if it was sent by
+/// `claimed_at` (a row sent again since is a newer delivery of them).
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Acknowledge {
-    pub run_ids: Vec<String>,
+    /// The outbox rows the message delivered (none in a message of an earlier build).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deliveries: Vec<i64>,
     pub claimed_at: Millis,
 }
 

@@ -21,6 +21,10 @@ pub const SCHEMA: Schema = Schema {
             version: 2,
             statements: STEP_2,
         },
+        Step {
+            version: 3,
+            statements: STEP_3,
+        },
     ],
 };
 
@@ -161,6 +165,22 @@ const STEP_1: &[Statement] = &[
 /// superjson document the SDKs decode).
 const STEP_2: &[Statement] = &[Sql("ALTER TABLE runs ADD COLUMN output_type TEXT")];
 
+/// The outbox holds deliveries instead of runs (`domain::run::delivery`): a row per group
+/// of runs due together (their ids as a JSON array), sent as one message that names the
+/// row by `seq`. A rowid table with no index: writing a row costs one row written. Rows of
+/// the per-run outbox move over as deliveries of one run each.
+const STEP_3: &[Statement] = &[
+    Sql("CREATE TABLE deliveries (
+        seq INTEGER PRIMARY KEY,
+        due_at INTEGER NOT NULL,
+        sent_at INTEGER,
+        runs TEXT NOT NULL
+    )"),
+    Sql("INSERT INTO deliveries (due_at, sent_at, runs)
+        SELECT due_at, sent_at, json_array(run_id) FROM outbox ORDER BY due_at"),
+    Sql("DROP TABLE outbox"),
+];
+
 /// Rows of `payload`/`context` text beyond this size are split into `run_chunks`.
 pub const CHUNK_BYTES: usize = 512 * 1024;
 
@@ -204,7 +224,7 @@ mod tests {
     fn released_steps_are_unchanged() {
         crate::domain::basics::schema::assert_released(
             &SCHEMA,
-            &["002e7b9a9d16d24e", "2ec380c9ef23121c"],
+            &["002e7b9a9d16d24e", "2ec380c9ef23121c", "9bade3280e0fdb3d"],
         );
     }
 }
