@@ -3,10 +3,12 @@
 --   BENCH_TASKS   how many tasks to spread over: bench-0 .. bench-(n-1) (default 1)
 --   BENCH_REPEAT  "1": every other batch repeats keys from a small pool (default off)
 --   BENCH_KEY     the API key
+--   BENCH_NOW     "1": no delay, so that every run executes while the load goes on
 local items = tonumber(os.getenv("BENCH_ITEMS") or "1")
 local tasks = tonumber(os.getenv("BENCH_TASKS") or "1")
 local repeat_keys = os.getenv("BENCH_REPEAT") == "1"
 local key = os.getenv("BENCH_KEY") or ""
+local delay = os.getenv("BENCH_NOW") == "1" and "" or ',"delay":"1h"'
 local counter = 0
 -- Per-thread status counts, as numbers (wrk copies only plain values between threads).
 local codes = { 200, 400, 401, 404, 413, 422, 429, 500, 502, 503 }
@@ -40,8 +42,8 @@ function request()
       k = prefix .. counter .. "-" .. i
     end
     parts[i] = string.format(
-      '{"payload":{"n":%d,"text":"%s"},"options":{"idempotencyKey":"%s","tags":["bench","t%d"],"delay":"1h"}}',
-      i, payload, k, i % 5)
+      '{"payload":{"n":%d,"text":"%s"},"options":{"idempotencyKey":"%s","tags":["bench","t%d"]%s}}',
+      i, payload, k, i % 5, delay)
   end
   local task = "bench-" .. (counter % tasks)
   return wrk.format(nil, "/api/v1/tasks/" .. task .. "/batch", nil, '{"items":[' .. table.concat(parts, ",") .. ']}')

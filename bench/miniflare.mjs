@@ -1,6 +1,7 @@
 // The production-like local path: the built worker loaded by Miniflare's API directly,
 // without wrangler's dev proxy and inspector. Usage:
-//   node bench/miniflare.mjs worker|hello|floor <port> <state dir> [tasks JSON] [rate limits JSON]
+//   node bench/miniflare.mjs worker <port> <state dir> <tasks JSON> <rate limits JSON>
+//   node bench/miniflare.mjs hello|floor <port> <state dir> [the floor's task endpoint]
 // Prints "ready <url>" and serves until it is killed. With INSPECTOR_PORT set, workerd's
 // inspector listens there (bench/profile.mjs takes CPU profiles through it).
 import { Miniflare } from "miniflare";
@@ -25,6 +26,7 @@ const options =
         scriptPath: path.join(root, "bench/floor/index.js"),
         compatibilityDate: "2026-04-01",
         durableObjects: { FLOOR_STORE: { className: "FloorStore", useSQLite: true } },
+        bindings: { ENDPOINT: tasksJson ?? "" },
         durableObjectsPersist: path.join(state, "do"),
       }
     : {
@@ -42,8 +44,9 @@ const options =
           MAX_BATCH_ITEMS: "100",
           TASKS: JSON.parse(tasksJson),
           RATE_LIMITS: JSON.parse(rateLimitsJson),
-          // The operations account (GET /api/v1/meter), read around every scenario.
-          METERING: "on",
+          // The operations account (GET /api/v1/meter), read around every scenario
+          // (BENCH_METERING=off: not counted, to measure what counting costs).
+          METERING: process.env.BENCH_METERING ?? "on",
         },
         durableObjects: {
           RUN_STORE: { className: "RunStore", useSQLite: true },

@@ -10,7 +10,7 @@
 //   node bench/run.mjs [--quick] [--path wrangler|miniflare]
 // BENCH_WRANGLER_LOG=debug: wrangler dev's log level (its log files go to
 // ~/.config/.wrangler/logs).
-import { spawn, execFileSync } from "node:child_process";
+import { spawn } from "node:child_process";
 import fs from "node:fs";
 import http from "node:http";
 import net from "node:net";
@@ -69,6 +69,8 @@ for (let i = 0; i < 8; i++) {
 }
 tasks["bench-gate"] = { endpoint: endpointUrl, queue: { name: "bench-gate", concurrencyLimit: 10 }, maxDuration: 60 };
 tasks["bench-gate-2"] = { endpoint: endpointUrl, queue: { name: "bench-gate-2", concurrencyLimit: 2 }, maxDuration: 60 };
+// The drain: runs parked on a limit-0 queue until a trigger raises its limit.
+tasks["bench-drain"] = { endpoint: endpointUrl, queue: { name: "bench-drain", concurrencyLimit: 0 }, maxDuration: 60 };
 
 // ---------------------------------------------------------------------------------------
 // Processes.
@@ -94,6 +96,17 @@ function descendants(pid) {
   const all = [pid];
   for (let i = 0; i < all.length; i++) for (const [child, parent] of parents) if (parent === all[i]) all.push(child);
   return all;
+}
+
+/** The resident memory (KiB) of a process tree now. */
+function rssNow(pid) {
+  let rss = 0;
+  for (const p of descendants(pid)) {
+    try {
+      rss += Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${p}/status`, "utf8"))?.[1] ?? 0);
+    } catch {}
+  }
+  return rss;
 }
 
 /** CPU milliseconds and peak RSS (KiB) of a process tree. */
@@ -131,7 +144,8 @@ async function startServer(pathName, which) {
   let child;
   const started = Date.now();
   if (pathName === "miniflare") {
-    child = spawn("node", [path.join(root, "bench/miniflare.mjs"), which, String(port), state, JSON.stringify(tasks), JSON.stringify(BENCH_RATE_LIMITS)], {
+    const rest = which === "worker" ? [JSON.stringify(tasks), JSON.stringify(BENCH_RATE_LIMITS)] : [endpointUrl];
+    child = spawn("node", [path.join(root, "bench/miniflare.mjs"), which, String(port), state, ...rest], {
       stdio: ["ignore", "ignore", "inherit"],
       detached: true,
     });
@@ -163,7 +177,8 @@ async function startServer(pathName, which) {
     child = spawn(
       path.join(root, "node_modules/.bin/wrangler"),
       ["dev", "--config", config, "--ip", "127.0.0.1", "--port", String(port), "--inspector-port", String(await freePort()),
-       "--persist-to", path.join(state, "state"), "--log-level", process.env.BENCH_WRANGLER_LOG ?? "warn", "--show-interactive-dev-session=false"],
+       "--persist-to", path.join(state, "state"), "--log-level", process.env.BENCH_WRANGLER_LOG ?? "warn", "--show-interactive-dev-session=false",
+       ...(which === "floor" ? ["--var", `ENDPOINT:${endpointUrl}`] : [])],
       // wrangler buffers inspector events of every Durable Object call: give it room.
       { cwd: root, stdio: ["ignore", "ignore", "inherit"], detached: true,
         env: { ...process.env, WRANGLER_SEND_METRICS: "false", NODE_OPTIONS: "--max-old-space-size=8192" } },
@@ -182,13 +197,19 @@ function toml(v) {
 
 // ---------------------------------------------------------------------------------------
 // Scenarios.
-function wrk(server, env, duration = DURATION) {
+/** wrk against `server`, run as a child process while this one's event loop goes on (its
+ * task endpoint answers the worker's calls meanwhile). */
+async function wrk(server, env, duration = DURATION) {
   const before = usage(server.child.pid);
-  const text = execFileSync(
+  const child = spawn(
     "wrk",
     ["-t2", "-c16", `-d${duration}s`, "--timeout", "10s", "-s", path.join(root, "bench/accept.lua"), server.base],
-    { env: { ...process.env, BENCH_KEY: KEY, ...env }, encoding: "utf8", maxBuffer: 1 << 24 },
+    { env: { ...process.env, BENCH_KEY: KEY, ...env }, stdio: ["ignore", "pipe", "inherit"] },
   );
+  let text = "";
+  child.stdout.on("data", (chunk) => (text += chunk));
+  const code = await new Promise((r) => child.on("close", r));
+  if (code !== 0) throw new Error(`wrk exited with ${code}`);
   const after = usage(server.child.pid);
   const result = JSON.parse(text.split("\n").find((l) => l.startsWith("RESULT ")).slice(7));
   const seconds = result.duration_us / 1e6;
@@ -211,9 +232,18 @@ function wrk(server, env, duration = DURATION) {
 // The operations account: what a scenario's runs cost, from the worker's own counts.
 
 async function meter(server) {
-  const res = await fetch(`${server.base}/api/v1/meter`, { headers: { authorization: `Bearer ${KEY}` } });
-  if (!res.ok) throw new Error(`GET /api/v1/meter answered ${res.status}`);
-  return res.json();
+  // Sent again once: a kept-alive connection may have been closed under the client while
+  // wrk (run synchronously) held the event loop.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const res = await fetch(`${server.base}/api/v1/meter`, { headers: { authorization: `Bearer ${KEY}` } });
+      if (!res.ok) throw new Error(`GET /api/v1/meter answered ${res.status}`);
+      return await res.json();
+    } catch (e) {
+      if (attempt === 3) throw e;
+      await sleep(100);
+    }
+  }
 }
 
 /** `after - before`, field by field (the statement's figures are all linear in the counts). */
@@ -227,6 +257,7 @@ function minus(after, before) {
  * last reports and releases of executed runs), priced per run of `runsOf(spent)` with the
  * CPU time the server's processes used (`/proc`). */
 async function costed(server, work, runsOf, settleMs = 0) {
+  if (process.env.BENCH_METERING === "off") return work();
   const before = await meter(server);
   const cpuBefore = usage(server.child.pid).cpu;
   const result = await work();
@@ -296,9 +327,9 @@ async function post(base, task, items) {
 }
 
 /** Triggers `count` runs of `task` in batches of 100, 16 requests at a time. */
-async function triggerMany(base, task, count, payload) {
+async function triggerMany(base, task, count, payload, options) {
   const batches = Array.from({ length: Math.ceil(count / 100) }, (_, b) =>
-    Array.from({ length: Math.min(100, count - b * 100) }, () => ({ payload })));
+    Array.from({ length: Math.min(100, count - b * 100) }, () => (options ? { payload, options } : { payload })));
   const queue = [...batches];
   await Promise.all(Array.from({ length: 16 }, async () => {
     while (queue.length) await post(base, task, queue.shift());
@@ -314,14 +345,16 @@ async function waitCalls(queue, count, ms) {
   return calls.filter((c) => c.queue === queue);
 }
 
-async function execute(server, pathName) {
+/** A burst of runs through a fast endpoint: the worker's (task bench-0), or the floor's
+ * (task exec-0, its calls' queue floor-exec). */
+async function execute(server, pathName, task = "bench-0", queue = "bench-0") {
   calls.length = 0;
   resent = 0;
   // wrangler dev's proxy cannot carry 10,000 runs' worth of inspector events: fewer there.
   const count = quick || pathName === "wrangler" ? 2000 : 10000;
   const started = Date.now();
-  await triggerMany(server.base, "bench-0", count, { n: 1 });
-  const done = await waitCalls("bench-0", count, 600_000);
+  await triggerMany(server.base, task, count, { n: 1 });
+  const done = await waitCalls(queue, count, 600_000);
   const lastEnd = Math.max(...done.map((c) => c.endedAt));
   const latencies = done.map((c) => c.calledAt - c.createdAt);
   return {
@@ -374,6 +407,79 @@ async function gate(server, pathName) {
   return result;
 }
 
+/** A timed request for the drain's probes: its milliseconds, or null when it failed (no
+ * answer, or not a 2xx) or took past `limitMs`. */
+async function probe(url, init, limitMs = 30_000) {
+  const started = Date.now();
+  try {
+    const res = await fetch(url, { ...init, signal: AbortSignal.timeout(limitMs) });
+    await res.arrayBuffer();
+    return res.ok ? Date.now() - started : null;
+  } catch {
+    return null;
+  }
+}
+
+/** The drain: `count` runs parked on a limit-0 queue, then released by a trigger raising
+ * the limit to 200. While they drain, every 500 ms a filtered list of the queue's runs and
+ * a one-item trigger of another task are timed, and the server's memory is sampled. */
+async function drain(server) {
+  const count = quick ? 5000 : 40000;
+  const headers = { authorization: `Bearer ${KEY}`, "content-type": "application/json" };
+  calls.length = 0;
+  const parkedAt = Date.now();
+  await triggerMany(server.base, "bench-drain", count, { n: 1 }, { queue: { name: "bench-drain", concurrencyLimit: 0 } });
+  const acceptSeconds = (Date.now() - parkedAt) / 1000;
+  const rssParked = rssNow(server.child.pid);
+  const released = Date.now();
+  await post(server.base, "bench-drain", [{ payload: { n: 0 }, options: { queue: { name: "bench-drain", concurrencyLimit: 200 } } }]);
+  const list = [], trigger = [], rss = [];
+  let failures = 0, done = false;
+  const prober = (async () => {
+    while (!done) {
+      const listed = await probe(`${server.base}/api/v1/runs?filter[taskIdentifier]=bench-drain&filter[status]=QUEUED&page[size]=25`, { headers });
+      const triggered = await probe(`${server.base}/api/v1/tasks/bench-1/trigger`, { method: "POST", headers, body: JSON.stringify({ payload: { probe: true } }) });
+      for (const [ms, into] of [[listed, list], [triggered, trigger]]) ms === null ? failures++ : into.push(ms);
+      rss.push(rssNow(server.child.pid));
+      await sleep(500);
+    }
+  })();
+  const drained = await waitCalls("bench-drain", count + 1, 1_800_000);
+  done = true;
+  await prober;
+  const lastEnd = Math.max(...drained.map((c) => c.endedAt));
+  await sleep(5000);
+  const summary = (xs) => ({ n: xs.length, p50ms: pct(xs, 50), p99ms: pct(xs, 99), maxms: Math.max(0, ...xs) });
+  return {
+    runs: count,
+    acceptSeconds,
+    drainSeconds: (lastEnd - released) / 1000,
+    drainRunsPerSec: (count + 1) / ((lastEnd - released) / 1000),
+    list: summary(list),
+    trigger: summary(trigger),
+    probeFailures: failures,
+    rssMiB: { parked: rssParked / 1024, peak: Math.max(rssParked, ...rss) / 1024, after: rssNow(server.child.pid) / 1024 },
+  };
+}
+
+/** Accepting while the runs execute (nothing delayed): wrk for `seconds`, then the
+ * backlog's drain, waited for up to two minutes. */
+async function acceptWhileExecuting(server, env, seconds) {
+  calls.length = 0;
+  const result = await wrk(server, env, seconds);
+  const accepted = Math.round(result.runsPerSec * seconds);
+  result.completedPerSecDuringLoad = calls.length / seconds;
+  const end = Date.now() + 120_000;
+  while (calls.length < accepted && Date.now() < end) await sleep(500);
+  result.backlogLeft = Math.max(0, accepted - calls.length);
+  return result;
+}
+
+const whileExecuting = [
+  ["batch of 1, while executing", { BENCH_ITEMS: "1", BENCH_TASKS: "8", BENCH_NOW: "1" }],
+  ["batch of 100, while executing", { BENCH_ITEMS: "100", BENCH_TASKS: "8", BENCH_NOW: "1" }],
+];
+
 const accepts = [
   ["batch of 1", { BENCH_ITEMS: "1", BENCH_TASKS: "8" }],
   ["batch of 10", { BENCH_ITEMS: "10", BENCH_TASKS: "8" }],
@@ -398,23 +504,27 @@ for (const pathName of onlyPath ? [onlyPath] : ["miniflare", "wrangler"]) {
   const result = { ceiling: [], floor: {}, scenarios: {} };
   for (let round = 0; round < ROUNDS; round++) {
     const hello = await startServer(pathName, "hello");
-    wrk(hello, { BENCH_ITEMS: "1" }, 2); // warm-up, not counted: the first seconds run cold
-    result.ceiling.push(wrk(hello, { BENCH_ITEMS: "1" }));
+    await wrk(hello, { BENCH_ITEMS: "1" }, 2); // warm-up, not counted: the first seconds run cold
+    result.ceiling.push(await wrk(hello, { BENCH_ITEMS: "1" }));
     result.helloColdStartMs = hello.coldStartMs;
     hello.stop();
     await sleep(1000);
     const floor = await startServer(pathName, "floor");
-    wrk(floor, floors[0][1], 2); // warm-up, not counted
-    for (const [name, env] of floors) (result.floor[name] ??= []).push(wrk(floor, env));
+    await wrk(floor, floors[0][1], 2); // warm-up, not counted
+    for (const [name, env] of floors) (result.floor[name] ??= []).push(await wrk(floor, env));
+    if (only !== "accept") {
+      log(`  floor: execute (round ${round + 1})`);
+      (result.floorExecute ??= []).push(await execute(floor, pathName, "exec-0", "floor-exec"));
+    }
     floor.stop();
     await sleep(1000);
     const worker = await startServer(pathName, "worker");
     result.workerColdStartMs = worker.coldStartMs;
-    if (only !== "execute") wrk(worker, accepts[0][1], 2); // warm-up, not counted
+    if (only !== "execute") await wrk(worker, accepts[0][1], 2); // warm-up, not counted
     for (const [name, env] of only === "execute" ? [] : accepts) {
       log(`  ${name} (round ${round + 1})`);
       try {
-        (result.scenarios[name] ??= []).push(await costed(worker, async () => wrk(worker, env), (s) => s.runs.accepted));
+        (result.scenarios[name] ??= []).push(await costed(worker, () => wrk(worker, env), (s) => s.runs.accepted));
       } catch (e) {
         log(`  ${name} failed: ${e.message}`);
       }
@@ -427,6 +537,13 @@ for (const pathName of onlyPath ? [onlyPath] : ["miniflare", "wrangler"]) {
       (result.singles ??= []).push(await costed(worker, () => singles(worker), completed, 2000));
       log(`  gate (round ${round + 1})`);
       (result.gate ??= []).push(await costed(worker, () => gate(worker, pathName), completed, 2000));
+      log(`  drain with API probes (round ${round + 1})`);
+      (result.drain ??= []).push(await costed(worker, () => drain(worker), completed));
+      for (const [name, env] of whileExecuting) {
+        log(`  ${name} (round ${round + 1})`);
+        (result.whileExecuting ??= {})[name] ??= [];
+        result.whileExecuting[name].push(await costed(worker, () => acceptWhileExecuting(worker, env, quick ? 5 : 10), (s) => s.runs.accepted));
+      }
     } catch (e) {
       log(`  execution scenarios failed: ${e.message}${e.cause ? ` (${e.cause.message ?? e.cause})` : ""}`);
       result.failure = e.message;
@@ -442,6 +559,21 @@ fs.writeFileSync(path.join(out, "report.json"), JSON.stringify(report, null, 2))
 // ---------------------------------------------------------------------------------------
 // The Markdown report: medians over the rounds, ratios to the ceiling, targets.
 
+/** The drain and accept-while-executing scenarios, medians over the rounds. */
+function drainLines(r) {
+  const out = [];
+  if (r.drain?.length) {
+    const d = (f) => median(r.drain.map(f));
+    const probes = (k) => `p50 ${d((x) => x[k].p50ms)} / p99 ${d((x) => x[k].p99ms)} / max ${d((x) => x[k].maxms)} ms`;
+    out.push(`Drain: ${r.drain[0].runs} runs parked on a limit-0 queue (accepted in ${d((x) => x.acceptSeconds).toFixed(1)} s), then released at limit 200: drained in ${d((x) => x.drainSeconds).toFixed(0)} s (${d((x) => x.drainRunsPerSec).toFixed(0)} runs/s). Meanwhile, every 500 ms, a filtered list answered in ${probes("list")} and a one-item trigger in ${probes("trigger")}; ${d((x) => x.probeFailures)} probe(s) failed or took past 30 s. Memory: ${d((x) => x.rssMiB.parked).toFixed(0)} MiB parked, ${d((x) => x.rssMiB.peak).toFixed(0)} MiB at the peak, ${d((x) => x.rssMiB.after).toFixed(0)} MiB after.`);
+  }
+  for (const [name, rounds] of Object.entries(r.whileExecuting ?? {})) {
+    const m = (k) => median(rounds.map((x) => x[k]));
+    out.push(`Accepting while executing, ${name}: ${m("requestsPerSec").toFixed(0)} requests/s (${m("runsPerSec").toFixed(0)} runs/s), p50 ${m("p50ms").toFixed(0)} / p99 ${m("p99ms").toFixed(0)} / max ${m("maxms").toFixed(0)} ms, non-2xx ${rounds.map((x) => JSON.stringify(x.non2xx)).join(" ")}, ${m("timeouts")} timeout(s); ${m("completedPerSecDuringLoad").toFixed(0)} runs completed/s meanwhile; ${m("backlogLeft")} runs not yet called two minutes after.`);
+  }
+  return out;
+}
+
 /** What each scenario's runs cost (the operations account), medians over the rounds. */
 function costTable(r) {
   const rows = [
@@ -449,6 +581,8 @@ function costTable(r) {
     ["execute (burst)", r.execute ?? []],
     ["single runs, one at a time", r.singles ?? []],
     ["gate (limit 10, then 2)", r.gate ?? []],
+    ["drain with API probes", r.drain ?? []],
+    ...Object.entries(r.whileExecuting ?? {}).map(([name, rounds]) => [`accept: ${name}`, rounds]),
   ].filter(([, rounds]) => rounds.some((x) => x.account));
   if (!rows.length) return [];
   const out = [
@@ -487,13 +621,16 @@ for (const [pathName, r] of Object.entries(report.paths)) {
   }
   lines.push("", ...costTable(r), "");
   const ex = (k) => median(r.execute.map((x) => x[k]));
+  const fx = (k) => median((r.floorExecute ?? []).map((x) => x[k]));
   const gt = (k) => median(r.gate.map((x) => x[k]));
   const sg = (k) => median((r.singles ?? []).map((x) => x[k]));
   const l2 = (k) => median(r.gate.map((x) => x.limit2[k]));
   const execution = () => [
     `Execute: ${r.execute[0].runs} runs, ${ex("runsCompletedPerSec").toFixed(0)} completed/s; QUEUED→call p50 ${ex("queuedToCallP50ms")} ms, p99 ${ex("queuedToCallP99ms")} ms` +
       (r.execute.some((x) => x.triggersResent) ? ` (${r.execute.map((x) => x.triggersResent).join(" and ")} trigger(s), by round, answered 503 or had their connection reset, and were sent again with their batch key).` : "."),
+    ...(r.floorExecute?.length ? [`Execution floor (bench/floor: one write to start, the call, one write to finish, in plain JavaScript): ${fx("runsCompletedPerSec").toFixed(0)} completed/s, QUEUED→call p50 ${fx("queuedToCallP50ms")} ms; the worker does ${(ex("runsCompletedPerSec") / fx("runsCompletedPerSec")).toFixed(2)}× the floor.`] : []),
     `Single runs, one at a time (warm, free gate): QUEUED→call p50 ${sg("queuedToCallP50ms")} ms, p99 ${sg("queuedToCallP99ms")} ms.`,
+    ...drainLines(r),
     `Gate (limit 10): ${r.gate[0].runs} runs, ${gt("runsPerSec").toFixed(0)} runs/s; handover p50 ${gt("handoverP50ms")} ms, p99 ${gt("handoverP99ms")} ms. ` +
       `Diagnostic, limit 2 (the local isolate not saturated): ${l2("runsPerSec").toFixed(0)} runs/s, handover p50 ${l2("handoverP50ms")} ms, p99 ${l2("handoverP99ms")} ms.`, ""];
   if (only === "execute" && r.execute?.length && r.gate?.length) {
