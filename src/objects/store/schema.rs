@@ -25,6 +25,10 @@ pub const SCHEMA: Schema = Schema {
             version: 3,
             statements: STEP_3,
         },
+        Step {
+            version: 4,
+            statements: STEP_4,
+        },
     ],
 };
 
@@ -181,6 +185,24 @@ const STEP_3: &[Statement] = &[
     Sql("DROP TABLE outbox"),
 ];
 
+/// Idempotency keys `WITHOUT ROWID`: a key's row lives in its `(task, key)` tree, so a
+/// keyed run costs one row written for its key instead of two.
+const STEP_4: &[Statement] = &[
+    Sql("CREATE TABLE idempotency_keys_2 (
+        task TEXT NOT NULL,
+        key TEXT NOT NULL,
+        run_id TEXT NOT NULL,
+        expires_at INTEGER NOT NULL,
+        PRIMARY KEY (task, key)
+    ) WITHOUT ROWID"),
+    Sql(
+        "INSERT INTO idempotency_keys_2 (task, key, run_id, expires_at)
+        SELECT task, key, run_id, expires_at FROM idempotency_keys",
+    ),
+    Sql("DROP TABLE idempotency_keys"),
+    Sql("ALTER TABLE idempotency_keys_2 RENAME TO idempotency_keys"),
+];
+
 /// Rows of `payload`/`context` text beyond this size are split into `run_chunks`.
 pub const CHUNK_BYTES: usize = 512 * 1024;
 
@@ -224,7 +246,12 @@ mod tests {
     fn released_steps_are_unchanged() {
         crate::domain::basics::schema::assert_released(
             &SCHEMA,
-            &["002e7b9a9d16d24e", "2ec380c9ef23121c", "9bade3280e0fdb3d"],
+            &[
+                "002e7b9a9d16d24e",
+                "2ec380c9ef23121c",
+                "9bade3280e0fdb3d",
+                "43f2d197b7fe9b08",
+            ],
         );
     }
 }
