@@ -56,6 +56,7 @@ fn main() {
         payload_of_2_5_mib_round_trips_byte_for_byte,
         status_names_follow_the_api_version_header,
         wrong_method_is_405_and_unknown_path_is_404,
+        the_operations_account_is_keyed_and_off_unless_metering_is_on,
     ]
     .into_iter()
     .chain(execution::cases())
@@ -741,6 +742,23 @@ fn wrong_method_is_405_and_unknown_path_is_404(w: &Worker, _: &TaskServer) -> Re
     let missing = get(&w.url("/api/v9/nothing"), Some(DEV_KEY));
     ensure_eq(missing.status, 404, "unknown path")?;
     ensure_eq(missing.error(), "Not found".into(), "message")
+}
+
+/// `GET /api/v1/meter` takes a key, and this worker (like a deployed one by default) does
+/// not count: the budget test shows it counting.
+fn the_operations_account_is_keyed_and_off_unless_metering_is_on(
+    w: &Worker,
+    _: &TaskServer,
+) -> Result<(), Failed> {
+    let unkeyed = get(&w.url("/api/v1/meter"), None);
+    ensure_eq(unkeyed.status, 401, "without a key")?;
+    let off = get(&w.url("/api/v1/meter"), Some(DEV_KEY));
+    ensure_eq(off.status, 404, "metering off")?;
+    ensure_eq(
+        off.error(),
+        "Metering is off: set the METERING var to \"on\"".into(),
+        "message",
+    )
 }
 
 fn malformed_task_declaration_fails_loudly_with_500_naming_task_and_field(
