@@ -85,13 +85,18 @@ impl RunStore {
         }))
     }
 
-    fn call_of(&self, run_id: &str) -> Result<CallRow> {
-        let query =
-            "SELECT id, task, attempt_count, payload, payload_chunks, payload_type, context,
+    /// Starts attempt `attempt_count + 1` of `run_id` under lease `token` and reads what
+    /// its call needs, in one statement (`RETURNING` reads the row as the update left it).
+    fn start_and_read(&self, run_id: &str, token: i64, now: Millis) -> Result<CallRow> {
+        let query = "UPDATE runs SET status = 'EXECUTING', attempt_count = attempt_count + 1,
+                 started_at = COALESCE(started_at, ?), expires_at = NULL, retry_at = NULL,
+                 lease_token = ?, updated_at = ?
+             WHERE id = ?
+             RETURNING id, task, attempt_count, payload, payload_chunks, payload_type, context,
                  context_chunks, tags, batch_id, idempotency_key, queue, concurrency_key,
-                 created_at, max_duration, max_attempts, is_test
-             FROM runs WHERE id = ?";
-        let mut v = rows(&self.sql(), query, vec![run_id.into()])?
+                 created_at, max_duration, max_attempts, is_test";
+        let params = vec![now.into(), token.into(), now.into(), run_id.into()];
+        let mut v = rows(&self.sql(), query, params)?
             .pop()
             .ok_or_else(|| internal("the run vanished while starting"))?;
         Ok(CallRow {
@@ -150,17 +155,8 @@ impl RunStore {
             }
             StartDecision::NotStartable => return Ok(StartReply::NotStartable { status }),
         }
-        let token = token as i64;
-        let sql = self.sql();
-        sql.exec(
-            "UPDATE runs SET status = 'EXECUTING', attempt_count = attempt_count + 1,
-                 started_at = COALESCE(started_at, ?), expires_at = NULL, retry_at = NULL,
-                 lease_token = ?, updated_at = ?
-             WHERE id = ?",
-            vec![now.into(), token.into(), now.into(), run_id.into()],
-        )?;
+        let call = self.start_and_read(run_id, token as i64, now)?;
         meter::attempts_started(1);
-        let call = self.call_of(run_id)?;
         let payload = self.stored_text(run_id, "payload", call.payload, call.payload_chunks)?;
         let context = self.stored_text(run_id, "context", call.context, call.context_chunks)?;
         Ok(StartReply::Started(Box::new(AttemptStart {
