@@ -69,7 +69,8 @@ pub fn snapshot() -> Account {
 }
 
 /// An object's request (an RPC call or a `fetch`), and its activity while it lasts. With
-/// `state`, the object's database size is recorded when it ends.
+/// `state`, the object's database size is recorded when it ends with nothing else of the
+/// object under way.
 pub fn request<'a>(kind: Object, activity: &'a Activity, state: Option<&'a State>) -> Active<'a> {
     count(|a| object(a, kind).requests += 1);
     activity.begin(kind, state)
@@ -112,9 +113,9 @@ pub fn runs_accepted(n: usize) {
     count(|a| a.runs.accepted += n as u64);
 }
 
-/// Attempts started.
-pub fn attempts_started(n: usize) {
-    count(|a| a.runs.attempts += n as u64);
+/// An attempt started.
+pub fn attempt_started() {
+    count(|a| a.runs.attempts += 1);
 }
 
 /// A run's last attempt ended: COMPLETED, or FAILED.
@@ -222,14 +223,15 @@ impl Drop for Active<'_> {
         if !self.counted {
             return;
         }
-        if let Some(state) = self.state {
-            stored(state);
-        }
         let left = self.activity.under_way.get().saturating_sub(1);
         self.activity.under_way.set(left);
         if left == 0 {
             let ms = now().saturating_sub(self.activity.since.get()).max(0) as u64;
             count(|a| object(a, self.kind).active_ms += ms);
+            // Once per spell of work, not per request: two calls into the runtime.
+            if let Some(state) = self.state {
+                stored(state);
+            }
         }
     }
 }

@@ -156,7 +156,7 @@ impl RunStore {
             StartDecision::NotStartable => return Ok(StartReply::NotStartable { status }),
         }
         let call = self.start_and_read(run_id, token as i64, now)?;
-        meter::attempts_started(1);
+        meter::attempt_started();
         let payload = self.stored_text(run_id, "payload", call.payload, call.payload_chunks)?;
         let context = self.stored_text(run_id, "context", call.context, call.context_chunks)?;
         Ok(StartReply::Started(Box::new(AttemptStart {
