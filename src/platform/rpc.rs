@@ -13,13 +13,16 @@
 //! its Node process (see docs/PERFORMANCE.md).
 
 use std::marker::PhantomData;
+use std::time::Duration;
+
+use futures_util::future::{select, Either};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::JsValue;
 use worker::wasm_bindgen_futures::JsFuture;
-use worker::{Env, Response};
+use worker::{Delay, Env, Response};
 
 use crate::domain::api::error::ApiError;
 
@@ -120,6 +123,11 @@ macro_rules! commands {
     };
 }
 
+/// The longest a caller that must go on (the queue consumer, an executor's group commit, a
+/// gate handing runs) waits for one object call before it counts the call as failed
+/// ([`Client::send_within`]).
+pub const CALL_LIMIT: Duration = Duration::from_secs(30);
+
 /// A client of the object named `name` of protocol `P`.
 pub struct Client<P: Protocol> {
     stub: ObjectStub,
@@ -136,8 +144,31 @@ impl<P: Protocol> Client<P> {
 
     /// Sends `command` and reads the reply its type declares.
     pub async fn send<C: Command<Protocol = P>>(&self, command: C) -> Result<C::Reply, CallError> {
+        self.call(command, None).await
+    }
+
+    /// [`Client::send`], given up after `limit` with an error: for a caller that must end
+    /// whatever the object does (the queue consumer, whose local simulation delivers
+    /// nothing while one invocation goes on). The command may still take effect, so it
+    /// must be one that can be sent again.
+    pub async fn send_within<C: Command<Protocol = P>>(
+        &self,
+        command: C,
+        limit: Duration,
+    ) -> Result<C::Reply, CallError> {
+        self.call(command, Some(limit)).await
+    }
+
+    async fn call<C: Command<Protocol = P>>(
+        &self,
+        command: C,
+        limit: Option<Duration>,
+    ) -> Result<C::Reply, CallError> {
         let envelope: P::Envelope = command.into();
-        call(&self.stub, &envelope).await
+        let command =
+            serde_json::to_string(&envelope).map_err(|e| CallError::other(e.to_string()))?;
+        let reply = exchange(&self.stub, &command, limit).await?;
+        serde_json::from_str(&reply).map_err(|e| CallError::other(format!("unreadable reply: {e}")))
     }
 }
 
@@ -156,21 +187,27 @@ fn object(env: &Env, binding: &str, name: &str) -> Result<ObjectStub, CallError>
         .into_rpc())
 }
 
-/// Sends `command` to `object` and reads its reply.
-async fn call<C: Serialize, R: DeserializeOwned>(
+/// The call itself, text in and text out, given up after `limit` if one is given: not
+/// generic, so that one copy of it serves every command and reply type (the wasm module
+/// stays small).
+async fn exchange(
     object: &ObjectStub,
-    command: &C,
-) -> Result<R, CallError> {
-    let command = serde_json::to_string(command).map_err(|e| CallError::other(e.to_string()))?;
-    let reply = exchange(object, &command).await?;
-    serde_json::from_str(&reply).map_err(|e| CallError::other(format!("unreadable reply: {e}")))
-}
-
-/// The call itself, text in and text out: not generic, so that one copy of it serves
-/// every command and reply type (the wasm module stays small).
-async fn exchange(object: &ObjectStub, command: &str) -> Result<String, CallError> {
+    command: &str,
+    limit: Option<Duration>,
+) -> Result<String, CallError> {
     let promise = object.send(command).map_err(worker::Error::from)?;
-    let reply = JsFuture::from(promise).await.map_err(worker::Error::from)?;
+    let answer = JsFuture::from(promise);
+    let reply = match limit {
+        None => answer.await,
+        Some(limit) => match select(answer, Delay::from(limit)).await {
+            Either::Left((reply, _)) => reply,
+            Either::Right(((), _)) => {
+                let seconds = limit.as_secs();
+                return Err(CallError::other(format!("no answer within {seconds} s")));
+            }
+        },
+    };
+    let reply = reply.map_err(worker::Error::from)?;
     reply
         .as_string()
         .ok_or_else(|| CallError::other("the object's reply is not text"))

@@ -19,7 +19,10 @@ use crate::domain::run::delivery::{message_size, RunRefs};
 use crate::objects::store::client::RunStoreClient;
 use crate::objects::store::protocol::{Acknowledge, Claim, Claimed, ClaimedRun};
 use crate::platform::meter;
-use crate::platform::rpc::CallError;
+// Each object call (a claim, an offer, an acknowledgement, each of which may be sent
+// again) is given up after `CALL_LIMIT` and its messages retried, so that no invocation
+// waits forever: the local queue of `wrangler dev` delivers nothing while one goes on.
+use crate::platform::rpc::{CallError, CALL_LIMIT};
 use crate::queue::offers::Offers;
 
 struct Delivery {
@@ -130,7 +133,8 @@ async fn claim(env: &Env, refs: &RunRefs) -> Result<(Vec<ClaimedRun>, Millis), C
     let command = Claim {
         run_ids: refs.runs.clone(),
     };
-    let Claimed { runs, at } = RunStoreClient::new(env, &refs.store)?.send(command).await?;
+    let store = RunStoreClient::new(env, &refs.store)?;
+    let Claimed { runs, at } = store.send_within(command, CALL_LIMIT).await?;
     Ok((runs, at))
 }
 
@@ -144,5 +148,7 @@ async fn acknowledge(env: &Env, refs: &RunRefs, claimed_at: Millis) -> Result<()
         deliveries: refs.deliveries.clone(),
         claimed_at,
     };
-    RunStoreClient::new(env, &refs.store)?.send(command).await
+    RunStoreClient::new(env, &refs.store)?
+        .send_within(command, CALL_LIMIT)
+        .await
 }

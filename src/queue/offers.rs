@@ -14,6 +14,7 @@ use crate::domain::scheduling::gate::{LimitUpdate, Ticket};
 use crate::objects::gate::client::QueueGateClient;
 use crate::objects::gate::protocol::Offer;
 use crate::objects::store::protocol::ClaimedRun;
+use crate::platform::rpc::CALL_LIMIT;
 
 #[derive(Default)]
 pub struct Offers {
@@ -52,7 +53,7 @@ impl Offers {
                 limit,
             };
             let result = match QueueGateClient::new(env, &gate) {
-                Ok(client) => client.send(command).await.map(drop),
+                Ok(client) => client.send_within(command, CALL_LIMIT).await.map(drop),
                 Err(e) => Err(e),
             };
             if let Err(e) = result {

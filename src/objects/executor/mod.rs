@@ -57,7 +57,7 @@ use crate::objects::store::client::RunStoreClient;
 use crate::objects::store::protocol::{
     AttemptOutcome, Finish, FinishAttempts, StartAttempts, StartReply,
 };
-use crate::platform::rpc::{self, answer, CallError};
+use crate::platform::rpc::{self, answer, CallError, CALL_LIMIT};
 use crate::platform::runtime::{ensure_alarm, internal, now};
 use protocol::Hand;
 
@@ -357,7 +357,11 @@ impl Shared {
                 .map(|&i| (batch[i].1.clone(), batch[i].2))
                 .collect();
             let answer = match RunStoreClient::new(&self.env, store) {
-                Ok(client) => client.send(StartAttempts { starts }).await,
+                Ok(client) => {
+                    client
+                        .send_within(StartAttempts { starts }, CALL_LIMIT)
+                        .await
+                }
                 Err(e) => Err(e),
             };
             match answer {
@@ -404,7 +408,7 @@ impl Shared {
         for (store, finishes) in finishes {
             let command = FinishAttempts { finishes };
             let recorded = match RunStoreClient::new(&self.env, &store) {
-                Ok(client) => client.send(command).await.map(drop),
+                Ok(client) => client.send_within(command, CALL_LIMIT).await.map(drop),
                 Err(e) => Err(e),
             };
             if let Err(e) = recorded {
@@ -459,7 +463,8 @@ impl Shared {
         take: usize,
     ) -> std::result::Result<Vec<Lease>, CallError> {
         let client = QueueGateClient::new(&self.env, gate)?;
-        Ok(client.send(Release { ended, take }).await?.hand)
+        let release = Release { ended, take };
+        Ok(client.send_within(release, CALL_LIMIT).await?.hand)
     }
 
     /// Drops a job that is done with.
