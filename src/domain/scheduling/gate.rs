@@ -11,12 +11,27 @@
 //!
 //! Every operation returns the rows it added and removed, so the Durable Object that
 //! hosts the gate can persist exactly those changes.
+//!
+//! Waiting runs are stored rows, in line by (key, `queued_at`, `seq`); memory holds only a
+//! window of them: per key, every waiting run up to a horizon (the key's oldest), at most
+//! [`WINDOW`] runs in all, so a backlog of any size costs a bounded amount of memory. The
+//! rest is read from storage through [`StoredWaiting`] when a key with room has nothing
+//! left in its window, a page at a time; an offer that cannot be told apart from a run
+//! beyond a key's horizon asks storage whether that run already waits.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
 use crate::domain::basics::time::Millis;
+
+/// The most waiting runs a gate keeps in memory.
+pub const WINDOW: usize = 1_000;
+/// How many waiting runs of a key are read from storage at a time.
+pub const PAGE: usize = 256;
+
+/// A place in a key's line: (`queued_at`, `seq`).
+pub type Place = (Millis, u64);
 
 /// A run offered to the gate.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,12 +48,18 @@ pub struct Ticket {
     pub lease_ms: u64,
 }
 
-/// A waiting run, as stored.
+/// A waiting run, as stored: its row's key is (`concurrency_key`, `queued_at`, `seq`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Waiting {
     pub ticket: Ticket,
-    /// Arrival order, unique within the gate.
+    /// Arrival order, unique within the gate: the order of runs with one `queued_at`.
     pub seq: u64,
+}
+
+impl Waiting {
+    fn place(&self) -> Place {
+        (self.ticket.queued_at, self.seq)
+    }
 }
 
 /// A run holding a slot.
@@ -52,16 +73,72 @@ pub struct Lease {
     pub token: u64,
 }
 
-/// The rows an operation changed.
+/// The rows an operation changed: the net effect, so a run that came and went within the
+/// operation is in neither list.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Changes {
     pub waiting_added: Vec<Waiting>,
-    pub waiting_removed: Vec<String>,
+    pub waiting_removed: Vec<Waiting>,
     /// New leases: these runs may start now.
     pub admitted: Vec<Lease>,
     pub running_removed: Vec<String>,
     /// The limit or the time it was set changed: store both.
     pub limit_changed: bool,
+    /// Run ids of `waiting_added` still waiting at the end of the operation.
+    added: HashSet<String>,
+}
+
+impl Changes {
+    fn add_waiting(&mut self, w: Waiting) {
+        self.added.insert(w.ticket.run_id.clone());
+        self.waiting_added.push(w);
+    }
+
+    fn remove_waiting(&mut self, w: Waiting) {
+        if !self.added.remove(&w.ticket.run_id) {
+            self.waiting_removed.push(w);
+        }
+    }
+
+    /// Ends an operation: drops the runs added and removed within it.
+    fn settle(mut self) -> Changes {
+        let added = std::mem::take(&mut self.added);
+        self.waiting_added
+            .retain(|w| added.contains(&w.ticket.run_id));
+        self.admitted.sort_by_key(|l| l.token);
+        self
+    }
+
+    /// Folds the changes of a later operation into these.
+    pub fn merge(&mut self, later: Changes) {
+        for w in later.waiting_removed {
+            match self
+                .waiting_added
+                .iter()
+                .position(|a| a.ticket.run_id == w.ticket.run_id)
+            {
+                Some(i) => drop(self.waiting_added.swap_remove(i)),
+                None => self.waiting_removed.push(w),
+            }
+        }
+        self.waiting_added.extend(later.waiting_added);
+        self.admitted.extend(later.admitted);
+        self.running_removed.extend(later.running_removed);
+        self.limit_changed |= later.limit_changed;
+    }
+}
+
+/// The waiting runs in storage, as far as the gate reads them (every write goes through
+/// [`Changes`]). Stored rows include those of the window.
+pub trait StoredWaiting {
+    /// The runs stored as waiting at this place in `key`'s line (this `queued_at`, any
+    /// `seq`). Runs triggered together share a `queued_at` (the runtime's clock moves only
+    /// between I/O), so one read answers for all of them.
+    fn runs_at(&mut self, key: &str, queued_at: Millis) -> Vec<String>;
+    /// The first `count` stored runs of `key` after `after`, in line order.
+    fn page(&mut self, key: &str, after: Place, count: usize) -> Vec<Waiting>;
+    /// The stored waiting run `run_id`, whatever its key (a cancel names only the run).
+    fn find(&mut self, run_id: &str) -> Option<Waiting>;
 }
 
 /// A `concurrencyLimit` asked for at `set_at`; the newest request wins.
@@ -71,12 +148,45 @@ pub struct LimitUpdate {
     pub set_at: Millis,
 }
 
+/// One key's line: the window in memory, and what waits in storage beyond it.
+#[derive(Debug, Default, Clone)]
+struct Line {
+    /// The window: waiting runs ordered by (queued_at, seq, run id).
+    window: BTreeSet<(Millis, u64, String)>,
+    /// Every waiting run of the key up to this place is in the window; `None`: every
+    /// waiting run of the key is.
+    horizon: Option<Place>,
+    /// How many waiting runs of the key are stored beyond the horizon.
+    beyond: u64,
+}
+
+/// The place just before `place` in line.
+fn before((queued_at, seq): Place) -> Place {
+    match seq.checked_sub(1) {
+        Some(seq) => (queued_at, seq),
+        None => (queued_at.saturating_sub(1), u64::MAX),
+    }
+}
+
+impl Line {
+    /// Whether a new run queued at `queued_at` belongs in the window: a run whose
+    /// `queued_at` is the horizon's may be a stored run offered again (its `seq` is not
+    /// known from its ticket), so only an earlier one surely does.
+    fn takes(&self, queued_at: Millis) -> bool {
+        self.horizon.is_none_or(|(h, _)| queued_at < h)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.window.is_empty() && self.beyond == 0
+    }
+}
+
 #[derive(Debug, Default, Clone)]
 pub struct GateState {
     limit: Option<u32>,
     limit_set_at: Millis,
-    /// Per key, waiting runs ordered by (queued_at, seq).
-    queues: HashMap<String, BTreeSet<(Millis, u64, String)>>,
+    lines: HashMap<String, Line>,
+    /// The runs of every window, by run id.
     waiting: HashMap<String, Waiting>,
     running: HashMap<String, Lease>,
     running_per_key: HashMap<String, u32>,
@@ -85,21 +195,28 @@ pub struct GateState {
 }
 
 impl GateState {
-    /// Rebuilds a gate from its stored rows.
+    /// Rebuilds a gate from its stored state: the limit, how many runs wait per key (read
+    /// from storage when they are needed), the leases, and the highest `seq` stored.
     pub fn restore(
         limit: Option<u32>,
         limit_set_at: Millis,
-        waiting: Vec<Waiting>,
+        waiting_per_key: Vec<(String, u64)>,
+        max_seq: Option<u64>,
         running: Vec<Lease>,
     ) -> GateState {
         let mut state = GateState {
             limit,
             limit_set_at,
+            next_seq: max_seq.map_or(0, |s| s + 1),
             ..GateState::default()
         };
-        for w in waiting {
-            state.next_seq = state.next_seq.max(w.seq + 1);
-            state.insert_waiting(w);
+        for (key, count) in waiting_per_key.into_iter().filter(|(_, n)| *n > 0) {
+            let line = Line {
+                window: BTreeSet::new(),
+                horizon: Some((Millis::MIN, 0)),
+                beyond: count,
+            };
+            state.lines.insert(key, line);
         }
         for lease in running {
             state.next_token = state.next_token.max(lease.token + 1);
@@ -124,7 +241,13 @@ impl GateState {
         self.running_per_key.get(key).copied().unwrap_or(0)
     }
 
-    pub fn waiting_count(&self) -> usize {
+    /// Runs waiting, in memory and in storage.
+    pub fn waiting_count(&self) -> u64 {
+        self.waiting.len() as u64 + self.lines.values().map(|l| l.beyond).sum::<u64>()
+    }
+
+    /// Waiting runs held in memory.
+    pub fn in_memory(&self) -> usize {
         self.waiting.len()
     }
 
@@ -132,15 +255,18 @@ impl GateState {
         self.running.get(run_id)
     }
 
-    /// Adds runs (a run already waiting or running is ignored: deliveries repeat), applies
-    /// a newer limit, and admits what fits.
+    /// Adds runs (a run already waiting is ignored: deliveries repeat), applies a newer
+    /// limit, and admits what fits.
     pub fn offer(
         &mut self,
         tickets: Vec<Ticket>,
         limit: Option<LimitUpdate>,
         now: Millis,
+        stored: &mut impl StoredWaiting,
     ) -> Changes {
         let mut changes = Changes::default();
+        // The stored runs of each place in line looked at by this offer.
+        let mut places: HashMap<(String, Millis), HashSet<String>> = HashMap::new();
         if let Some(update) = limit {
             let newer = update.set_at >= self.limit_set_at;
             if newer && (self.limit != Some(update.limit) || self.limit_set_at != update.set_at) {
@@ -154,36 +280,65 @@ impl GateState {
             // moved past the attempt the lease is for (a retry, or a redelivery that
             // crossed the end of the attempt), and dropping the offer would lose the run
             // once the lease ends. It is admitted only after the lease is gone.
-            if self.waiting.contains_key(&ticket.run_id) {
+            if self.waiting.contains_key(&ticket.run_id) || changes.added.contains(&ticket.run_id) {
                 continue;
             }
             let waiting = Waiting {
                 ticket,
                 seq: self.next_seq,
             };
-            self.next_seq += 1;
-            changes.waiting_added.push(waiting.clone());
-            self.insert_waiting(waiting);
+            let line = self
+                .lines
+                .entry(waiting.ticket.concurrency_key.clone())
+                .or_default();
+            if line.takes(waiting.ticket.queued_at) {
+                // Within the horizon every waiting run is in memory: this one is new.
+                self.next_seq += 1;
+                changes.add_waiting(waiting.clone());
+                self.insert_waiting(waiting);
+            } else if !places
+                .entry((
+                    waiting.ticket.concurrency_key.clone(),
+                    waiting.ticket.queued_at,
+                ))
+                .or_insert_with_key(|(key, at)| stored.runs_at(key, *at).into_iter().collect())
+                .contains(&waiting.ticket.run_id)
+            {
+                self.next_seq += 1;
+                line.beyond += 1;
+                changes.add_waiting(waiting);
+            }
         }
-        self.admit(now, &mut changes);
-        changes
+        self.admit(now, &mut changes, stored);
+        changes.settle()
     }
 
     /// Ends the lease of `run_id` if `token` is its current one (any token when `None`),
     /// and admits what now fits.
-    pub fn release(&mut self, run_id: &str, token: Option<u64>, now: Millis) -> Changes {
+    pub fn release(
+        &mut self,
+        run_id: &str,
+        token: Option<u64>,
+        now: Millis,
+        stored: &mut impl StoredWaiting,
+    ) -> Changes {
         let current = self.running.get(run_id).map(|l| l.token);
         let ended: Vec<_> = token
             .or(current)
             .map(|t| (run_id.to_owned(), t))
             .into_iter()
             .collect();
-        self.release_all(&ended, now)
+        self.release_all(&ended, now, stored)
     }
 
     /// Ends every lease of `ended` (run id, token) that is still current, then admits what
     /// now fits: one step for all the attempts an executor reports at once.
-    pub fn release_all(&mut self, ended: &[(String, u64)], now: Millis) -> Changes {
+    pub fn release_all(
+        &mut self,
+        ended: &[(String, u64)],
+        now: Millis,
+        stored: &mut impl StoredWaiting,
+    ) -> Changes {
         let mut changes = Changes::default();
         for (run_id, token) in ended {
             if self.running.get(run_id).is_some_and(|l| l.token == *token) {
@@ -191,22 +346,33 @@ impl GateState {
                 changes.running_removed.push(run_id.clone());
             }
         }
-        self.admit(now, &mut changes);
-        changes
+        self.admit(now, &mut changes, stored);
+        changes.settle()
     }
 
-    /// Takes a run out of the gate, waiting or running (a cancelled run).
-    pub fn remove(&mut self, run_id: &str, now: Millis) -> Changes {
+    /// Takes a run out of the gate, waiting (in memory or in storage) or running (a
+    /// cancelled run).
+    pub fn remove(
+        &mut self,
+        run_id: &str,
+        now: Millis,
+        stored: &mut impl StoredWaiting,
+    ) -> Changes {
         let mut changes = Changes::default();
-        if self.remove_waiting(run_id) {
-            changes.waiting_removed.push(run_id.to_owned());
+        if let Some(w) = self.remove_waiting(run_id) {
+            changes.remove_waiting(w);
+        } else if let Some(w) = stored.find(run_id) {
+            if let Some(line) = self.lines.get_mut(&w.ticket.concurrency_key) {
+                line.beyond = line.beyond.saturating_sub(1);
+            }
+            changes.remove_waiting(w);
         }
         if self.running.contains_key(run_id) {
             self.remove_running(run_id);
             changes.running_removed.push(run_id.to_owned());
         }
-        self.admit(now, &mut changes);
-        changes
+        self.admit(now, &mut changes, stored);
+        changes.settle()
     }
 
     /// Leases past their deadline at `now`: their holders are presumed dead.
@@ -223,7 +389,8 @@ impl GateState {
         expired
     }
 
-    /// Waiting runs whose TTL has passed (the store expires them; the gate forgets them).
+    /// Waiting runs in memory whose TTL has passed (the store expires them; the gate
+    /// forgets them). Those in storage are dropped when they are read.
     pub fn drop_expired_waiting(&mut self, now: Millis) -> Changes {
         let mut changes = Changes::default();
         let expired: Vec<String> = self
@@ -233,13 +400,14 @@ impl GateState {
             .map(|w| w.ticket.run_id.clone())
             .collect();
         for run_id in expired {
-            self.remove_waiting(&run_id);
-            changes.waiting_removed.push(run_id);
+            if let Some(w) = self.remove_waiting(&run_id) {
+                changes.remove_waiting(w);
+            }
         }
-        changes
+        changes.settle()
     }
 
-    /// When the gate next needs to wake: the earliest lease deadline or waiting TTL.
+    /// When the gate next needs to wake: the earliest lease deadline or TTL in memory.
     pub fn next_wake(&self) -> Option<Millis> {
         let leases = self.running.values().map(|l| l.lease_until);
         let ttls = self.waiting.values().filter_map(|w| w.ticket.expires_at);
@@ -247,25 +415,26 @@ impl GateState {
     }
 
     fn insert_waiting(&mut self, w: Waiting) {
-        self.queues
+        self.lines
             .entry(w.ticket.concurrency_key.clone())
             .or_default()
+            .window
             .insert((w.ticket.queued_at, w.seq, w.ticket.run_id.clone()));
         self.waiting.insert(w.ticket.run_id.clone(), w);
     }
 
-    fn remove_waiting(&mut self, run_id: &str) -> bool {
-        let Some(w) = self.waiting.remove(run_id) else {
-            return false;
-        };
+    /// Takes a run out of its key's window.
+    fn remove_waiting(&mut self, run_id: &str) -> Option<Waiting> {
+        let w = self.waiting.remove(run_id)?;
         let key = &w.ticket.concurrency_key;
-        if let Some(queue) = self.queues.get_mut(key) {
-            queue.remove(&(w.ticket.queued_at, w.seq, w.ticket.run_id.clone()));
-            if queue.is_empty() {
-                self.queues.remove(key);
+        if let Some(line) = self.lines.get_mut(key) {
+            line.window
+                .remove(&(w.ticket.queued_at, w.seq, w.ticket.run_id.clone()));
+            if line.is_empty() {
+                self.lines.remove(key);
             }
         }
-        true
+        Some(w)
     }
 
     fn remove_running(&mut self, run_id: &str) {
@@ -280,9 +449,49 @@ impl GateState {
         }
     }
 
-    /// Moves waiting runs to running, oldest first per key, while the key has room.
-    fn admit(&mut self, now: Millis, changes: &mut Changes) {
-        let keys: Vec<String> = self.queues.keys().cloned().collect();
+    /// Reads the next page of a key's line beyond its window into the window: the stored
+    /// rows, and the rows this operation added there (`changes`, written only when it
+    /// ends). `false`: nothing more waits.
+    fn read_page(&mut self, key: &str, changes: &Changes, stored: &mut impl StoredWaiting) -> bool {
+        let Some(line) = self.lines.get_mut(key) else {
+            return false;
+        };
+        let (Some(after), true) = (line.horizon, line.beyond > 0) else {
+            return false;
+        };
+        let mut page = stored.page(key, after, PAGE);
+        let unwritten = changes.waiting_added.iter().filter(|w| {
+            w.ticket.concurrency_key == key
+                && w.place() > after
+                && changes.added.contains(&w.ticket.run_id)
+                && !self.waiting.contains_key(&w.ticket.run_id)
+        });
+        page.extend(unwritten.cloned());
+        page.sort_by_key(Waiting::place);
+        page.truncate(PAGE);
+        let last = page.last().map(Waiting::place);
+        line.beyond = line.beyond.saturating_sub(page.len() as u64);
+        line.horizon = match last {
+            Some(last) if line.beyond > 0 => Some(last),
+            _ => {
+                line.beyond = 0; // an empty page: nothing is left, whatever was counted
+                None
+            }
+        };
+        for w in page {
+            // A page read after an offer of the same operation holds that run already.
+            if !self.waiting.contains_key(&w.ticket.run_id) {
+                self.next_seq = self.next_seq.max(w.seq + 1);
+                self.insert_waiting(w);
+            }
+        }
+        last.is_some()
+    }
+
+    /// Moves waiting runs to running, oldest first per key, while the key has room; then
+    /// brings the windows back within [`WINDOW`].
+    fn admit(&mut self, now: Millis, changes: &mut Changes, stored: &mut impl StoredWaiting) {
+        let keys: Vec<String> = self.lines.keys().cloned().collect();
         for key in keys {
             loop {
                 let room = match self.limit {
@@ -293,20 +502,22 @@ impl GateState {
                     break;
                 }
                 // The oldest waiting run of the key that does not hold a lease already.
-                let Some((_, _, run_id)) = self.queues.get(&key).and_then(|q| {
-                    q.iter()
+                let next = self.lines.get(&key).and_then(|line| {
+                    line.window
+                        .iter()
                         .find(|(_, _, run)| !self.running.contains_key(run))
-                        .cloned()
-                }) else {
+                        .map(|(_, _, run)| run.clone())
+                });
+                let Some(run_id) = next else {
+                    if self.read_page(&key, changes, stored) {
+                        continue;
+                    }
                     break;
                 };
                 let waiting = self
-                    .waiting
-                    .get(&run_id)
-                    .cloned()
-                    .expect("queued runs are waiting");
-                self.remove_waiting(&run_id);
-                changes.waiting_removed.push(run_id.clone());
+                    .remove_waiting(&run_id)
+                    .expect("windows hold waiting runs");
+                changes.remove_waiting(waiting.clone());
                 if waiting.ticket.expires_at.is_some_and(|at| at <= now) {
                     continue; // past its TTL: the store expires it, it never starts
                 }
@@ -322,13 +533,136 @@ impl GateState {
                 changes.admitted.push(lease);
             }
         }
-        changes.admitted.sort_by_key(|l| l.token);
+        self.shrink();
+    }
+
+    /// Leaves in memory at most [`WINDOW`] waiting runs: the newest of the longest window
+    /// go back to being stored only, and its horizon moves back before them. Every run of
+    /// a window is stored already (its row is written with the operation that added it).
+    fn shrink(&mut self) {
+        while self.waiting.len() > WINDOW {
+            let excess = self.waiting.len() - WINDOW;
+            let Some(line) = self.lines.values_mut().max_by_key(|l| l.window.len()) else {
+                return;
+            };
+            let evicted: Vec<(Millis, u64, String)> =
+                line.window.iter().rev().take(excess).cloned().collect();
+            let Some((at, seq, _)) = evicted.last() else {
+                return; // every window is empty: nothing is in memory
+            };
+            line.horizon = Some(before((*at, *seq)));
+            line.beyond += evicted.len() as u64;
+            for place in &evicted {
+                line.window.remove(place);
+                self.waiting.remove(&place.2);
+            }
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
+
+    /// The `waiting` table, as the gate object keeps it: every operation's changes are
+    /// written to it, and the gate reads it through `StoredWaiting`.
+    #[derive(Default)]
+    struct Table {
+        rows: BTreeMap<(String, Millis, u64), Waiting>,
+        reads: usize,
+    }
+
+    impl StoredWaiting for Table {
+        fn runs_at(&mut self, key: &str, queued_at: Millis) -> Vec<String> {
+            self.reads += 1;
+            self.rows
+                .values()
+                .filter(|w| w.ticket.concurrency_key == key && w.ticket.queued_at == queued_at)
+                .map(|w| w.ticket.run_id.clone())
+                .collect()
+        }
+        fn page(&mut self, key: &str, after: Place, count: usize) -> Vec<Waiting> {
+            self.reads += 1;
+            let from = (key.to_owned(), after.0, after.1);
+            let page: Vec<Waiting> = self
+                .rows
+                .range(from..)
+                .filter(|((k, at, seq), _)| k == key && (*at, *seq) > after)
+                .take(count)
+                .map(|(_, w)| w.clone())
+                .collect();
+            page
+        }
+        fn find(&mut self, run_id: &str) -> Option<Waiting> {
+            self.reads += 1;
+            self.rows
+                .values()
+                .find(|w| w.ticket.run_id == run_id)
+                .cloned()
+        }
+    }
+
+    /// A gate and its table, each operation written through.
+    #[derive(Default)]
+    struct Gate {
+        state: GateState,
+        table: Table,
+    }
+
+    impl Gate {
+        fn write(&mut self, changes: Changes) -> Changes {
+            for w in &changes.waiting_removed {
+                let row = (w.ticket.concurrency_key.clone(), w.ticket.queued_at, w.seq);
+                assert!(
+                    self.table.rows.remove(&row).is_some(),
+                    "removed a stored row"
+                );
+            }
+            for w in &changes.waiting_added {
+                let row = (w.ticket.concurrency_key.clone(), w.ticket.queued_at, w.seq);
+                assert!(
+                    self.table.rows.insert(row, w.clone()).is_none(),
+                    "a new row"
+                );
+            }
+            assert!(self.state.in_memory() <= WINDOW, "memory holds a window");
+            assert_eq!(
+                self.state.waiting_count(),
+                self.table.rows.len() as u64,
+                "every waiting run is counted once"
+            );
+            changes
+        }
+        fn offer(&mut self, t: Vec<Ticket>, l: Option<LimitUpdate>, now: Millis) -> Changes {
+            let changes = self.state.offer(t, l, now, &mut self.table);
+            self.write(changes)
+        }
+        fn release(&mut self, run: &str, token: Option<u64>, now: Millis) -> Changes {
+            let changes = self.state.release(run, token, now, &mut self.table);
+            self.write(changes)
+        }
+        fn release_all(&mut self, ended: &[(String, u64)], now: Millis) -> Changes {
+            let changes = self.state.release_all(ended, now, &mut self.table);
+            self.write(changes)
+        }
+        fn remove(&mut self, run: &str, now: Millis) -> Changes {
+            let changes = self.state.remove(run, now, &mut self.table);
+            self.write(changes)
+        }
+        fn drop_expired_waiting(&mut self, now: Millis) -> Changes {
+            let changes = self.state.drop_expired_waiting(now);
+            self.write(changes)
+        }
+    }
+
+    impl std::ops::Deref for Gate {
+        type Target = GateState;
+        fn deref(&self) -> &GateState {
+            &self.state
+        }
+    }
 
     fn ticket(run: &str, key: &str, queued_at: Millis) -> Ticket {
         Ticket {
@@ -352,13 +686,18 @@ mod tests {
         leases.iter().map(|l| l.ticket.run_id.as_str()).collect()
     }
 
+    fn runs(waiting: &[Waiting]) -> Vec<&str> {
+        waiting.iter().map(|w| w.ticket.run_id.as_str()).collect()
+    }
+
     #[test]
     fn admits_up_to_the_limit_and_parks_the_rest() {
-        let mut gate = GateState::default();
+        let mut gate = Gate::default();
         let tickets = (0..5).map(|i| ticket(&format!("r{i}"), "", i)).collect();
         let changes = gate.offer(tickets, limit(3), 100);
         assert_eq!(ids(&changes.admitted), ["r0", "r1", "r2"]);
-        assert_eq!(changes.waiting_added.len(), 5);
+        // Net rows: the three admitted at once never waited.
+        assert_eq!(runs(&changes.waiting_added), ["r3", "r4"]);
         assert_eq!(gate.running_count(""), 3);
         assert_eq!(gate.waiting_count(), 2);
         assert!(changes.admitted.iter().all(|l| l.lease_until == 1100));
@@ -366,7 +705,7 @@ mod tests {
 
     #[test]
     fn releasing_several_leases_at_once_admits_as_many_and_ignores_stale_tokens() {
-        let mut gate = GateState::default();
+        let mut gate = Gate::default();
         let tickets = (0..6).map(|i| ticket(&format!("r{i}"), "", i)).collect();
         let first = gate.offer(tickets, limit(3), 100);
         let token = |run: &str| {
@@ -390,7 +729,7 @@ mod tests {
 
     #[test]
     fn release_hands_the_slot_to_the_oldest_waiting_run() {
-        let mut gate = GateState::default();
+        let mut gate = Gate::default();
         // Arrival order differs from QUEUED order: QUEUED order wins.
         gate.offer(
             vec![ticket("a", "", 1), ticket("c", "", 3), ticket("b", "", 2)],
@@ -407,7 +746,7 @@ mod tests {
 
     #[test]
     fn each_concurrency_key_has_its_own_copy_of_the_limit() {
-        let mut gate = GateState::default();
+        let mut gate = Gate::default();
         let tickets = ["a1", "a2", "a3", "b1", "b2", "b3"]
             .iter()
             .enumerate()
@@ -426,7 +765,7 @@ mod tests {
 
     #[test]
     fn limit_zero_holds_every_run_until_raised() {
-        let mut gate = GateState::default();
+        let mut gate = Gate::default();
         let changes = gate.offer(vec![ticket("r1", "", 0), ticket("r2", "", 1)], limit(0), 0);
         assert!(changes.admitted.is_empty());
         assert_eq!(gate.waiting_count(), 2);
@@ -444,7 +783,7 @@ mod tests {
 
     #[test]
     fn a_newer_limit_applies_to_waiting_runs_and_an_older_one_is_ignored() {
-        let mut gate = GateState::default();
+        let mut gate = Gate::default();
         gate.offer(
             (0..4).map(|i| ticket(&format!("r{i}"), "", i)).collect(),
             Some(LimitUpdate {
@@ -477,7 +816,7 @@ mod tests {
 
     #[test]
     fn a_queue_without_a_limit_admits_everything() {
-        let mut gate = GateState::default();
+        let mut gate = Gate::default();
         let changes = gate.offer(
             (0..50).map(|i| ticket(&format!("r{i}"), "", i)).collect(),
             None,
@@ -488,7 +827,7 @@ mod tests {
 
     #[test]
     fn duplicate_offers_of_a_waiting_run_are_ignored() {
-        let mut gate = GateState::default();
+        let mut gate = Gate::default();
         gate.offer(vec![ticket("r1", "", 0), ticket("r2", "", 1)], limit(1), 0);
         let again = gate.offer(vec![ticket("r2", "", 1), ticket("r2", "", 1)], None, 1);
         assert!(again.waiting_added.is_empty() && again.admitted.is_empty());
@@ -497,7 +836,7 @@ mod tests {
 
     #[test]
     fn leases_expire_and_a_stale_release_does_not_free_a_new_lease() {
-        let mut gate = GateState::default();
+        let mut gate = Gate::default();
         gate.offer(vec![ticket("r1", "", 0)], limit(1), 0);
         assert!(gate.expired_leases(999).is_empty());
         let expired = gate.expired_leases(1000);
@@ -520,7 +859,7 @@ mod tests {
 
     #[test]
     fn removing_a_run_frees_its_slot_or_its_place() {
-        let mut gate = GateState::default();
+        let mut gate = Gate::default();
         gate.offer(
             vec![
                 ticket("r1", "", 0),
@@ -531,7 +870,7 @@ mod tests {
             0,
         );
         let waiting_removed = gate.remove("r2", 1);
-        assert_eq!(waiting_removed.waiting_removed, ["r2"]);
+        assert_eq!(runs(&waiting_removed.waiting_removed), ["r2"]);
         assert!(waiting_removed.admitted.is_empty());
         let running_removed = gate.remove("r1", 2);
         assert_eq!(running_removed.running_removed, ["r1"]);
@@ -540,7 +879,7 @@ mod tests {
 
     #[test]
     fn runs_past_their_ttl_never_get_a_slot() {
-        let mut gate = GateState::default();
+        let mut gate = Gate::default();
         let mut late = ticket("late", "", 0);
         late.expires_at = Some(50);
         gate.offer(
@@ -551,42 +890,52 @@ mod tests {
         assert_eq!(gate.next_wake(), Some(50));
         let changes = gate.release("first", None, 60);
         assert_eq!(ids(&changes.admitted), ["next"]);
-        assert!(changes.waiting_removed.contains(&"late".to_owned()));
-        let mut other = GateState::default();
+        assert!(runs(&changes.waiting_removed).contains(&"late"));
+        let mut other = Gate::default();
         let mut parked = ticket("parked", "", 0);
         parked.expires_at = Some(50);
         other.offer(vec![parked], limit(0), 10);
         assert_eq!(other.drop_expired_waiting(49).waiting_removed.len(), 0);
-        assert_eq!(other.drop_expired_waiting(50).waiting_removed, ["parked"]);
+        assert_eq!(
+            runs(&other.drop_expired_waiting(50).waiting_removed),
+            ["parked"]
+        );
         assert_eq!(other.next_wake(), None);
+    }
+
+    /// A gate as `QueueGate::load` rebuilds it from `gate`'s table and leases.
+    fn restored(gate: Gate) -> Gate {
+        let mut per_key: BTreeMap<String, u64> = BTreeMap::new();
+        for (key, _, _) in gate.table.rows.keys() {
+            *per_key.entry(key.clone()).or_default() += 1;
+        }
+        let max_seq = gate.table.rows.keys().map(|(_, _, seq)| *seq).max();
+        let running = gate.state.running.values().cloned().collect();
+        let state = GateState::restore(
+            gate.limit(),
+            gate.limit_set_at(),
+            per_key.into_iter().collect(),
+            max_seq,
+            running,
+        );
+        Gate {
+            state,
+            table: gate.table,
+        }
     }
 
     #[test]
     fn restore_rebuilds_the_same_gate() {
-        let mut gate = GateState::default();
-        let changes = gate.offer(
+        let mut gate = Gate::default();
+        gate.offer(
             (0..4).map(|i| ticket(&format!("r{i}"), "", i)).collect(),
             limit(2),
             0,
         );
-        let waiting: Vec<Waiting> = changes
-            .waiting_added
-            .iter()
-            .filter(|w| {
-                !changes
-                    .admitted
-                    .iter()
-                    .any(|l| l.ticket.run_id == w.ticket.run_id)
-            })
-            .cloned()
-            .collect();
-        let mut restored = GateState::restore(
-            gate.limit(),
-            gate.limit_set_at(),
-            waiting,
-            changes.admitted.clone(),
-        );
+        let mut restored = restored(gate);
         assert_eq!(restored.running_count(""), 2);
+        assert_eq!(restored.waiting_count(), 2);
+        assert_eq!(restored.in_memory(), 0, "waiting runs are read when needed");
         assert_eq!(ids(&restored.release("r0", None, 1).admitted), ["r2"]);
         let fresh = restored.offer(vec![ticket("r9", "", 9)], None, 2);
         assert!(fresh.admitted.is_empty());
@@ -594,11 +943,154 @@ mod tests {
             fresh.waiting_added[0].seq >= 4,
             "sequence numbers continue after a restore"
         );
+        // Offered again after the restore: still one run.
+        let again = restored.offer(vec![ticket("r3", "", 3)], None, 3);
+        assert!(again.waiting_added.is_empty());
+        assert_eq!(restored.waiting_count(), 2);
+    }
+
+    /// Admits runs one slot at a time until none waits: the order they got their slots.
+    fn drain(gate: &mut Gate, now: Millis) -> Vec<String> {
+        let mut order = Vec::new();
+        loop {
+            let running: Vec<(String, u64)> = gate
+                .state
+                .running
+                .values()
+                .map(|l| (l.ticket.run_id.clone(), l.token))
+                .collect();
+            if running.is_empty() {
+                return order;
+            }
+            let changes = gate.release_all(&running, now);
+            order.extend(changes.admitted.iter().map(|l| l.ticket.run_id.clone()));
+        }
+    }
+
+    #[test]
+    fn a_backlog_larger_than_the_window_waits_in_storage_and_keeps_its_order() {
+        let mut gate = Gate::default();
+        // 3,000 runs of key "a" in three batches (one queued_at each), held by limit 0.
+        for batch in 0..3 {
+            let tickets = (0..1000)
+                .map(|i| ticket(&format!("a{:04}", batch * 1000 + i), "a", 100 + batch))
+                .collect();
+            gate.offer(tickets, limit(0), 1);
+        }
+        assert_eq!(gate.waiting_count(), 3000);
+        assert!(gate.in_memory() <= WINDOW);
+        // A redelivery of runs beyond the window is recognised in storage, with one read
+        // per place in line however many of its runs come again.
+        let reads = gate.table.reads;
+        let redelivered = (2000..3000).map(|i| ticket(&format!("a{i:04}"), "a", 102));
+        let again = gate.offer(redelivered.collect(), None, 2);
+        assert!(again.waiting_added.is_empty());
+        assert_eq!(gate.table.reads - reads, 1);
+        assert_eq!(gate.waiting_count(), 3000);
+        // Raised to 7: every run is admitted once, in the order it was offered.
+        let raised = LimitUpdate {
+            limit: 7,
+            set_at: 5,
+        };
+        let first = gate.offer(vec![], Some(raised), 3);
+        let mut order: Vec<String> = ids(&first.admitted).iter().map(|s| s.to_string()).collect();
+        order.extend(drain(&mut gate, 4));
+        let expected: Vec<String> = (0..3000).map(|i| format!("a{i:04}")).collect();
+        assert_eq!(order, expected);
+        assert_eq!(gate.waiting_count(), 0);
+        assert!(gate.table.rows.is_empty());
+    }
+
+    #[test]
+    fn a_key_with_one_run_is_admitted_while_another_key_has_a_stored_backlog() {
+        let mut gate = Gate::default();
+        let backlog = (0..2500)
+            .map(|i| ticket(&format!("a{i}"), "a", i))
+            .collect();
+        let first = gate.offer(backlog, limit(2), 1);
+        assert_eq!(ids(&first.admitted), ["a0", "a1"]);
+        let late = gate.offer(vec![ticket("b0", "b", 5000)], None, 2);
+        assert_eq!(ids(&late.admitted), ["b0"]);
+        // After a restart too: both keys read their lines from storage.
+        let mut gate = restored(gate);
+        gate.offer(vec![ticket("c0", "c", 6000)], None, 3);
+        let ended: Vec<(String, u64)> = ["a0", "a1"]
+            .iter()
+            .map(|r| (r.to_string(), gate.lease(r).unwrap().token))
+            .collect();
+        assert_eq!(ids(&gate.release_all(&ended, 4).admitted), ["a2", "a3"]);
+        assert_eq!(gate.running_count("c"), 1);
+    }
+
+    #[test]
+    fn a_run_offered_beyond_the_window_is_admitted_in_the_same_operation_once_its_turn_comes() {
+        let mut gate = Gate::default();
+        let backlog = (0..1100).map(|i| ticket(&format!("r{i}"), "", i)).collect();
+        gate.offer(backlog, limit(0), 1);
+        // A restart: the window is empty, every run is read from storage.
+        let mut gate = restored(gate);
+        // One offer both adds a run beyond the window and raises the limit past the backlog:
+        // the pages read in this operation must include the run not yet written.
+        let raised = LimitUpdate {
+            limit: 5000,
+            set_at: 5,
+        };
+        let changes = gate.offer(vec![ticket("late", "", 5000)], Some(raised), 2);
+        assert_eq!(changes.admitted.len(), 1101);
+        assert_eq!(changes.admitted.last().unwrap().ticket.run_id, "late");
+        assert_eq!(gate.waiting_count(), 0);
+        assert!(gate.table.rows.is_empty());
+    }
+
+    #[test]
+    fn a_cancelled_run_beyond_the_window_leaves_storage_and_the_count() {
+        let mut gate = Gate::default();
+        let backlog = (0..1500).map(|i| ticket(&format!("r{i}"), "", i)).collect();
+        gate.offer(backlog, limit(0), 1);
+        assert!(
+            !gate.state.waiting.contains_key("r1400"),
+            "beyond the window"
+        );
+        let removed = gate.remove("r1400", 2);
+        assert_eq!(runs(&removed.waiting_removed), ["r1400"]);
+        assert_eq!(gate.waiting_count(), 1499);
+        let raised = LimitUpdate {
+            limit: 1000,
+            set_at: 5,
+        };
+        let mut order = ids(&gate.offer(vec![], Some(raised), 3).admitted)
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>();
+        order.extend(drain(&mut gate, 4));
+        assert_eq!(order.len(), 1499);
+        assert!(!order.contains(&"r1400".to_owned()));
+    }
+
+    #[test]
+    fn stored_runs_past_their_ttl_are_dropped_when_read() {
+        let mut gate = Gate::default();
+        let backlog = (0..1200)
+            .map(|i| {
+                let mut t = ticket(&format!("r{i}"), "", i);
+                t.expires_at = (i >= 1100).then_some(50);
+                t
+            })
+            .collect();
+        gate.offer(backlog, limit(0), 1);
+        let raised = LimitUpdate {
+            limit: 2000,
+            set_at: 5,
+        };
+        let admitted = gate.offer(vec![], Some(raised), 60).admitted;
+        assert_eq!(admitted.len(), 1100);
+        assert_eq!(gate.waiting_count(), 0);
+        assert!(gate.table.rows.is_empty());
     }
 
     #[test]
     fn a_run_offered_while_it_holds_a_lease_waits_for_that_lease_to_end() {
-        let mut gate = GateState::default();
+        let mut gate = Gate::default();
         let first = gate.offer(vec![ticket("r", "", 1)], limit(2), 100);
         assert_eq!(ids(&first.admitted), ["r"]);
         // Its retry (or a late redelivery) arrives before the executor released the slot.
@@ -620,12 +1112,12 @@ mod tests {
 
     #[test]
     fn removing_a_run_drops_its_lease_and_the_offer_waiting_behind_it() {
-        let mut gate = GateState::default();
+        let mut gate = Gate::default();
         gate.offer(vec![ticket("r", "", 1)], limit(1), 100);
         gate.offer(vec![ticket("r", "", 2)], None, 110);
         let removed = gate.remove("r", 120);
         assert_eq!(removed.running_removed, ["r"]);
-        assert_eq!(removed.waiting_removed, ["r"]);
+        assert_eq!(runs(&removed.waiting_removed), ["r"]);
         assert!(removed.admitted.is_empty());
         assert_eq!((gate.running_count(""), gate.waiting_count()), (0, 0));
     }

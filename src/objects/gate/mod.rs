@@ -2,10 +2,12 @@
 //! limit, the runs waiting for a slot, and the leases of the runs executing
 //! (invariants 4 and 6, docs/ARCHITECTURE.md). Named `<env>:<queue>`.
 //!
-//! The decisions are `domain::scheduling::gate::GateState`'s; this object keeps that state in memory,
-//! writes every change through to SQLite in the same synchronous step (so memory and
-//! storage never disagree across an await), hands every admitted run to an executor,
-//! and wakes by alarm to reclaim expired leases and forget waiting runs past their TTL.
+//! The decisions are `domain::scheduling::gate::GateState`'s; this object keeps that state in memory
+//! (its leases, and a window of its waiting runs: the rest are read from SQLite a page at
+//! a time, through `SqlWaiting`), writes every change through to SQLite in the same
+//! synchronous step (so memory and storage never disagree across an await), hands every
+//! admitted run to an executor, and wakes by alarm to reclaim expired leases and forget
+//! waiting runs past their TTL.
 
 pub mod client;
 pub mod protocol;
@@ -17,7 +19,7 @@ use futures_util::stream::{self, StreamExt};
 use worker::{console_error, durable_object, DurableObject, Env, Request, Response, Result, State};
 
 use crate::domain::basics::time::Millis;
-use crate::domain::scheduling::gate::{Changes, GateState, Lease, Waiting};
+use crate::domain::scheduling::gate::{Changes, GateState, Lease, Place, StoredWaiting, Waiting};
 use crate::domain::scheduling::pool::{hands, pool_size, split_for_releaser, EXECUTOR_POOL};
 use crate::objects::executor::client::RunExecutorClient;
 use crate::objects::executor::protocol::Hand;
@@ -25,9 +27,9 @@ use crate::objects::store::client::RunStoreClient;
 use crate::objects::store::protocol::{LeaseExpired, LeaseExpiredReply};
 use crate::platform::meter::{self, Activity, Object};
 use crate::platform::rpc;
-use crate::platform::rpc::{answer, CallError};
+use crate::platform::rpc::{answer, CallError, CALL_LIMIT};
 use crate::platform::runtime::{ensure_alarm, internal, now};
-use crate::platform::sql::{rows, transaction, Migrated, Sql};
+use crate::platform::sql::{rows, transaction, Migrated, Sql, Values};
 use protocol::{Admitted, Gate, GateCommand, Offer, Release, Remove};
 
 /// Hands to executors a gate keeps in flight at once.
@@ -79,17 +81,18 @@ impl DurableObject for QueueGate {
         self.migrated.ready()?;
         let now = now();
         let name = self.name()?;
-        self.apply(|g| g.drop_expired_waiting(now))?;
+        self.apply(|g, _| g.drop_expired_waiting(now))?;
         let expired = self.with_gate(|g| g.expired_leases(now))?;
         let mut admitted = Vec::new();
         for lease in expired {
             match self.reclaim(&lease).await {
                 Ok(requeue) => {
-                    let changes = self.apply(|g| {
-                        let mut changes = g.release(&lease.ticket.run_id, Some(lease.token), now);
+                    let changes = self.apply(|g, stored| {
+                        let run = &lease.ticket.run_id;
+                        let mut changes = g.release(run, Some(lease.token), now, stored);
                         if requeue {
-                            let again = g.offer(vec![lease.ticket.clone()], None, now);
-                            merge(&mut changes, again);
+                            let again = g.offer(vec![lease.ticket.clone()], None, now, stored);
+                            changes.merge(again);
                         }
                         changes
                     })?;
@@ -105,15 +108,6 @@ impl DurableObject for QueueGate {
         self.launch(&name, admitted).await;
         Response::ok("")
     }
-}
-
-/// Folds the changes of a second operation into the first.
-fn merge(into: &mut Changes, other: Changes) {
-    into.waiting_added.extend(other.waiting_added);
-    into.waiting_removed.extend(other.waiting_removed);
-    into.admitted.extend(other.admitted);
-    into.running_removed.extend(other.running_removed);
-    into.limit_changed |= other.limit_changed;
 }
 
 crate::export_command!(QueueGate);
@@ -132,15 +126,17 @@ impl QueueGate {
                 limit,
             }) => {
                 self.remember_name(&gate)?;
-                (gate, self.apply(|g| g.offer(tickets, limit, now))?, 0)
+                let changes = self.apply(|g, stored| g.offer(tickets, limit, now, stored))?;
+                (gate, changes, 0)
             }
             GateCommand::Release(Release { ended, take }) => {
                 let returns = take.min(ended.len());
-                let changes = self.apply(|g| g.release_all(&ended, now))?;
+                let changes = self.apply(|g, stored| g.release_all(&ended, now, stored))?;
                 (self.name()?, changes, returns)
             }
             GateCommand::Remove(Remove { run_id }) => {
-                (self.name()?, self.apply(|g| g.remove(&run_id, now))?, 0)
+                let changes = self.apply(|g, stored| g.remove(&run_id, now, stored))?;
+                (self.name()?, changes, 0)
             }
         };
         let count = changes.admitted.len();
@@ -206,24 +202,35 @@ impl QueueGate {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
         let sql = self.sql();
-        fn json<T: serde::de::DeserializeOwned>(text: String) -> Result<T> {
-            serde_json::from_str(&text).map_err(|e| internal(e.to_string()))
+        // Rows a build before gate step 3 wrote (after a rollback) have no place in line
+        // yet: they are put in theirs, from their tickets.
+        sql.exec(
+            "UPDATE waiting SET key = json_extract(ticket, '$.concurrency_key'),
+                queued_at = json_extract(ticket, '$.queued_at')
+            WHERE key = '' AND queued_at = 0",
+            vec![],
+        )?;
+        // How many runs wait per key (they are read a page at a time when needed), and
+        // the highest `seq` given: new runs line up after it.
+        let mut max_seq = None;
+        let mut waiting_per_key = Vec::new();
+        let query = "SELECT key, count(*), max(seq) FROM waiting GROUP BY key";
+        for mut v in rows(&sql, query, vec![])? {
+            let (key, count, seq) = (v.text()?, v.int()?, v.int()?);
+            waiting_per_key.push((key, count.max(0) as u64));
+            max_seq = max_seq.max(Some(seq.max(0) as u64));
         }
-        let waiting = rows(&sql, "SELECT seq, ticket FROM waiting", vec![])?
-            .into_iter()
-            .map(|mut v| {
-                let seq = v.int()?.max(0) as u64;
-                Ok(Waiting {
-                    ticket: json(v.text()?)?,
-                    seq,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
         let running = rows(&sql, "SELECT lease FROM running", vec![])?
             .into_iter()
             .map(|mut v| json(v.text()?))
             .collect::<Result<Vec<Lease>>>()?;
-        Ok(GateState::restore(limit, limit_set_at, waiting, running))
+        Ok(GateState::restore(
+            limit,
+            limit_set_at,
+            waiting_per_key,
+            max_seq,
+            running,
+        ))
     }
 
     fn with_gate<T>(&self, read: impl FnOnce(&GateState) -> T) -> Result<T> {
@@ -234,15 +241,27 @@ impl QueueGate {
         Ok(read(slot.as_ref().expect("loaded above")))
     }
 
-    /// Runs one state-machine operation and writes its changes in one transaction. If the
-    /// write fails, the in-memory state is dropped and reloaded from storage next time.
-    fn apply(&self, operation: impl FnOnce(&mut GateState) -> Changes) -> Result<Changes> {
+    /// Runs one state-machine operation and writes its changes in one transaction. If a
+    /// read of stored waiting runs or the write fails, the in-memory state is dropped and
+    /// reloaded from storage next time, and nothing is written.
+    fn apply(
+        &self,
+        operation: impl FnOnce(&mut GateState, &mut SqlWaiting) -> Changes,
+    ) -> Result<Changes> {
         let mut slot = self.gate.borrow_mut();
         if slot.is_none() {
             *slot = Some(self.load()?);
         }
         let gate = slot.as_mut().expect("loaded above");
-        let changes = operation(gate);
+        let mut stored = SqlWaiting {
+            sql: self.sql(),
+            failed: None,
+        };
+        let changes = operation(gate, &mut stored);
+        if let Some(e) = stored.failed {
+            *slot = None;
+            return Err(e);
+        }
         let (limit, limit_set_at) = (gate.limit(), gate.limit_set_at());
         let sql = self.sql();
         let written = changes.clone();
@@ -272,7 +291,7 @@ impl QueueGate {
             run_id: lease.ticket.run_id.clone(),
             token: lease.token,
         };
-        Ok(match store.send(command).await? {
+        Ok(match store.send_within(command, CALL_LIMIT).await? {
             LeaseExpiredReply::Requeue => true,
             // The attempt it held failed (and was retried), the run had moved on, or it
             // is gone: the slot is free and nothing waits again.
@@ -299,7 +318,7 @@ impl QueueGate {
                     leases,
                 };
                 let handed = match RunExecutorClient::new(&self.env, &executor) {
-                    Ok(client) => client.send(hand).await,
+                    Ok(client) => client.send_within(hand, CALL_LIMIT).await,
                     Err(e) => Err(e),
                 };
                 if let Err(e) = handed {
@@ -317,10 +336,11 @@ fn to_json(value: &impl serde::Serialize) -> Result<String> {
 }
 
 fn persist(sql: &Sql, changes: &Changes, limit: Option<u32>, limit_set_at: Millis) -> Result<()> {
-    for run_id in &changes.waiting_removed {
+    for w in &changes.waiting_removed {
+        let (key, queued_at, seq) = place_of(w);
         sql.exec(
-            "DELETE FROM waiting WHERE run_id = ?",
-            vec![run_id.as_str().into()],
+            "DELETE FROM waiting WHERE key = ? AND queued_at = ? AND seq = ?",
+            vec![key.into(), queued_at.into(), seq.into()],
         )?;
     }
     for run_id in &changes.running_removed {
@@ -329,29 +349,20 @@ fn persist(sql: &Sql, changes: &Changes, limit: Option<u32>, limit_set_at: Milli
             vec![run_id.as_str().into()],
         )?;
     }
-    for waiting in &changes.waiting_added {
-        // A run admitted in the same step was added and removed: keep it out.
-        if changes
-            .admitted
-            .iter()
-            .any(|l| l.ticket.run_id == waiting.ticket.run_id)
-        {
-            continue;
-        }
+    for w in &changes.waiting_added {
+        let (key, queued_at, seq) = place_of(w);
         sql.exec(
-            "INSERT OR REPLACE INTO waiting (run_id, seq, ticket) VALUES (?, ?, ?)",
+            "INSERT OR REPLACE INTO waiting (key, queued_at, seq, run_id, ticket) VALUES (?, ?, ?, ?, ?)",
             vec![
-                waiting.ticket.run_id.as_str().into(),
-                (waiting.seq as i64).into(),
-                to_json(&waiting.ticket)?.into(),
+                key.into(),
+                queued_at.into(),
+                seq.into(),
+                w.ticket.run_id.as_str().into(),
+                to_json(&w.ticket)?.into(),
             ],
         )?;
     }
     for lease in &changes.admitted {
-        sql.exec(
-            "DELETE FROM waiting WHERE run_id = ?",
-            vec![lease.ticket.run_id.as_str().into()],
-        )?;
         sql.exec(
             "INSERT OR REPLACE INTO running (run_id, lease) VALUES (?, ?)",
             vec![lease.ticket.run_id.as_str().into(), to_json(lease)?.into()],
@@ -365,4 +376,81 @@ fn persist(sql: &Sql, changes: &Changes, limit: Option<u32>, limit_set_at: Milli
         )?;
     }
     Ok(())
+}
+
+/// A waiting row's key: (concurrency key, `queued_at`, `seq`).
+fn place_of(w: &Waiting) -> (&str, i64, i64) {
+    let seq = w.seq.min(i64::MAX as u64) as i64;
+    (w.ticket.concurrency_key.as_str(), w.ticket.queued_at, seq)
+}
+
+fn json<T: serde::de::DeserializeOwned>(text: String) -> Result<T> {
+    serde_json::from_str(&text).map_err(|e| internal(e.to_string()))
+}
+
+/// The `waiting` table as the gate's state reads it. A failed read is kept in `failed`
+/// (and answered as if nothing were stored): `QueueGate::apply` then throws the whole
+/// operation away.
+struct SqlWaiting {
+    sql: Sql,
+    failed: Option<worker::Error>,
+}
+
+impl SqlWaiting {
+    fn read<T: Default>(&mut self, read: impl FnOnce(&Sql) -> Result<T>) -> T {
+        if self.failed.is_some() {
+            return T::default();
+        }
+        read(&self.sql).unwrap_or_else(|e| {
+            self.failed = Some(e);
+            T::default()
+        })
+    }
+}
+
+fn waiting_row(mut v: Values) -> Result<Waiting> {
+    let seq = v.int()?.max(0) as u64;
+    Ok(Waiting {
+        seq,
+        ticket: json(v.text()?)?,
+    })
+}
+
+impl StoredWaiting for SqlWaiting {
+    fn runs_at(&mut self, key: &str, queued_at: Millis) -> Vec<String> {
+        self.read(|sql| {
+            let query = "SELECT run_id FROM waiting WHERE key = ? AND queued_at = ?";
+            rows(sql, query, vec![key.into(), queued_at.into()])?
+                .into_iter()
+                .map(|mut v| v.text())
+                .collect()
+        })
+    }
+
+    fn page(&mut self, key: &str, (queued_at, seq): Place, count: usize) -> Vec<Waiting> {
+        self.read(|sql| {
+            let query =
+                "SELECT seq, ticket FROM waiting WHERE key = ? AND (queued_at, seq) > (?, ?)
+                ORDER BY queued_at, seq LIMIT ?";
+            let bindings = vec![
+                key.into(),
+                queued_at.into(),
+                (seq.min(i64::MAX as u64) as i64).into(),
+                (count as i64).into(),
+            ];
+            rows(sql, query, bindings)?
+                .into_iter()
+                .map(waiting_row)
+                .collect()
+        })
+    }
+
+    fn find(&mut self, run_id: &str) -> Option<Waiting> {
+        self.read(|sql| {
+            // No index by run: a scan, for a cancel of a run beyond every window.
+            let query = "SELECT seq, ticket FROM waiting WHERE run_id = ? LIMIT 1";
+            let found = rows(sql, query, vec![run_id.into()])?.pop();
+            found.map(waiting_row).transpose()
+        })
+    }
 }

@@ -38,6 +38,26 @@ pub const SCHEMA: Schema = Schema {
                 Sql("ALTER TABLE running_2 RENAME TO running"),
             ],
         },
+        // Waiting runs in line: keyed by (concurrency key, queued_at, seq), the order the
+        // gate admits them in, so it reads a key's next runs a page at a time instead of
+        // holding a whole backlog in memory. Still one row written per run that waits.
+        // `key` and `queued_at` have defaults so that the build before, which writes only
+        // (run_id, seq, ticket), still can (a rollback); its rows land at ('', 0, seq),
+        // where `QueueGate::load` puts them in their places.
+        Step {
+            version: 3,
+            statements: &[
+                Sql("CREATE TABLE waiting_3 (
+    key TEXT NOT NULL DEFAULT '', queued_at INTEGER NOT NULL DEFAULT 0, seq INTEGER NOT NULL,
+    run_id TEXT NOT NULL, ticket TEXT NOT NULL,
+    PRIMARY KEY (key, queued_at, seq)) WITHOUT ROWID"),
+                Sql("INSERT INTO waiting_3 (key, queued_at, seq, run_id, ticket)
+    SELECT json_extract(ticket, '$.concurrency_key'), json_extract(ticket, '$.queued_at'),
+        seq, run_id, ticket FROM waiting"),
+                Sql("DROP TABLE waiting"),
+                Sql("ALTER TABLE waiting_3 RENAME TO waiting"),
+            ],
+        },
     ],
 };
 
@@ -47,7 +67,7 @@ mod tests {
     fn released_steps_are_unchanged() {
         crate::domain::basics::schema::assert_released(
             &super::SCHEMA,
-            &["d2627a6cad7d21f8", "e73d3b59e32aefb7"],
+            &["d2627a6cad7d21f8", "e73d3b59e32aefb7", "5ecb77a544ef417e"],
         );
     }
 }
