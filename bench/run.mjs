@@ -7,7 +7,7 @@
 // runs with METERING on: around every scenario the benchmark reads its operations account
 // (GET /api/v1/meter) and reports what the scenario's runs cost, per run and in dollars.
 //
-//   node bench/run.mjs [--quick] [--path wrangler|miniflare]
+//   node bench/run.mjs [--quick] [--path wrangler|miniflare] [--only accept|execute|drain]
 // BENCH_WRANGLER_LOG=debug: wrangler dev's log level (its log files go to
 // ~/.config/.wrangler/logs).
 import { spawn } from "node:child_process";
@@ -23,8 +23,10 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const args = process.argv.slice(2);
 const quick = args.includes("--quick");
 const onlyPath = args.includes("--path") ? args[args.indexOf("--path") + 1] : null;
-// `--only accept` or `--only execute`: one family of scenarios (the ceiling is always run).
+// `--only accept` or `--only execute`: one family of scenarios (the ceiling is always run);
+// `--only drain`: the drain alone, of `--drain-runs N` runs (40,000; 5,000 with --quick).
 const only = args.includes("--only") ? args[args.indexOf("--only") + 1] : null;
+const drainRuns = args.includes("--drain-runs") ? Number(args[args.indexOf("--drain-runs") + 1]) : null;
 const DURATION = quick ? 5 : 15;
 const ROUNDS = quick ? 1 : 2;
 const KEY = "tr_dev_bench_key";
@@ -424,7 +426,7 @@ async function probe(url, init, limitMs = 30_000) {
  * the limit to 200. While they drain, every 500 ms a filtered list of the queue's runs and
  * a one-item trigger of another task are timed, and the server's memory is sampled. */
 async function drain(server) {
-  const count = quick ? 5000 : 40000;
+  const count = drainRuns ?? (quick ? 5000 : 40000);
   const headers = { authorization: `Bearer ${KEY}`, "content-type": "application/json" };
   calls.length = 0;
   const parkedAt = Date.now();
@@ -512,7 +514,7 @@ for (const pathName of onlyPath ? [onlyPath] : ["miniflare", "wrangler"]) {
     const floor = await startServer(pathName, "floor");
     await wrk(floor, floors[0][1], 2); // warm-up, not counted
     for (const [name, env] of floors) (result.floor[name] ??= []).push(await wrk(floor, env));
-    if (only !== "accept") {
+    if (only !== "accept" && only !== "drain") {
       log(`  floor: execute (round ${round + 1})`);
       (result.floorExecute ??= []).push(await execute(floor, pathName, "exec-0", "floor-exec"));
     }
@@ -520,8 +522,9 @@ for (const pathName of onlyPath ? [onlyPath] : ["miniflare", "wrangler"]) {
     await sleep(1000);
     const worker = await startServer(pathName, "worker");
     result.workerColdStartMs = worker.coldStartMs;
-    if (only !== "execute") await wrk(worker, accepts[0][1], 2); // warm-up, not counted
-    for (const [name, env] of only === "execute" ? [] : accepts) {
+    const accepting = only !== "execute" && only !== "drain";
+    if (accepting) await wrk(worker, accepts[0][1], 2); // warm-up, not counted
+    for (const [name, env] of accepting ? accepts : []) {
       log(`  ${name} (round ${round + 1})`);
       try {
         (result.scenarios[name] ??= []).push(await costed(worker, () => wrk(worker, env), (s) => s.runs.accepted));
@@ -529,7 +532,14 @@ for (const pathName of onlyPath ? [onlyPath] : ["miniflare", "wrangler"]) {
         log(`  ${name} failed: ${e.message}`);
       }
     }
-    if (only !== "accept") try {
+    if (only === "drain") try {
+      log(`  drain with API probes (round ${round + 1})`);
+      (result.drain ??= []).push(await costed(worker, () => drain(worker), (s) => s.runs.completed));
+    } catch (e) {
+      log(`  the drain failed: ${e.message}`);
+      result.failure = e.message;
+    }
+    if (only !== "accept" && only !== "drain") try {
       const completed = (s) => s.runs.completed;
       log(`  execute (round ${round + 1})`);
       (result.execute ??= []).push(await costed(worker, () => execute(worker, pathName), completed, 2000));
@@ -637,6 +647,7 @@ for (const [pathName, r] of Object.entries(report.paths)) {
     lines.push("", ...execution());
     continue;
   }
+  if (only === "drain") lines.push(...drainLines(r));
   if (only || !r.execute?.length || !r.gate?.length || Object.values(r.scenarios).some((x) => !x.length)) {
     lines.push("", only ? `Partial run (--only ${only}): no targets table.` : `Incomplete: ${r.failure ?? "a scenario failed"} (see the run's log).`, "");
     continue;
