@@ -97,11 +97,18 @@ pub async fn consume(batch: MessageBatch<serde_json::Value>, env: Env) {
     // 3. Acknowledge and ack what fully reached its gates; retry the rest.
     for delivery in deliveries {
         let reached = delivery.ok && delivery.gates.is_disjoint(&failed_gates);
-        if reached
-            && acknowledge(&env, &delivery.refs, delivery.claimed_at)
-                .await
-                .is_ok()
-        {
+        let acknowledged = reached
+            && match acknowledge(&env, &delivery.refs, delivery.claimed_at).await {
+                Ok(()) => true,
+                Err(e) => {
+                    console_error!(
+                        "queue: acknowledging at {} failed, the message is retried: {e}",
+                        delivery.refs.store
+                    );
+                    false
+                }
+            };
+        if acknowledged {
             // One line per message, not per run: a log line is an event to pay for.
             console_log!(
                 "queue: delivered from {}: {}",
