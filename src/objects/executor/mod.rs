@@ -3,8 +3,8 @@
 //! per six slots of the limit, at most `EXECUTOR_POOL`), so objects are reused instead of
 //! created per attempt. A gate hands an executor at most six leases per
 //! call: the executor records the jobs in its SQLite table and starts their attempts at
-//! once, in the background of that call (`waitUntil`), so the gate's call returns as soon
-//! as the jobs are durable. (Cloudflare lets an invocation wait on six connections at a
+//! once, in the background (`work_on`), so the gate's call returns as soon as the jobs
+//! are durable. (Cloudflare lets an invocation wait on six connections at a
 //! time: the endpoint calls of one hand never queue behind each other.) The attempts run
 //! outside any queue consumer and may last their whole `maxDuration`. Starts and reports
 //! go out together: while one is on its way to the stores and gates, those that come
@@ -256,10 +256,14 @@ impl Shared {
         Ok(Some(row))
     }
 
-    /// Works on a job in the background of the current request.
+    /// Works on a job in the background. Not through `waitUntil`, which an object does not
+    /// need (it lives while it has work under way) and which registers the task with
+    /// whatever invocation the runtime counts as current: under `wrangler dev`, where one
+    /// isolate runs the edge, the consumer and every object, that could be a queue
+    /// consumer's, whose batch then did not end until the job did.
     fn work_on(self: &Rc<Self>, row: JobRow) {
         let worker = Rc::clone(self);
-        self.state.wait_until(async move {
+        spawn_local(async move {
             let _active = worker.activity.enter(Object::Executor);
             Rc::clone(&worker).work(row).await
         });
