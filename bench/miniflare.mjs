@@ -3,7 +3,9 @@
 //   node bench/miniflare.mjs worker <port> <state dir> <tasks JSON> <rate limits JSON>
 //   node bench/miniflare.mjs hello|floor <port> <state dir> [the floor's task endpoint]
 // Prints "ready <url>" and serves until it is killed. With INSPECTOR_PORT set, workerd's
-// inspector listens there (bench/profile.mjs takes CPU profiles through it).
+// inspector listens there (bench/profile.mjs takes CPU profiles through it). With
+// MINIFLARE_VARS set (a JSON object), its entries replace the worker's variables and
+// secrets: the end-to-end budget test runs its worker this way.
 import { Miniflare } from "miniflare";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -47,6 +49,7 @@ const options =
           // The operations account (GET /api/v1/meter), read around every scenario
           // (BENCH_METERING=off: not counted, to measure what counting costs).
           METERING: process.env.BENCH_METERING ?? "on",
+          ...JSON.parse(process.env.MINIFLARE_VARS ?? "{}"),
         },
         durableObjects: {
           RUN_STORE: { className: "RunStore", useSQLite: true },

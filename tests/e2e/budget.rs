@@ -1,6 +1,7 @@
-//! The count budget: fixed scenarios run on a worker of their own with metering on, whose
-//! operations per run (`GET /api/v1/meter`, counted inside the worker where each operation
-//! is made) must stay within `bench/budget.json`. Counts are exact, not timings: a change
+//! The count budget: fixed scenarios run on a worker of their own with metering on (under
+//! Miniflare's API: `Worker::start_on_miniflare` says why), whose operations per run
+//! (`GET /api/v1/meter`, counted inside the worker where each operation is made) must
+//! stay within `bench/budget.json`. Counts are exact, not timings: a change
 //! that adds a row written, an object request or a queue operation per run fails here,
 //! and a change that saves some lowers the budget.
 //!

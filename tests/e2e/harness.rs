@@ -3,7 +3,8 @@
 //! Each `Worker` runs the shipped `wrangler.toml` (minus its `[build]` step: the test
 //! command builds once beforehand) from a fresh folder under `target/e2e`, with its own
 //! `.dev.vars`, free ports and an empty `--persist-to` state. It is stopped by process
-//! group id when dropped, never by name.
+//! group id when dropped, never by name. The budget's worker runs the same configuration
+//! under Miniflare's API instead (`Worker::start_on_miniflare`).
 
 use std::fs;
 use std::io::Read;
@@ -28,6 +29,17 @@ pub struct Worker {
     port: u16,
     dir: PathBuf,
     log: PathBuf,
+    runtime: Runtime,
+}
+
+/// What runs a worker.
+#[derive(Clone)]
+enum Runtime {
+    /// `wrangler dev` on the folder's `wrangler.toml` and `.dev.vars`.
+    Wrangler,
+    /// `bench/miniflare.mjs` (Miniflare's API, the way the benchmark loads the worker),
+    /// given the configuration's `[vars]` and secrets as JSON.
+    Miniflare { vars: String },
 }
 
 pub fn root() -> &'static Path {
@@ -54,14 +66,48 @@ fn remove_folders_of_finished_runs() {
 /// The configuration of the example tasks Worker, when a worker runs it beside itself.
 const EXAMPLES_CONFIG: &str = "example-tasks.toml";
 
-/// Starts `wrangler dev` for the worker folder `dir` (and the example tasks Worker, when
-/// its configuration is there), appending its output to `log`.
-fn spawn(dir: &Path, port: u16, log: &Path) -> Child {
-    let out = fs::OpenOptions::new()
+/// Starts the worker folder `dir` under `runtime`, appending its output to `log`.
+fn spawn(runtime: &Runtime, dir: &Path, port: u16, log: &Path) -> Child {
+    match runtime {
+        Runtime::Wrangler => spawn_wrangler(dir, port, log),
+        Runtime::Miniflare { vars } => spawn_miniflare(vars, dir, port, log),
+    }
+}
+
+fn log_file(log: &Path) -> fs::File {
+    fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(log)
-        .unwrap();
+        .unwrap()
+}
+
+/// Starts `bench/miniflare.mjs` for the worker folder `dir` (its `state`), with `vars`
+/// (JSON) as the worker's variables and secrets.
+fn spawn_miniflare(vars: &str, dir: &Path, port: u16, log: &Path) -> Child {
+    let out = log_file(log);
+    let parsed: Value = serde_json::from_str(vars).expect("vars are JSON");
+    Command::new("node")
+        .current_dir(root())
+        .arg(root().join("bench/miniflare.mjs"))
+        .arg("worker")
+        .arg(port.to_string())
+        .arg(dir.join("state"))
+        .arg(parsed["TASKS"].to_string())
+        .arg(parsed["RATE_LIMITS"].to_string())
+        .env("MINIFLARE_VARS", vars)
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .process_group(0)
+        .spawn()
+        .expect("node runs bench/miniflare.mjs (run scripts/setup)")
+}
+
+/// Starts `wrangler dev` for the worker folder `dir` (and the example tasks Worker, when
+/// its configuration is there), appending its output to `log`.
+fn spawn_wrangler(dir: &Path, port: u16, log: &Path) -> Child {
+    let out = log_file(log);
     let mut command = Command::new(root().join("node_modules/.bin/wrangler"));
     command
         .current_dir(root())
@@ -114,6 +160,14 @@ impl Worker {
         Worker::start_with(name, None, true, tweak)
     }
 
+    /// Starts a worker under Miniflare's API (`bench/miniflare.mjs`) instead of `wrangler
+    /// dev`: the same build, configuration and secrets, without wrangler's dev proxy and
+    /// inspector. For the budget's scenarios, whose load stalled `wrangler dev`'s local
+    /// queue (see docs/PERFORMANCE.md); they count operations, which are the worker's own.
+    pub fn start_on_miniflare(name: &str, tweak: impl FnOnce(&mut toml::Table)) -> Worker {
+        Worker::launch(name, None, false, true, tweak)
+    }
+
     /// Starts a worker on a copy of the `--persist-to` folder `state` (another build's).
     pub fn start_on_state(
         name: &str,
@@ -127,6 +181,16 @@ impl Worker {
         name: &str,
         state: Option<&Path>,
         examples: bool,
+        tweak: impl FnOnce(&mut toml::Table),
+    ) -> Worker {
+        Worker::launch(name, state, examples, false, tweak)
+    }
+
+    fn launch(
+        name: &str,
+        state: Option<&Path>,
+        examples: bool,
+        miniflare: bool,
         tweak: impl FnOnce(&mut toml::Table),
     ) -> Worker {
         let built = root().join("build/index.js");
@@ -198,18 +262,30 @@ impl Worker {
         )
         .unwrap();
 
-        let log = dir.join("wrangler.log");
+        let (runtime, log) = if miniflare {
+            let mut vars = config["vars"].as_table().cloned().unwrap_or_default();
+            vars.insert(
+                "TRIGGER_SECRET_KEYS".into(),
+                format!("{DEV_KEY},{PROD_KEY},{STG_KEY},{PREVIEW_KEY}").into(),
+            );
+            vars.insert("TASK_SIGNING_SECRET".into(), SIGNING_SECRET.into());
+            let vars = serde_json::to_string(&vars).expect("vars encode as JSON");
+            (Runtime::Miniflare { vars }, dir.join("miniflare.log"))
+        } else {
+            (Runtime::Wrangler, dir.join("wrangler.log"))
+        };
         for _ in 0..5 {
             // A port found free can be taken before wrangler binds it (other workers open
             // loopback ports of their own): then try another.
             let port = free_port();
             let from = log_len(&log);
             let mut worker = Worker {
-                child: spawn(&dir, port, &log),
+                child: spawn(&runtime, &dir, port, &log),
                 base: format!("http://127.0.0.1:{port}"),
                 port,
                 dir: dir.clone(),
                 log: log.clone(),
+                runtime: runtime.clone(),
             };
             match worker.wait_ready(from) {
                 Ready::Serving => return worker,
@@ -230,7 +306,7 @@ impl Worker {
     /// Starts the worker again on the same port and the same `--persist-to` storage.
     pub fn restart(&mut self) {
         let from = log_len(&self.log);
-        self.child = spawn(&self.dir, self.port, &self.log);
+        self.child = spawn(&self.runtime, &self.dir, self.port, &self.log);
         if let Ready::PortTaken = self.wait_ready(from) {
             panic!("port {} was taken while the worker was down", self.port);
         }
@@ -245,7 +321,10 @@ impl Worker {
     /// port answers. Any answer on the port is not enough: another process may hold it.
     fn wait_ready(&mut self, from: usize) -> Ready {
         let deadline = Instant::now() + Duration::from_secs(180);
-        let ready_line = format!("Ready on {}", self.base);
+        let ready_line = match self.runtime {
+            Runtime::Wrangler => format!("Ready on {}", self.base),
+            Runtime::Miniflare { .. } => format!("ready {}", self.base),
+        };
         while Instant::now() < deadline {
             let log = self.log();
             let new = log.get(from..).unwrap_or_default();
@@ -253,14 +332,14 @@ impl Worker {
                 return Ready::PortTaken;
             }
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("wrangler exited with {status}:\n{log}");
+                panic!("the worker's runtime exited with {status}:\n{log}");
             }
             if new.contains(&ready_line) && get(&format!("{}/", self.base), None).status > 0 {
                 return Ready::Serving;
             }
             std::thread::sleep(Duration::from_millis(250));
         }
-        panic!("wrangler did not become ready in time:\n{}", self.log());
+        panic!("the worker did not become ready in time:\n{}", self.log());
     }
 
     /// Everything wrangler and the worker printed so far.

@@ -93,7 +93,8 @@ fn main() {
         // Counts: nothing but the budget's scenarios may run on this worker.
         Group::new("budget", budget::cases(), move |c| {
             budget::configure(c, &budget_endpoint)
-        }),
+        })
+        .on_miniflare(),
     ];
 
     // Every worker starts at once; none builds (the test command built the worker).
@@ -101,10 +102,13 @@ fn main() {
         .iter()
         .map(|g| {
             let (name, configure, examples) = (g.name, g.configure.clone(), g.example_tasks);
+            let miniflare = g.miniflare;
             (!args.list).then(|| {
                 thread::spawn(move || {
                     if examples {
                         Worker::start_with_examples(name, |c| configure(c))
+                    } else if miniflare {
+                        Worker::start_on_miniflare(name, |c| configure(c))
                     } else {
                         Worker::start(name, |c| configure(c))
                     }
@@ -175,6 +179,9 @@ struct Group {
     one_at_a_time: bool,
     /// Runs the example tasks Worker beside the worker (`Worker::start_with_examples`).
     example_tasks: bool,
+    /// Runs the worker under Miniflare's API, not `wrangler dev`
+    /// (`Worker::start_on_miniflare`).
+    miniflare: bool,
 }
 
 impl Group {
@@ -189,6 +196,14 @@ impl Group {
             cases,
             one_at_a_time: false,
             example_tasks: false,
+            miniflare: false,
+        }
+    }
+
+    fn on_miniflare(self) -> Group {
+        Group {
+            miniflare: true,
+            ..self
         }
     }
 
