@@ -6,6 +6,7 @@
 //! release's reply ([`split_for_releaser`], [`room_to_take`]).
 
 use crate::domain::basics::names::executor_name;
+use crate::domain::basics::time::Millis;
 use crate::domain::scheduling::gate::Lease;
 
 /// The most executors one gate uses.
@@ -64,6 +65,22 @@ pub fn hands(gate: &str, admitted: Vec<Lease>, pool: u64) -> Vec<(String, Vec<Le
     hands
 }
 
+/// The first wait before an executor sends a failed start or report again.
+pub const RETRY_FIRST_MS: Millis = 250;
+/// The longest wait between two sends of one start or report.
+pub const RETRY_MAX_MS: Millis = 8_000;
+
+/// When an executor sends a start or a report again after its `failures`-th failed send
+/// (1, 2, …): 250 ms after the first, doubling up to 8 s. `None` once that would be past
+/// the lease's end: the lease then decides (the gate reclaims the slot and the store fails
+/// the attempt, which is retried as its policy allows), so a job is never held longer
+/// than its lease, and an executor's memory never holds one for good.
+pub fn retry_at(failures: u32, now: Millis, lease_until: Millis) -> Option<Millis> {
+    let doublings = failures.saturating_sub(1).min(16);
+    let wait = (RETRY_FIRST_MS << doublings).min(RETRY_MAX_MS);
+    Some(now + wait).filter(|at| *at < lease_until)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,6 +137,18 @@ mod tests {
             "a caller that does not take runs gets none"
         );
         assert_eq!(others.len(), 3);
+    }
+
+    #[test]
+    fn a_failed_send_is_tried_again_later_and_later_while_the_lease_lasts() {
+        let waits: Vec<Millis> = (1..=8)
+            .map(|n| retry_at(n, 0, Millis::MAX).expect("the lease lasts"))
+            .collect();
+        assert_eq!(waits, [250, 500, 1000, 2000, 4000, 8000, 8000, 8000]);
+        assert_eq!(retry_at(u32::MAX, 100, Millis::MAX), Some(8100));
+        assert_eq!(retry_at(1, 1000, 1251), Some(1250));
+        assert_eq!(retry_at(1, 1000, 1250), None, "not at the lease's end");
+        assert_eq!(retry_at(3, 1000, 1500), None, "nor past it");
     }
 
     #[test]

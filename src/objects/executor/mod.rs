@@ -1,55 +1,52 @@
 //! `RunExecutor`: the Durable Object that runs admitted attempts. Each gate has a small
 //! pool of them, `<gate>#<n>` (`n`: the lease token modulo the pool's size, one executor
 //! per six slots of the limit, at most `EXECUTOR_POOL`), so objects are reused instead of
-//! created per attempt. A gate hands an executor at most six leases per
-//! call: the executor records the jobs in its SQLite table and starts their attempts at
-//! once, in the background (`work_on`), so the gate's call returns as soon as the jobs
-//! are durable. (Cloudflare lets an invocation wait on six connections at a
-//! time: the endpoint calls of one hand never queue behind each other.) The attempts run
-//! outside any queue consumer and may last their whole `maxDuration`. Starts and reports
-//! go out together: while one is on its way to the stores and gates, those that come
-//! meanwhile wait and go out in the next (group commit), so a busy executor makes one
-//! store call and one gate call for many attempts. The runs a gate admits into the slots
-//! a release frees come back in the release's reply, and this executor runs them as if
-//! handed: a hand-over makes no call from the gate. Their calls start in the invocation
-//! that reported, so it takes them only while its attempts stay within six in all
+//! created per attempt. A gate hands an executor at most six leases per call: the
+//! executor answers at once and works on each job in the background (`work_on`).
+//! (Cloudflare lets an invocation wait on six connections at a time: the endpoint calls
+//! of one hand never queue behind each other.) The attempts run outside any queue
+//! consumer and may last their whole `maxDuration`. Starts and reports go out together:
+//! while one is on its way to the stores and gates, those that come meanwhile wait and go
+//! out in the next (group commit), so a busy executor makes one store call and one gate
+//! call for many attempts. The runs a gate admits into the slots a release frees come back
+//! in the release's reply, and this executor runs them as if handed: a hand-over makes no
+//! call from the gate. Their calls start in the invocation that reported, so it takes them
+//! only while its attempts stay within six in all
 //! (`domain::scheduling::pool::room_to_take`); a busier executor gets hands.
 //!
-//! A recorded job is worked on until it is reported and released. A backstop alarm, due
-//! `BACKSTOP_MS` after a job arrives and again while jobs remain, takes up every job this
-//! instance is not working on: one whose instance was evicted or restarted, or whose
-//! report failed. The attempt's outcome is kept with the job before it is reported, so a
-//! job taken up again reports the real result instead of calling the endpoint again; and
-//! the store's compare-and-set start makes sure an attempt never runs twice (invariant
-//! 5, docs/ARCHITECTURE.md). A job taken up again after its attempt started but before its outcome was
-//! kept cannot know whether the endpoint is still working on it, so it steps aside and
-//! keeps the slot taken: the lease expires at `maxDuration` plus a margin, and the gate
-//! then reclaims the slot and the store fails (and retries) the attempt (invariants 4, 6).
+//! Jobs live in memory only: the gate's lease is the record that outlives an executor.
+//! A start or report whose call fails is sent again, later and later, while the lease
+//! lasts (`domain::scheduling::pool::retry_at`). If the executor stops (evicted, restarted,
+//! or out of time), its leases expire at `maxDuration` plus a margin: the gate reclaims
+//! the slots and the stores fail the attempts, which are retried as their policies allow.
+//! The store's compare-and-set start makes sure an attempt never runs twice (invariant 5,
+//! docs/ARCHITECTURE.md), and a reclaimed attempt is retried only after its lease ended
+//! (invariants 4, 6). Writing nothing here saves three rows written per run: the job's
+//! insert, its kept outcome and its delete.
 
 mod call;
 pub mod client;
 pub mod protocol;
 pub mod schema;
 
-use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
+use std::time::Duration;
 
 use crate::platform::meter::{self, Activity, Object};
-use crate::platform::sql::{rows, Migrated, Sql};
+use crate::platform::sql::{Migrated, Sql};
 use worker::wasm_bindgen_futures::spawn_local;
 use worker::{
-    console_error, console_log, durable_object, DurableObject, Env, Request, Response, Result,
-    State,
+    console_error, console_log, durable_object, Delay, DurableObject, Env, Request, Response,
+    Result, State,
 };
 
-use serde::{Deserialize, Serialize};
+use std::cell::{Cell, RefCell};
 
 use crate::domain::api::auth::Environment;
 use crate::domain::basics::names::StoreName;
-use crate::domain::basics::time::Millis;
 use crate::domain::scheduling::gate::Lease;
-use crate::domain::scheduling::pool::room_to_take;
+use crate::domain::scheduling::pool::{retry_at, room_to_take};
 use crate::objects::gate::client::QueueGateClient;
 use crate::objects::gate::protocol::Release;
 use crate::objects::group_commit::GroupCommit;
@@ -58,15 +55,18 @@ use crate::objects::store::protocol::{
     AttemptOutcome, Finish, FinishAttempts, StartAttempts, StartReply,
 };
 use crate::platform::rpc::{self, answer, CallError, CALL_LIMIT};
-use crate::platform::runtime::{ensure_alarm, internal, now};
+use crate::platform::runtime::now;
 use protocol::Hand;
 
-/// How long a recorded job may go without an instance working on it.
-const BACKSTOP_MS: Millis = 30_000;
+/// How long a report waits for the other attempts under way before it goes out, so that
+/// attempts that end close together are reported (and their slots released) in one call
+/// each to their store and gate. Only when other calls are under way: a lone attempt's
+/// report goes at once.
+const REPORT_LINGER_MS: u64 = 5;
 
 /// What an executor is asked to do: run the attempt that `lease` allows, then release it
-/// at `gate`. Kept in the `jobs` table until it is reported.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// at `gate`. Held in memory until it is reported.
+#[derive(Debug, Clone)]
 struct Job {
     gate: String,
     lease: Lease,
@@ -90,10 +90,10 @@ struct Shared {
     env: Env,
     /// Whether the schema migration succeeded when the object started.
     migrated: Migrated,
-    /// Keys of the jobs this instance is working on; the alarm leaves them alone.
+    /// Keys of the jobs under way: a lease handed twice is worked on once.
     active: RefCell<HashSet<String>>,
-    /// The alarm time last set, if known (memory only).
-    alarm_at: Cell<Option<Millis>>,
+    /// Attempts whose endpoint call is under way.
+    calling: Cell<usize>,
     /// Starts of attempts (store, run id, lease token), sent together.
     starts: GroupCommit<(String, String, u64), std::result::Result<StartReply, CallError>>,
     /// Ended attempts, reported together; the reply says whether the store recorded it.
@@ -104,16 +104,10 @@ struct Shared {
 
 /// An ended job to report: the attempt's outcome for the store (none when the run was not
 /// started: cancelled, expired, finished) and the lease to free at the gate.
+#[derive(Clone)]
 struct Report {
     job: Job,
     ended: Option<(u32, AttemptOutcome)>,
-}
-
-struct JobRow {
-    key: String,
-    job: String,
-    attempt: Option<i64>,
-    outcome: Option<String>,
 }
 
 impl DurableObject for RunExecutor {
@@ -125,7 +119,7 @@ impl DurableObject for RunExecutor {
             env,
             migrated,
             active: RefCell::new(HashSet::new()),
-            alarm_at: Cell::new(None),
+            calling: Cell::new(0),
             starts: GroupCommit::default(),
             reports: GroupCommit::default(),
             activity: Activity::default(),
@@ -139,23 +133,14 @@ impl DurableObject for RunExecutor {
         rpc::fetched(self.handle(&req.bytes().await?).await)
     }
 
+    /// Only an executor of the build that kept its jobs in SQLite set alarms, to take up
+    /// jobs left behind. Those jobs are not adopted (their leases expire, and the runs go
+    /// on the same way): their rows are cleared, and no alarm is set again.
     async fn alarm(&self) -> Result<Response> {
         let shared = &self.shared;
         let _active = meter::alarm(Object::Executor, &shared.activity, Some(&shared.state));
-        shared.alarm_at.set(None);
         shared.migrated.ready()?;
-        let keys = rows(&shared.sql(), "SELECT key FROM jobs", vec![])?
-            .into_iter()
-            .map(|mut row| row.text())
-            .collect::<Result<Vec<String>>>()?;
-        for key in &keys {
-            if let Some(row) = shared.take_up(key)? {
-                shared.work_on(row);
-            }
-        }
-        if !keys.is_empty() {
-            shared.backstop().await?; // again, while jobs remain
-        }
+        shared.sql().exec("DELETE FROM jobs", None)?;
         Response::ok("")
     }
 }
@@ -167,21 +152,20 @@ impl RunExecutor {
     async fn handle(&self, command: &[u8]) -> Result<String> {
         let shared = &self.shared;
         let _active = meter::request(Object::Executor, &shared.activity, Some(&shared.state));
-        self.shared.migrated.ready()?;
         let hand = rpc::decode::<protocol::Executor>(command)?;
-        self.shared.take(hand).await?;
+        shared.take(hand);
         answer::<Hand>(&())
     }
 }
 
 /// What became of the attempt a job allowed.
 enum Attempt {
-    /// It ran (now or before a restart, with its outcome kept): report it.
+    /// It ran: report it.
     Ended(u32, AttemptOutcome),
     /// Nothing to run: the run was cancelled, expired or already finished.
     NotRun,
-    /// It started before this job was taken up again; whether the endpoint is still
-    /// working on it is unknown. Its lease keeps the slot until it expires.
+    /// It had started already (a start sent again after a lost reply); whether the
+    /// endpoint is working on it is unknown. Its lease keeps the slot until it expires.
     InDoubt(u32),
 }
 
@@ -190,70 +174,18 @@ impl Shared {
         Sql::new(&self.state.storage(), Object::Executor)
     }
 
-    /// Arms the backstop alarm unless one is already due sooner.
-    async fn backstop(&self) -> Result<()> {
-        ensure_alarm(&self.state.storage(), &self.alarm_at, now() + BACKSTOP_MS).await
-    }
-
-    /// Records the jobs of a hand (from a gate's call, or from a release's reply) and
-    /// works on each.
-    async fn take(self: &Rc<Self>, hand: Hand) -> Result<()> {
-        // Armed first: every job recorded below is then sure to be taken up.
-        self.backstop().await?;
+    /// Works on each job of a hand (from a gate's call, or from a release's reply) that is
+    /// not under way already.
+    fn take(self: &Rc<Self>, hand: Hand) {
         for lease in hand.leases {
             let job = Job {
                 gate: hand.gate.clone(),
                 lease,
             };
-            if let Some(row) = self.record(job)? {
-                self.work_on(row);
+            if self.active.borrow_mut().insert(job.key()) {
+                self.work_on(job);
             }
         }
-        Ok(())
-    }
-
-    /// Records a handed job; its row to work on, unless this instance already works on it.
-    fn record(&self, job: Job) -> Result<Option<JobRow>> {
-        let key = job.key();
-        let text = serde_json::to_string(&job).map_err(|e| internal(e.to_string()))?;
-        let new = self
-            .sql()
-            .exec(
-                "INSERT OR IGNORE INTO jobs (key, job) VALUES (?, ?)",
-                vec![key.as_str().into(), text.as_str().into()],
-            )?
-            .rows_written()
-            > 0;
-        if !new {
-            return self.take_up(&key); // handed again: it may have ended already
-        }
-        self.active.borrow_mut().insert(key.clone());
-        Ok(Some(JobRow {
-            key,
-            job: text,
-            attempt: None,
-            outcome: None,
-        }))
-    }
-
-    /// The job's row, marked as worked on by this instance; `None` if it already is (or
-    /// is gone).
-    fn take_up(&self, key: &str) -> Result<Option<JobRow>> {
-        if self.active.borrow().contains(key) {
-            return Ok(None);
-        }
-        let query = "SELECT key, job, attempt, outcome FROM jobs WHERE key = ?";
-        let Some(mut v) = rows(&self.sql(), query, vec![key.into()])?.pop() else {
-            return Ok(None);
-        };
-        let row = JobRow {
-            key: v.text()?,
-            job: v.text()?,
-            attempt: v.opt_int()?,
-            outcome: v.opt_text()?,
-        };
-        self.active.borrow_mut().insert(key.to_owned());
-        Ok(Some(row))
     }
 
     /// Works on a job in the background. Not through `waitUntil`, which an object does not
@@ -261,67 +193,61 @@ impl Shared {
     /// whatever invocation the runtime counts as current: under `wrangler dev`, where one
     /// isolate runs the edge, the consumer and every object, that could be a queue
     /// consumer's, whose batch then did not end until the job did.
-    fn work_on(self: &Rc<Self>, row: JobRow) {
+    fn work_on(self: &Rc<Self>, job: Job) {
         let worker = Rc::clone(self);
         spawn_local(async move {
             let _active = worker.activity.enter(Object::Executor);
-            Rc::clone(&worker).work(row).await
+            let key = job.key();
+            Rc::clone(&worker).work(job).await;
+            worker.active.borrow_mut().remove(&key);
         });
     }
 
-    /// Works a job to its end. On an error the job stays recorded for the backstop alarm.
-    async fn work(self: Rc<Self>, row: JobRow) {
-        let key = row.key.clone();
-        let reported = match self.conclude(row).await {
-            Ok(Some(report)) => {
-                let (reply, lead) = self.reports.add(report);
-                if lead {
-                    let shared = Rc::clone(&self);
-                    spawn_local(async move {
-                        let batches = |batch| shared.report(batch);
-                        shared.reports.flush_all(batches).await;
-                    });
-                }
-                reply.await.unwrap_or(false)
-            }
-            Ok(None) => true, // in doubt: its lease decides, nothing to report
-            Err(e) => {
-                console_error!("executor: job {key} is left for the backstop: {e}");
-                false
-            }
-        };
-        if reported {
-            self.forget(&key);
-        }
-        self.active.borrow_mut().remove(&key);
-    }
-
-    /// Runs the job's attempt, unless it already ran: what to report, or `None` when the
-    /// attempt is in doubt and its lease decides.
-    async fn conclude(
-        self: &Rc<Self>,
-        row: JobRow,
-    ) -> std::result::Result<Option<Report>, CallError> {
-        let job: Job = serde_json::from_str(&row.job).map_err(unreadable)?;
-        let attempt = match (row.attempt, row.outcome) {
-            (Some(attempt), Some(outcome)) => {
-                let outcome = serde_json::from_str(&outcome).map_err(unreadable)?;
-                Attempt::Ended(attempt.clamp(0, i64::from(u32::MAX)) as u32, outcome)
-            }
-            _ => self.attempt(&row.key, &job).await?,
-        };
-        let ended = match attempt {
-            Attempt::Ended(attempt, outcome) => Some((attempt, outcome)),
-            Attempt::NotRun => None,
-            Attempt::InDoubt(attempt) => {
+    /// Works a job to its end: runs its attempt and reports it, each sent again while the
+    /// lease lasts if its call fails.
+    async fn work(self: Rc<Self>, job: Job) {
+        let run_id = job.lease.ticket.run_id.clone();
+        let ended = match self.attempt(&job).await {
+            Ok(Attempt::Ended(attempt, outcome)) => Some((attempt, outcome)),
+            Ok(Attempt::NotRun) => None,
+            Ok(Attempt::InDoubt(attempt)) => {
                 console_log!(
-                    "executor: {} attempt {attempt} was under way when its job was taken up again; its lease decides",
-                    job.lease.ticket.run_id
+                    "executor: {run_id} attempt {attempt} was already under way when its start was sent again; its lease decides"
                 );
-                return Ok(None);
+                return;
+            }
+            Err(e) => {
+                console_error!("executor: {run_id} was not started, its lease decides: {e}");
+                return;
             }
         };
-        Ok(Some(Report { job, ended }))
+        let lease_until = job.lease.lease_until;
+        let report = Report { job, ended };
+        let mut failures = 0;
+        loop {
+            let (reply, lead) = self.reports.add(report.clone());
+            if lead {
+                let shared = Rc::clone(&self);
+                spawn_local(async move {
+                    // Calls of one hand end close together: waiting a moment for them
+                    // makes one report of several.
+                    if shared.calling.get() > 0 {
+                        Delay::from(Duration::from_millis(REPORT_LINGER_MS)).await;
+                    }
+                    let batches = |batch| shared.report(batch);
+                    shared.reports.flush_all(batches).await;
+                });
+            }
+            if reply.await.unwrap_or(false) {
+                return;
+            }
+            failures += 1;
+            let Some(at) = retry_at(failures, now(), lease_until) else {
+                console_error!("executor: {run_id} was not reported, its lease decides");
+                return;
+            };
+            pause_until(at).await;
+        }
     }
 
     /// Asks the store to start the job's attempt (a compare-and-set on the lease). Starts
@@ -388,8 +314,8 @@ impl Shared {
     /// Records the outcomes at their stores, then frees the slots at their gates: a run's
     /// outcome is recorded before its slot goes to the next run. Runs the gates admit into
     /// the freed slots come back in their replies, and this executor runs them. One reply
-    /// per report: whether it was recorded. A job whose store could not be told stays
-    /// recorded (the backstop reports it); a slot that could not be freed is reclaimed
+    /// per report: whether it was recorded. A job whose store could not be told is reported
+    /// again (`work`); a slot that could not be freed is reclaimed
     /// when its lease expires.
     async fn report(self: &Rc<Self>, batch: Vec<Report>) -> Vec<bool> {
         let mut finishes: HashMap<String, Vec<Finish>> = HashMap::new();
@@ -416,7 +342,7 @@ impl Shared {
                 Err(e) => Err(e),
             };
             if let Err(e) = recorded {
-                console_error!("executor: reporting to {store} failed, the backstop retries: {e}");
+                console_error!("executor: reporting to {store} failed, to be sent again: {e}");
                 failed.insert(store);
             }
         }
@@ -449,11 +375,7 @@ impl Shared {
                 gate: gate.to_owned(),
                 leases: next,
             };
-            if let Err(e) = self.take(hand).await {
-                console_error!(
-                    "executor: taking {count} runs from {gate} failed, their leases expire: {e}"
-                );
-            }
+            self.take(hand);
         }
         recorded
     }
@@ -471,24 +393,24 @@ impl Shared {
         Ok(client.send_within(release, CALL_LIMIT).await?.hand)
     }
 
-    /// Drops a job that is done with.
-    fn forget(&self, key: &str) {
-        if let Err(e) = self
-            .sql()
-            .exec("DELETE FROM jobs WHERE key = ?", vec![key.into()])
-        {
-            console_error!("executor: forgetting job {key} failed: {e}");
-        }
-    }
-
-    /// Starts the attempt at the store, calls the endpoint, and keeps the outcome.
-    async fn attempt(
-        self: &Rc<Self>,
-        key: &str,
-        job: &Job,
-    ) -> std::result::Result<Attempt, CallError> {
+    /// Starts the attempt at the store (sent again while the lease lasts if the call
+    /// fails), and calls the endpoint.
+    async fn attempt(self: &Rc<Self>, job: &Job) -> std::result::Result<Attempt, CallError> {
         let ticket = &job.lease.ticket;
-        Ok(match self.start(job).await? {
+        let mut failures = 0;
+        let started = loop {
+            match self.start(job).await {
+                Ok(reply) => break reply,
+                Err(e) => {
+                    failures += 1;
+                    let Some(at) = retry_at(failures, now(), job.lease.lease_until) else {
+                        return Err(e);
+                    };
+                    pause_until(at).await;
+                }
+            }
+        };
+        Ok(match started {
             StartReply::Started(mut attempt) => {
                 let env_slug = StoreName::env_slug_of(&ticket.store);
                 let (payload, kind) = (&mut attempt.payload, &mut attempt.payload_type);
@@ -498,15 +420,14 @@ impl Shared {
                     (Err(e), _) => call::failure("PayloadUnavailable", e.to_string()),
                     (Ok(()), Ok(config)) => {
                         let environment = Environment::from_slug(env_slug);
-                        call::call_task(&self.env, &config, &attempt, environment).await
+                        self.calling.set(self.calling.get() + 1);
+                        let outcome =
+                            call::call_task(&self.env, &config, &attempt, environment).await;
+                        self.calling.set(self.calling.get() - 1);
+                        outcome
                     }
                     (Ok(()), Err(e)) => call::failure("Misconfigured", e.0),
                 };
-                let kept = serde_json::to_string(&outcome).map_err(unreadable)?;
-                self.sql().exec(
-                    "UPDATE jobs SET attempt = ?, outcome = ? WHERE key = ?",
-                    vec![i64::from(attempt.attempt).into(), kept.into(), key.into()],
-                )?;
                 Attempt::Ended(attempt.attempt, outcome)
             }
             StartReply::AlreadyStarted { attempt } => Attempt::InDoubt(attempt),
@@ -516,7 +437,8 @@ impl Shared {
     }
 }
 
-/// A job or outcome this executor wrote and cannot read back.
-fn unreadable(e: serde_json::Error) -> CallError {
-    CallError::other(format!("executor: unreadable job state: {e}"))
+/// Waits until `at` (epoch milliseconds).
+async fn pause_until(at: crate::domain::basics::time::Millis) {
+    let wait = u64::try_from(at - now()).unwrap_or(0);
+    Delay::from(Duration::from_millis(wait)).await;
 }

@@ -5,8 +5,8 @@ use serde::{Deserialize, Serialize};
 use crate::domain::scheduling::gate::Lease;
 use crate::platform::rpc;
 
-/// The leases handed to an executor in one call: it records a job for each, answers,
-/// and then starts their attempts.
+/// The leases handed to an executor in one call: it answers at once, and starts their
+/// attempts in the background.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Hand {
     pub gate: String,
@@ -23,6 +23,6 @@ impl rpc::Protocol for Executor {
 
 impl rpc::Command for Hand {
     type Protocol = Executor;
-    /// The hand's jobs are recorded.
+    /// The hand's jobs are taken.
     type Reply = ();
 }

@@ -1,6 +1,8 @@
 //! The run executor's SQLite schema, as numbered migration steps (`domain::basics::schema`).
-//! Durable: a job row is what makes an admitted attempt survive a restart of its executor
-//! (its lease is reported back to the gate, or its outcome to the store).
+//! The current build keeps its jobs in memory and writes nothing here: the `jobs` table
+//! is what the builds before it wrote (a job per admission, kept until reported), and
+//! what they still read during a rolling deployment. Its rows are cleared by the alarm
+//! those builds set; a later step drops the table once no build reads it.
 //!
 //! Step 1 is the schema of the last build before versioning; a change is a new step at
 //! the end, never an edit of a released one (the test below pins them).

@@ -205,7 +205,7 @@ pub struct Finish {
     pub outcome: AttemptOutcome,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AttemptOutcome {
     /// The endpoint answered 2xx; its JSON body (absent when empty), and its type when it
