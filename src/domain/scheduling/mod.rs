@@ -4,4 +4,5 @@
 //! overrides, priority, fairness, throttles, debounce) belong here too.
 
 pub mod gate;
+pub mod lease_rows;
 pub mod pool;

@@ -20,6 +20,7 @@ use worker::{console_error, durable_object, DurableObject, Env, Request, Respons
 
 use crate::domain::basics::time::Millis;
 use crate::domain::scheduling::gate::{Changes, GateState, Lease, Place, StoredWaiting, Waiting};
+use crate::domain::scheduling::lease_rows::{LeaseRows, RowWrite};
 use crate::domain::scheduling::pool::{hands, pool_size, split_for_releaser, EXECUTOR_POOL};
 use crate::objects::executor::client::RunExecutorClient;
 use crate::objects::executor::protocol::Hand;
@@ -41,14 +42,21 @@ pub struct QueueGate {
     env: Env,
     /// Whether the schema migration succeeded when the object started.
     migrated: Migrated,
-    /// The gate's state, loaded from storage on first use; every change is written through.
-    gate: RefCell<Option<GateState>>,
+    /// The gate's state and its leases' rows, loaded from storage on first use; every
+    /// change is written through.
+    gate: RefCell<Option<Loaded>>,
     /// The alarm time last set, if known (memory only).
     alarm_at: Cell<Option<Millis>>,
     /// The gate's own name, once read (it never changes).
     name: RefCell<Option<String>>,
     /// Work under way, for the operations account.
     activity: Activity,
+}
+
+/// The gate's state, and where its leases are stored.
+struct Loaded {
+    state: GateState,
+    rows: LeaseRows,
 }
 
 struct SettingRow {
@@ -81,13 +89,13 @@ impl DurableObject for QueueGate {
         self.migrated.ready()?;
         let now = now();
         let name = self.name()?;
-        self.apply(|g, _| g.drop_expired_waiting(now))?;
+        self.apply(0, |g, _| g.drop_expired_waiting(now))?;
         let expired = self.with_gate(|g| g.expired_leases(now))?;
         let mut admitted = Vec::new();
         for lease in expired {
             match self.reclaim(&lease).await {
                 Ok(requeue) => {
-                    let changes = self.apply(|g, stored| {
+                    let changes = self.apply(0, |g, stored| {
                         let run = &lease.ticket.run_id;
                         let mut changes = g.release(run, Some(lease.token), now, stored);
                         if requeue {
@@ -126,16 +134,17 @@ impl QueueGate {
                 limit,
             }) => {
                 self.remember_name(&gate)?;
-                let changes = self.apply(|g, stored| g.offer(tickets, limit, now, stored))?;
+                let changes = self.apply(0, |g, stored| g.offer(tickets, limit, now, stored))?;
                 (gate, changes, 0)
             }
             GateCommand::Release(Release { ended, take }) => {
                 let returns = take.min(ended.len());
-                let changes = self.apply(|g, stored| g.release_all(&ended, now, stored))?;
+                let changes =
+                    self.apply(returns, |g, stored| g.release_all(&ended, now, stored))?;
                 (self.name()?, changes, returns)
             }
             GateCommand::Remove(Remove { run_id }) => {
-                let changes = self.apply(|g, stored| g.remove(&run_id, now, stored))?;
+                let changes = self.apply(0, |g, stored| g.remove(&run_id, now, stored))?;
                 (self.name()?, changes, 0)
             }
         };
@@ -189,7 +198,7 @@ impl QueueGate {
             .collect()
     }
 
-    fn load(&self) -> Result<GateState> {
+    fn load(&self) -> Result<Loaded> {
         let settings = self.settings()?;
         let setting = |key: &str| {
             settings
@@ -220,17 +229,24 @@ impl QueueGate {
             waiting_per_key.push((key, count.max(0) as u64));
             max_seq = max_seq.max(Some(seq.max(0) as u64));
         }
-        let running = rows(&sql, "SELECT lease FROM running", vec![])?
+        // Leases: a group per row, and those of the builds before grouping, one per row.
+        let singles = rows(&sql, "SELECT lease FROM running", vec![])?
             .into_iter()
             .map(|mut v| json(v.text()?))
             .collect::<Result<Vec<Lease>>>()?;
-        Ok(GateState::restore(
-            limit,
-            limit_set_at,
-            waiting_per_key,
-            max_seq,
-            running,
-        ))
+        let groups = rows(&sql, "SELECT id, leases FROM leases", vec![])?
+            .into_iter()
+            .map(|mut v| Ok((v.int()?, json(v.text()?)?)))
+            .collect::<Result<Vec<(i64, Vec<Lease>)>>>()?;
+        let running = singles
+            .iter()
+            .chain(groups.iter().flat_map(|(_, leases)| leases))
+            .cloned()
+            .collect();
+        Ok(Loaded {
+            state: GateState::restore(limit, limit_set_at, waiting_per_key, max_seq, running),
+            rows: LeaseRows::restore(groups, &singles),
+        })
     }
 
     fn with_gate<T>(&self, read: impl FnOnce(&GateState) -> T) -> Result<T> {
@@ -238,21 +254,24 @@ impl QueueGate {
         if slot.is_none() {
             *slot = Some(self.load()?);
         }
-        Ok(read(slot.as_ref().expect("loaded above")))
+        Ok(read(&slot.as_ref().expect("loaded above").state))
     }
 
     /// Runs one state-machine operation and writes its changes in one transaction. If a
     /// read of stored waiting runs or the write fails, the in-memory state is dropped and
-    /// reloaded from storage next time, and nothing is written.
+    /// reloaded from storage next time, and nothing is written. The admitted leases are
+    /// stored a row per group that goes out together: the `returns` first ones, which the
+    /// caller takes back, then each hand (`pool::hands`).
     fn apply(
         &self,
+        returns: usize,
         operation: impl FnOnce(&mut GateState, &mut SqlWaiting) -> Changes,
     ) -> Result<Changes> {
         let mut slot = self.gate.borrow_mut();
         if slot.is_none() {
             *slot = Some(self.load()?);
         }
-        let gate = slot.as_mut().expect("loaded above");
+        let Loaded { state: gate, rows } = slot.as_mut().expect("loaded above");
         let mut stored = SqlWaiting {
             sql: self.sql(),
             failed: None,
@@ -263,10 +282,18 @@ impl QueueGate {
             return Err(e);
         }
         let (limit, limit_set_at) = (gate.limit(), gate.limit_set_at());
+        let (taken, handed) = split_for_releaser(changes.admitted.clone(), returns);
+        let mut groups = vec![taken];
+        groups.extend(
+            hands("", handed, pool_size(limit))
+                .into_iter()
+                .map(|(_, leases)| leases),
+        );
+        let lease_writes = rows.apply(&changes.running_removed, groups);
         let sql = self.sql();
         let written = changes.clone();
         let result = transaction(&self.state.storage(), move || {
-            persist(&sql, &written, limit, limit_set_at)
+            persist(&sql, &written, &lease_writes, limit, limit_set_at)
         });
         if let Err(e) = result {
             *slot = None;
@@ -335,18 +362,18 @@ fn to_json(value: &impl serde::Serialize) -> Result<String> {
     serde_json::to_string(value).map_err(|e| internal(e.to_string()))
 }
 
-fn persist(sql: &Sql, changes: &Changes, limit: Option<u32>, limit_set_at: Millis) -> Result<()> {
+fn persist(
+    sql: &Sql,
+    changes: &Changes,
+    lease_writes: &[RowWrite],
+    limit: Option<u32>,
+    limit_set_at: Millis,
+) -> Result<()> {
     for w in &changes.waiting_removed {
         let (key, queued_at, seq) = place_of(w);
         sql.exec(
             "DELETE FROM waiting WHERE key = ? AND queued_at = ? AND seq = ?",
             vec![key.into(), queued_at.into(), seq.into()],
-        )?;
-    }
-    for run_id in &changes.running_removed {
-        sql.exec(
-            "DELETE FROM running WHERE run_id = ?",
-            vec![run_id.as_str().into()],
         )?;
     }
     for w in &changes.waiting_added {
@@ -362,11 +389,24 @@ fn persist(sql: &Sql, changes: &Changes, limit: Option<u32>, limit_set_at: Milli
             ],
         )?;
     }
-    for lease in &changes.admitted {
-        sql.exec(
-            "INSERT OR REPLACE INTO running (run_id, lease) VALUES (?, ?)",
-            vec![lease.ticket.run_id.as_str().into(), to_json(lease)?.into()],
-        )?;
+    for write in lease_writes {
+        match write {
+            RowWrite::Insert { id, leases } => sql.exec(
+                "INSERT INTO leases (id, leases) VALUES (?, ?)",
+                vec![(*id).into(), to_json(leases)?.into()],
+            )?,
+            RowWrite::Update { id, leases } => sql.exec(
+                "UPDATE leases SET leases = ? WHERE id = ?",
+                vec![to_json(leases)?.into(), (*id).into()],
+            )?,
+            RowWrite::Delete { id } => {
+                sql.exec("DELETE FROM leases WHERE id = ?", vec![(*id).into()])?
+            }
+            RowWrite::DeleteSingle { run_id } => sql.exec(
+                "DELETE FROM running WHERE run_id = ?",
+                vec![run_id.as_str().into()],
+            )?,
+        };
     }
     if changes.limit_changed {
         let limit = limit.map_or(String::new(), |n| n.to_string());

@@ -1,5 +1,5 @@
 //! The queue gate's SQLite schema, as numbered migration steps (`domain::basics::schema`).
-//! Durable: a lost `running` row would let a slot be given twice (invariant 4), a lost
+//! Durable: a lost lease row would let a slot be given twice (invariant 4), a lost
 //! `waiting` row would leave a delivered run waiting for nothing.
 //!
 //! Step 1 is the schema of the last build before versioning; a change is a new step at
@@ -58,6 +58,14 @@ pub const SCHEMA: Schema = Schema {
                 Sql("ALTER TABLE waiting_3 RENAME TO waiting"),
             ],
         },
+        // Leases a group per row (`domain::scheduling::lease_rows`): the leases admitted
+        // together, as a JSON array, in a rowid table with no index. A hand of six costs one
+        // row written to admit and one per release call, not one per run each. Rows of
+        // `running` stay where they are and are deleted from there when their leases end.
+        Step {
+            version: 4,
+            statements: &[Sql("CREATE TABLE leases (id INTEGER PRIMARY KEY, leases TEXT NOT NULL)")],
+        },
     ],
 };
 
@@ -67,7 +75,12 @@ mod tests {
     fn released_steps_are_unchanged() {
         crate::domain::basics::schema::assert_released(
             &super::SCHEMA,
-            &["d2627a6cad7d21f8", "e73d3b59e32aefb7", "5ecb77a544ef417e"],
+            &[
+                "d2627a6cad7d21f8",
+                "e73d3b59e32aefb7",
+                "5ecb77a544ef417e",
+                "8b4d4c5ac998bf7c",
+            ],
         );
     }
 }
