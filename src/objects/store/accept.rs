@@ -301,6 +301,14 @@ fn write_batch(
         schema::RUN_COLUMNS,
         run_rows,
     )?;
+    let created: Vec<String> = cmd
+        .items
+        .iter()
+        .zip(outcomes)
+        .filter(|(_, outcome)| outcome.created)
+        .map(|(_, outcome)| outcome.run_id.clone())
+        .collect();
+    insert_listing(sql, now, &created)?;
     insert_rows(
         sql,
         "INSERT OR REPLACE INTO idempotency_keys (task, key, run_id, expires_at) VALUES",
@@ -387,6 +395,19 @@ fn write_batch(
 /// (it crosses the SQL API and messages as a number): a `seq` is not taken again by a later
 /// row (as the next rowid would be once the last row is deleted), so a late
 /// acknowledgement of a deleted row never deletes another.
+/// Lists runs created at `at` (`schema` step 6): one row for all of them.
+pub(super) fn insert_listing(sql: &Sql, at: Millis, runs: &[String]) -> Result<()> {
+    let Some(first) = runs.iter().min() else {
+        return Ok(());
+    };
+    let ids = serde_json::to_string(runs).map_err(|e| internal(e.to_string()))?;
+    sql.exec(
+        "INSERT INTO listing (at, first, ids) VALUES (?, ?, ?)",
+        vec![at.into(), first.as_str().into(), ids.into()],
+    )?;
+    Ok(())
+}
+
 pub(super) fn insert_delivery(
     sql: &Sql,
     due_at: Millis,

@@ -65,6 +65,7 @@ impl RunStore {
             vec![new_run_id.into(), run_id.into()],
         )?;
         let runs = vec![new_run_id.to_owned()];
+        super::accept::insert_listing(&sql, now, &runs)?;
         let seq = super::accept::insert_delivery(&sql, now, Some(now), &runs)?;
         self.send(vec![(seq, runs)], now, true).await;
         Ok(ReplayReply::Replayed {

@@ -248,7 +248,9 @@ impl RunStore {
 
     /// This store's part of `GET /api/v1/runs`: the runs matching `filter` on `page`, at
     /// most `limit`, newest first (`Before`: oldest first). Payloads and outputs are left
-    /// out of lists.
+    /// out of lists. The runs are found through the `listing` rows (`schema` step 6), read
+    /// in order of their time by primary key, each row's runs sorted by id: a run's
+    /// `created_at` is its listing row's `at`.
     pub(super) fn list_runs(
         &self,
         filter: &RunFilter,
@@ -282,17 +284,18 @@ impl RunStore {
             params.push(batch.as_str().into());
         }
         if let Some(from) = filter.created_from {
-            clauses.push("created_at >= ?".into());
+            clauses.push("listing.at >= ?".into());
             params.push(from.into());
         }
         if let Some(to) = filter.created_to {
-            clauses.push("created_at <= ?".into());
+            clauses.push("listing.at <= ?".into());
             params.push(to.into());
         }
         let order = match page {
             Page::First => "DESC",
             Page::After(c) => {
-                clauses.push("(created_at < ? OR (created_at = ? AND id < ?))".into());
+                // The first clause lets the walk start at the cursor's row.
+                clauses.push("listing.at <= ? AND (listing.at < ? OR runs.id < ?)".into());
                 params.extend([
                     c.created_at.into(),
                     c.created_at.into(),
@@ -301,7 +304,7 @@ impl RunStore {
                 "DESC"
             }
             Page::Before(c) => {
-                clauses.push("(created_at > ? OR (created_at = ? AND id > ?))".into());
+                clauses.push("listing.at >= ? AND (listing.at > ? OR runs.id > ?)".into());
                 params.extend([
                     c.created_at.into(),
                     c.created_at.into(),
@@ -317,11 +320,13 @@ impl RunStore {
         };
         params.push((limit as i64).into());
         let query = format!(
-            "SELECT id, task, status, batch_id, idempotency_key, NULL AS payload, 0 AS payload_chunks,
-                 payload_type, queue, concurrency_key, tags, ttl, delayed_until, created_at, updated_at,
-                 started_at, finished_at, expired_at, metadata, is_test, trigger_function, attempt_count,
-                 NULL AS output, NULL AS error
-             FROM runs WHERE {condition} ORDER BY created_at {order}, id {order} LIMIT ?"
+            "SELECT runs.id, task, status, batch_id, idempotency_key, NULL AS payload,
+                 0 AS payload_chunks, payload_type, queue, concurrency_key, tags, ttl, delayed_until,
+                 created_at, updated_at, started_at, finished_at, expired_at, metadata, is_test,
+                 trigger_function, attempt_count, NULL AS output, NULL AS error
+             FROM listing, json_each(listing.ids) AS listed, runs
+             WHERE runs.id = listed.value AND {condition}
+             ORDER BY listing.at {order}, runs.id {order} LIMIT ?"
         );
         let rows = self.sql().exec(&query, params)?.to_array::<RunRow>()?;
         let runs = rows

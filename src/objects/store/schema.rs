@@ -33,6 +33,10 @@ pub const SCHEMA: Schema = Schema {
             version: 5,
             statements: STEP_5,
         },
+        Step {
+            version: 6,
+            statements: STEP_6,
+        },
     ],
 };
 
@@ -271,6 +275,24 @@ const STEP_5: &[Statement] = &[
     Sql("CREATE INDEX runs_expiry ON runs (expires_at) WHERE status = 'QUEUED' AND expires_at IS NOT NULL"),
 ];
 
+/// The listing (`GET /api/v1/runs`, newest first) reads a row per accept instead of an
+/// index entry per run: the runs an accept created share their `created_at`, so a row
+/// `(at, first, ids)` (the time, the least id as a tie-break, the ids as a JSON array)
+/// lists them all, and a batch of 100 costs one row written for its listing instead of
+/// 100. The list walks these rows newest first and sorts each one's runs by id
+/// (`RunStore::list`). Existing runs get their rows here, and the index goes.
+const STEP_6: &[Statement] = &[
+    Sql("CREATE TABLE listing (
+        at INTEGER NOT NULL,
+        first TEXT NOT NULL,
+        ids TEXT NOT NULL,
+        PRIMARY KEY (at, first)
+    ) WITHOUT ROWID"),
+    Sql("INSERT INTO listing (at, first, ids)
+        SELECT created_at, min(id), json_group_array(id) FROM runs GROUP BY created_at"),
+    Sql("DROP INDEX runs_created"),
+];
+
 /// Rows of `payload`/`context` text beyond this size are split into `run_chunks`.
 pub const CHUNK_BYTES: usize = 512 * 1024;
 
@@ -320,6 +342,7 @@ mod tests {
                 "9bade3280e0fdb3d",
                 "43f2d197b7fe9b08",
                 "6e798e06cb1866a6",
+                "64c8470e29e9e43c",
             ],
         );
     }
