@@ -43,6 +43,9 @@ use worker::{
 
 use std::cell::{Cell, RefCell};
 
+use futures_channel::oneshot;
+use futures_util::future::select;
+
 use crate::domain::api::auth::Environment;
 use crate::domain::basics::names::StoreName;
 use crate::domain::scheduling::gate::Lease;
@@ -58,11 +61,11 @@ use crate::platform::rpc::{self, answer, CallError, CALL_LIMIT};
 use crate::platform::runtime::now;
 use protocol::Hand;
 
-/// How long a report waits for the other attempts under way before it goes out, so that
-/// attempts that end close together are reported (and their slots released) in one call
-/// each to their store and gate. Only when other calls are under way: a lone attempt's
-/// report goes at once.
-const REPORT_LINGER_MS: u64 = 5;
+/// How long a report waits at most for the executor's other calls under way to end before
+/// it goes out, so that attempts that end close together are reported (and their slots
+/// released) in one call each to their store and gate. It goes as soon as no call is
+/// under way: a lone attempt's report goes at once.
+const REPORT_LINGER_MS: u64 = 10;
 
 /// What an executor is asked to do: run the attempt that `lease` allows, then release it
 /// at `gate`. Held in memory until it is reported.
@@ -94,6 +97,8 @@ struct Shared {
     active: RefCell<HashSet<String>>,
     /// Attempts whose endpoint call is under way.
     calling: Cell<usize>,
+    /// Told when the last call under way ends.
+    idle: RefCell<Vec<oneshot::Sender<()>>>,
     /// Starts of attempts (store, run id, lease token), sent together.
     starts: GroupCommit<(String, String, u64), std::result::Result<StartReply, CallError>>,
     /// Ended attempts, reported together; the reply says whether the store recorded it.
@@ -120,6 +125,7 @@ impl DurableObject for RunExecutor {
             migrated,
             active: RefCell::new(HashSet::new()),
             calling: Cell::new(0),
+            idle: RefCell::new(Vec::new()),
             starts: GroupCommit::default(),
             reports: GroupCommit::default(),
             activity: Activity::default(),
@@ -203,6 +209,21 @@ impl Shared {
         });
     }
 
+    /// Waits until no endpoint call of this executor is under way, `REPORT_LINGER_MS` at
+    /// most.
+    async fn linger(&self) {
+        if self.calling.get() == 0 {
+            return;
+        }
+        let (tell, idle) = oneshot::channel();
+        self.idle.borrow_mut().push(tell);
+        let limit = Delay::from(Duration::from_millis(REPORT_LINGER_MS));
+        select(idle, limit).await;
+        // A wait that timed out leaves its sender behind: dropped here, so that a busy
+        // executor, never idle, does not gather them.
+        self.idle.borrow_mut().retain(|tell| !tell.is_canceled());
+    }
+
     /// Works a job to its end: runs its attempt and reports it, each sent again while the
     /// lease lasts if its call fails.
     async fn work(self: Rc<Self>, job: Job) {
@@ -231,9 +252,7 @@ impl Shared {
                 spawn_local(async move {
                     // Calls of one hand end close together: waiting a moment for them
                     // makes one report of several.
-                    if shared.calling.get() > 0 {
-                        Delay::from(Duration::from_millis(REPORT_LINGER_MS)).await;
-                    }
+                    shared.linger().await;
                     let batches = |batch| shared.report(batch);
                     shared.reports.flush_all(batches).await;
                 });
@@ -424,6 +443,11 @@ impl Shared {
                         let outcome =
                             call::call_task(&self.env, &config, &attempt, environment).await;
                         self.calling.set(self.calling.get() - 1);
+                        if self.calling.get() == 0 {
+                            for idle in self.idle.borrow_mut().drain(..) {
+                                let _ = idle.send(());
+                            }
+                        }
                         outcome
                     }
                     (Ok(()), Err(e)) => call::failure("Misconfigured", e.0),
