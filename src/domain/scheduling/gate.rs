@@ -560,6 +560,23 @@ impl GateState {
     }
 }
 
+/// A lease of `run_id` with `token`, for other modules' tests.
+#[cfg(test)]
+pub fn test_lease(run_id: &str, token: u64) -> Lease {
+    Lease {
+        ticket: Ticket {
+            run_id: run_id.into(),
+            store: "dev:abc".into(),
+            concurrency_key: String::new(),
+            queued_at: 0,
+            expires_at: None,
+            lease_ms: 1000,
+        },
+        lease_until: 1000,
+        token,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;

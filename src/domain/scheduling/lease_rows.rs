@@ -121,21 +121,10 @@ impl LeaseRows {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::scheduling::gate::Ticket;
+    use crate::domain::scheduling::gate::test_lease;
 
     fn lease(run: &str, token: u64) -> Lease {
-        Lease {
-            ticket: Ticket {
-                run_id: run.into(),
-                store: "dev:abc".into(),
-                concurrency_key: String::new(),
-                queued_at: 0,
-                expires_at: None,
-                lease_ms: 1000,
-            },
-            lease_until: 1000,
-            token,
-        }
+        test_lease(run, token)
     }
 
     fn runs(leases: &[Lease]) -> Vec<&str> {

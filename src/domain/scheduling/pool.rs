@@ -84,21 +84,10 @@ pub fn retry_at(failures: u32, now: Millis, lease_until: Millis) -> Option<Milli
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::scheduling::gate::Ticket;
+    use crate::domain::scheduling::gate::test_lease;
 
     fn lease(token: u64) -> Lease {
-        Lease {
-            ticket: Ticket {
-                run_id: format!("run_{token}"),
-                store: "dev:abc".into(),
-                concurrency_key: String::new(),
-                queued_at: 0,
-                expires_at: None,
-                lease_ms: 1000,
-            },
-            lease_until: 1000,
-            token,
-        }
+        test_lease(&format!("run_{token}"), token)
     }
 
     #[test]
