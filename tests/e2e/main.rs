@@ -57,6 +57,7 @@ fn main() {
         status_names_follow_the_api_version_header,
         wrong_method_is_405_and_unknown_path_is_404,
         the_operations_account_is_keyed_and_off_unless_metering_is_on,
+        the_list_pages_newest_first_across_batches_and_back_with_its_cursors,
     ]
     .into_iter()
     .chain(execution::cases())
@@ -774,6 +775,59 @@ fn the_operations_account_is_keyed_and_off_unless_metering_is_on(
         "Metering is off: set the METERING var to \"on\"".into(),
         "message",
     )
+}
+
+/// The list of runs across several accepts (each a listing row of its own, store step 6):
+/// pages of 5 over 12 runs in three batches, newest first (the later batch first, each
+/// batch's runs by id, descending), every run once; a page's `previous` cursor gives the
+/// page before it again.
+fn the_list_pages_newest_first_across_batches_and_back_with_its_cursors(
+    w: &Worker,
+    _: &TaskServer,
+) -> Result<(), Failed> {
+    let tag = unique("pages");
+    let mut expected = Vec::new();
+    for batch in 0..3 {
+        let items: Vec<Value> = (0..4)
+            .map(|i| json!({"payload": {"batch": batch, "i": i}, "options": {"tags": [tag]}}))
+            .collect();
+        let (_, mut runs) = trigger_ok(w, &json!({ "items": items }))?;
+        runs.sort();
+        runs.reverse();
+        expected.splice(0..0, runs); // a later batch is newer: it comes first
+    }
+    let page = |cursor: &str| -> Result<(Vec<String>, Value), Failed> {
+        let url = format!("/api/v1/runs?filter[tag]={tag}&page[size]=5{cursor}");
+        let answer = get(&w.url(&url), Some(DEV_KEY));
+        ensure_eq(answer.status, 200, &format!("GET {url}: {}", answer.body))?;
+        let json = answer.json();
+        let ids = json["data"]
+            .as_array()
+            .ok_or("data is an array")?
+            .iter()
+            .map(|run| run["id"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        Ok((ids, json["pagination"].clone()))
+    };
+    let cursor = |pagination: &Value, which: &str| -> Result<String, Failed> {
+        Ok(pagination[which]
+            .as_str()
+            .ok_or_else(|| format!("no {which} cursor in {pagination}"))?
+            .to_owned())
+    };
+    let (first, pagination) = page("")?;
+    let (second, pagination) = page(&format!("&page[after]={}", cursor(&pagination, "next")?))?;
+    let (third, last) = page(&format!("&page[after]={}", cursor(&pagination, "next")?))?;
+    let listed: Vec<String> = [first.clone(), second.clone(), third.clone()].concat();
+    ensure_eq(listed, expected, "the runs, newest first, each once")?;
+    ensure_eq(last["next"].clone(), Value::Null, "no page after the last")?;
+    let (again, _) = page(&format!("&page[before]={}", cursor(&last, "previous")?))?;
+    ensure_eq(again, second, "the page before the last, from its cursor")?;
+    let (again, _) = page(&format!(
+        "&page[before]={}",
+        cursor(&pagination, "previous")?
+    ))?;
+    ensure_eq(again, first, "the first page, from the second's cursor")
 }
 
 fn malformed_task_declaration_fails_loudly_with_500_naming_task_and_field(
