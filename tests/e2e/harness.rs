@@ -85,9 +85,9 @@ fn log_file(log: &Path) -> fs::File {
 /// Starts `bench/miniflare.mjs` for the worker folder `dir` (its `state`), with `vars`
 /// (JSON) as the worker's variables and secrets.
 fn spawn_miniflare(vars: &str, dir: &Path, port: u16, log: &Path) -> Child {
-    let out = log_file(log);
     let parsed: Value = serde_json::from_str(vars).expect("vars are JSON");
-    Command::new("node")
+    let mut command = Command::new("node");
+    command
         .current_dir(root())
         .arg(root().join("bench/miniflare.mjs"))
         .arg("worker")
@@ -95,19 +95,30 @@ fn spawn_miniflare(vars: &str, dir: &Path, port: u16, log: &Path) -> Child {
         .arg(dir.join("state"))
         .arg(parsed["TASKS"].to_string())
         .arg(parsed["RATE_LIMITS"].to_string())
-        .env("MINIFLARE_VARS", vars)
+        .env("MINIFLARE_VARS", vars);
+    spawn_logged(
+        &mut command,
+        log,
+        "node runs bench/miniflare.mjs (run scripts/setup)",
+    )
+}
+
+/// Spawns `command` in a process group of its own (stopped as one), its output appended
+/// to `log`.
+fn spawn_logged(command: &mut Command, log: &Path, expect: &str) -> Child {
+    let out = log_file(log);
+    command
         .stdin(Stdio::null())
         .stdout(out.try_clone().unwrap())
         .stderr(out)
         .process_group(0)
         .spawn()
-        .expect("node runs bench/miniflare.mjs (run scripts/setup)")
+        .expect(expect)
 }
 
 /// Starts `wrangler dev` for the worker folder `dir` (and the example tasks Worker, when
 /// its configuration is there), appending its output to `log`.
 fn spawn_wrangler(dir: &Path, port: u16, log: &Path) -> Child {
-    let out = log_file(log);
     let mut command = Command::new(root().join("node_modules/.bin/wrangler"));
     command
         .current_dir(root())
@@ -123,13 +134,8 @@ fn spawn_wrangler(dir: &Path, port: u16, log: &Path) -> Child {
         .arg(dir.join("state"))
         .arg("--show-interactive-dev-session=false")
         .env("WRANGLER_SEND_METRICS", "false")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .process_group(0)
-        .spawn()
-        .expect("wrangler starts (run scripts/setup)")
+        .env("NO_COLOR", "1");
+    spawn_logged(&mut command, log, "wrangler starts (run scripts/setup)")
 }
 
 enum Ready {
