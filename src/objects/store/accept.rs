@@ -301,13 +301,7 @@ fn write_batch(
         schema::RUN_COLUMNS,
         run_rows,
     )?;
-    let created: Vec<String> = cmd
-        .items
-        .iter()
-        .zip(outcomes)
-        .filter(|(_, outcome)| outcome.created)
-        .map(|(_, outcome)| outcome.run_id.clone())
-        .collect();
+    let created: Vec<String> = outbox_rows.iter().map(|(run, _)| run.clone()).collect();
     insert_listing(sql, now, &created)?;
     insert_rows(
         sql,
@@ -390,11 +384,6 @@ fn write_batch(
     Ok(due)
 }
 
-/// Writes an outbox row of `runs` due at `due_at` (and sent at `sent_at`, when the caller
-/// sends it at once); returns its `seq`. A random one, within JavaScript's safe integers
-/// (it crosses the SQL API and messages as a number): a `seq` is not taken again by a later
-/// row (as the next rowid would be once the last row is deleted), so a late
-/// acknowledgement of a deleted row never deletes another.
 /// Lists runs created at `at` (`schema` step 6): one row for all of them.
 pub(super) fn insert_listing(sql: &Sql, at: Millis, runs: &[String]) -> Result<()> {
     let Some(first) = runs.iter().min() else {
@@ -408,6 +397,11 @@ pub(super) fn insert_listing(sql: &Sql, at: Millis, runs: &[String]) -> Result<(
     Ok(())
 }
 
+/// Writes an outbox row of `runs` due at `due_at` (and sent at `sent_at`, when the caller
+/// sends it at once); returns its `seq`. A random one, within JavaScript's safe integers
+/// (it crosses the SQL API and messages as a number): a `seq` is not taken again by a later
+/// row (as the next rowid would be once the last row is deleted), so a late
+/// acknowledgement of a deleted row never deletes another.
 pub(super) fn insert_delivery(
     sql: &Sql,
     due_at: Millis,
