@@ -29,25 +29,23 @@ pub mod client;
 pub mod protocol;
 pub mod schema;
 
+use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::rc::Rc;
 use std::time::Duration;
 
-use crate::platform::meter::{self, Activity, Object};
-use crate::platform::sql::{Migrated, Sql};
+use futures_channel::oneshot;
+use futures_util::future::select;
 use worker::wasm_bindgen_futures::spawn_local;
 use worker::{
     console_error, console_log, durable_object, Delay, DurableObject, Env, Request, Response,
     Result, State,
 };
 
-use std::cell::{Cell, RefCell};
-
-use futures_channel::oneshot;
-use futures_util::future::select;
-
 use crate::domain::api::auth::Environment;
 use crate::domain::basics::names::StoreName;
+use crate::domain::basics::time::Millis;
 use crate::domain::scheduling::gate::Lease;
 use crate::domain::scheduling::pool::{retry_at, room_to_take};
 use crate::objects::gate::client::QueueGateClient;
@@ -57,8 +55,10 @@ use crate::objects::store::client::RunStoreClient;
 use crate::objects::store::protocol::{
     AttemptOutcome, Finish, FinishAttempts, StartAttempts, StartReply,
 };
+use crate::platform::meter::{self, Activity, Object};
 use crate::platform::rpc::{self, answer, CallError, CALL_LIMIT};
 use crate::platform::runtime::now;
+use crate::platform::sql::{Migrated, Sql};
 use protocol::Hand;
 
 /// How long a report waits at most for the executor's other calls under way to end before
@@ -97,8 +97,9 @@ struct Shared {
     active: RefCell<HashSet<String>>,
     /// Attempts whose endpoint call is under way.
     calling: Cell<usize>,
-    /// Told when the last call under way ends.
-    idle: RefCell<Vec<oneshot::Sender<()>>>,
+    /// Told when the last call under way ends: the report lingering, if one is (one
+    /// flush of reports runs at a time, so one lingers at most).
+    idle: RefCell<Option<oneshot::Sender<()>>>,
     /// Starts of attempts (store, run id, lease token), sent together.
     starts: GroupCommit<(String, String, u64), std::result::Result<StartReply, CallError>>,
     /// Ended attempts, reported together; the reply says whether the store recorded it.
@@ -125,7 +126,7 @@ impl DurableObject for RunExecutor {
             migrated,
             active: RefCell::new(HashSet::new()),
             calling: Cell::new(0),
-            idle: RefCell::new(Vec::new()),
+            idle: RefCell::new(None),
             starts: GroupCommit::default(),
             reports: GroupCommit::default(),
             activity: Activity::default(),
@@ -216,12 +217,10 @@ impl Shared {
             return;
         }
         let (tell, idle) = oneshot::channel();
-        self.idle.borrow_mut().push(tell);
+        *self.idle.borrow_mut() = Some(tell);
         let limit = Delay::from(Duration::from_millis(REPORT_LINGER_MS));
         select(idle, limit).await;
-        // A wait that timed out leaves its sender behind: dropped here, so that a busy
-        // executor, never idle, does not gather them.
-        self.idle.borrow_mut().retain(|tell| !tell.is_canceled());
+        self.idle.borrow_mut().take(); // told, or timed out
     }
 
     /// Works a job to its end: runs its attempt and reports it, each sent again while the
@@ -244,8 +243,7 @@ impl Shared {
         };
         let lease_until = job.lease.lease_until;
         let report = Report { job, ended };
-        let mut failures = 0;
-        loop {
+        let reported = while_leased(lease_until, || async {
             let (reply, lead) = self.reports.add(report.clone());
             if lead {
                 let shared = Rc::clone(&self);
@@ -257,15 +255,14 @@ impl Shared {
                     shared.reports.flush_all(batches).await;
                 });
             }
-            if reply.await.unwrap_or(false) {
-                return;
+            match reply.await {
+                Ok(true) => Ok(()),
+                _ => Err(()),
             }
-            failures += 1;
-            let Some(at) = retry_at(failures, now(), lease_until) else {
-                console_error!("executor: {run_id} was not reported, its lease decides");
-                return;
-            };
-            pause_until(at).await;
+        })
+        .await;
+        if reported.is_err() {
+            console_error!("executor: {run_id} was not reported, its lease decides");
         }
     }
 
@@ -416,19 +413,7 @@ impl Shared {
     /// fails), and calls the endpoint.
     async fn attempt(self: &Rc<Self>, job: &Job) -> std::result::Result<Attempt, CallError> {
         let ticket = &job.lease.ticket;
-        let mut failures = 0;
-        let started = loop {
-            match self.start(job).await {
-                Ok(reply) => break reply,
-                Err(e) => {
-                    failures += 1;
-                    let Some(at) = retry_at(failures, now(), job.lease.lease_until) else {
-                        return Err(e);
-                    };
-                    pause_until(at).await;
-                }
-            }
-        };
+        let started = while_leased(job.lease.lease_until, || self.start(job)).await?;
         Ok(match started {
             StartReply::Started(mut attempt) => {
                 let env_slug = StoreName::env_slug_of(&ticket.store);
@@ -444,7 +429,7 @@ impl Shared {
                             call::call_task(&self.env, &config, &attempt, environment).await;
                         self.calling.set(self.calling.get() - 1);
                         if self.calling.get() == 0 {
-                            for idle in self.idle.borrow_mut().drain(..) {
+                            if let Some(idle) = self.idle.borrow_mut().take() {
                                 let _ = idle.send(());
                             }
                         }
@@ -461,8 +446,26 @@ impl Shared {
     }
 }
 
-/// Waits until `at` (epoch milliseconds).
-async fn pause_until(at: crate::domain::basics::time::Millis) {
-    let wait = u64::try_from(at - now()).unwrap_or(0);
-    Delay::from(Duration::from_millis(wait)).await;
+/// Sends with `send` until it succeeds, again later and later while the lease lasts
+/// (`retry_at`); the last error once it ends.
+async fn while_leased<T, E, Fut>(
+    lease_until: Millis,
+    mut send: impl FnMut() -> Fut,
+) -> std::result::Result<T, E>
+where
+    Fut: Future<Output = std::result::Result<T, E>>,
+{
+    let mut failures = 0;
+    loop {
+        let error = match send().await {
+            Ok(sent) => return Ok(sent),
+            Err(e) => e,
+        };
+        failures += 1;
+        let Some(at) = retry_at(failures, now(), lease_until) else {
+            return Err(error);
+        };
+        let wait = u64::try_from(at - now()).unwrap_or(0);
+        Delay::from(Duration::from_millis(wait)).await;
+    }
 }
