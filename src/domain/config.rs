@@ -6,10 +6,11 @@
 //! ```toml
 //! [vars.TASKS.hello-world]
 //! service = "EXAMPLES"                  # a service binding, or: endpoint = "https://…"
-//! queue = { name = "hello", concurrencyLimit = 10 }
+//! queue = { name = "hello", concurrencyLimit = 10, gateShards = 4 }  # gates its keys spread over
 //! maxAttempts = 3
 //! maxDuration = 300                     # seconds
 //! ttl = "1h"                            # default TTL of the task's runs
+//! shards = 4                            # stores its runs spread over (domain::basics::shards)
 //! retry = { factor = 2, minTimeoutInMs = 1000, maxTimeoutInMs = 60000, randomize = true }
 //! ```
 //!
@@ -25,7 +26,8 @@ use crate::domain::api::auth::ApiKeys;
 use crate::domain::api::error::ApiError;
 use crate::domain::api::rate_limit::{parse_rate_limits, RateLimits};
 use crate::domain::basics::duration::parse_duration;
-use crate::domain::intake::queue_name::clean_queue_name;
+use crate::domain::basics::shards::MAX_SHARDS;
+use crate::domain::intake::queue_name::{clean_queue_name, default_queue_name};
 
 /// The seed endpoint's default item limit, and the most it may be raised to.
 pub const DEFAULT_MAX_BATCH_ITEMS: usize = 100;
@@ -36,6 +38,8 @@ pub const MAX_MAX_BATCH_ITEMS: usize = 1000;
 pub struct Config {
     pub keys: ApiKeys,
     pub tasks: HashMap<String, TaskSettings>,
+    /// The queues declared with more than one gate: name → `gateShards`.
+    pub gate_shards: HashMap<String, u32>,
     pub max_batch_items: usize,
     pub signing_secret: SigningSecret,
     pub rate_limits: RateLimits,
@@ -150,10 +154,15 @@ pub struct TaskSettings {
     pub queue: Option<String>,
     /// The limit that queue gets when a run arrives and no item sets one.
     pub concurrency_limit: Option<u32>,
+    /// The gates that queue's concurrency keys spread over, 1 to [`MAX_SHARDS`], if the
+    /// task declares it (tasks sharing a queue may leave it to one of them).
+    pub gate_shards: Option<u32>,
     pub max_attempts: u32,
     pub max_duration_secs: u32,
     pub ttl_ms: Option<u64>,
     pub retry: RetryPolicy,
+    /// The stores the task's runs spread over, 1 to [`MAX_SHARDS`].
+    pub shards: u32,
 }
 
 /// A task's declaration as written, before its rules are checked.
@@ -167,12 +176,14 @@ struct TaskWire {
     max_duration: Option<u32>,
     ttl: Option<Value>,
     retry: Option<RetryWire>,
+    shards: Option<u32>,
 }
 
 #[derive(Default)]
 struct QueueWire {
     name: Option<String>,
     concurrency_limit: Option<u32>,
+    gate_shards: Option<u32>,
 }
 
 #[derive(Default)]
@@ -236,6 +247,7 @@ fn task_wire(value: &Value) -> Result<TaskWire, String> {
         "maxDuration",
         "ttl",
         "retry",
+        "shards",
     ];
     let mut wire = TaskWire::default();
     read_fields(value, FIELDS, |key, v| {
@@ -247,6 +259,7 @@ fn task_wire(value: &Value) -> Result<TaskWire, String> {
             "maxAttempts" => wire.max_attempts = typed(v)?,
             "maxDuration" => wire.max_duration = typed(v)?,
             "ttl" => wire.ttl = Some(v.clone()).filter(|v| !v.is_null()),
+            "shards" => wire.shards = typed(v)?,
             _ => wire.retry = Some(retry_wire(v)?),
         }
         Ok(())
@@ -256,13 +269,18 @@ fn task_wire(value: &Value) -> Result<TaskWire, String> {
 
 fn queue_wire(value: &Value) -> Result<QueueWire, String> {
     let mut wire = QueueWire::default();
-    read_fields(value, &["name", "concurrencyLimit"], |key, v| {
-        match key {
-            "name" => wire.name = typed(v)?,
-            _ => wire.concurrency_limit = typed(v)?,
-        }
-        Ok(())
-    })?;
+    read_fields(
+        value,
+        &["name", "concurrencyLimit", "gateShards"],
+        |key, v| {
+            match key {
+                "name" => wire.name = typed(v)?,
+                "gateShards" => wire.gate_shards = typed(v)?,
+                _ => wire.concurrency_limit = typed(v)?,
+            }
+            Ok(())
+        },
+    )?;
     Ok(wire)
 }
 
@@ -285,6 +303,7 @@ impl Config {
     pub fn from_raw(raw: RawConfig) -> Result<Config, String> {
         let keys = ApiKeys::parse(raw.secret_keys.as_deref().unwrap_or_default())?;
         let tasks = parse_tasks(raw.tasks.as_ref())?;
+        let gate_shards = gate_shards_of(&tasks)?;
         let max_batch_items = parse_max_batch_items(raw.max_batch_items.as_ref())?;
         let signing_secret = match raw.signing_secret {
             Some(secret) if secret.trim().len() >= 16 => SigningSecret(secret.trim().to_owned()),
@@ -297,11 +316,46 @@ impl Config {
         Ok(Config {
             keys,
             tasks,
+            gate_shards,
             max_batch_items,
             signing_secret,
             rate_limits,
         })
     }
+}
+
+impl Config {
+    /// The gates of `queue` (1 unless a task declares its `gateShards`).
+    pub fn gate_shards(&self, queue: &str) -> u32 {
+        self.gate_shards.get(queue).copied().unwrap_or(1)
+    }
+}
+
+/// The queues with more than one gate. Tasks sharing a queue that declare its gates must
+/// agree: a run's gate is its concurrency key's shard of them.
+fn gate_shards_of(tasks: &HashMap<String, TaskSettings>) -> Result<HashMap<String, u32>, String> {
+    let mut ids: Vec<&String> = tasks.keys().collect();
+    ids.sort_unstable(); // the same error whichever order the table was read in
+    let mut declared: HashMap<String, (u32, &str)> = HashMap::new();
+    for id in ids {
+        let task = &tasks[id];
+        let Some(wanted) = task.gate_shards else {
+            continue;
+        };
+        let queue = task.queue.clone().unwrap_or_else(|| default_queue_name(id));
+        let (shards, by) = *declared.entry(queue.clone()).or_insert((wanted, id));
+        if shards != wanted {
+            return Err(format!(
+                "TASKS[{}].queue.gateShards: {wanted} here, {shards} for task {by:?} on the same queue {queue:?}",
+                serde_json::to_string(id).unwrap_or_default(),
+            ));
+        }
+    }
+    Ok(declared
+        .into_iter()
+        .filter(|(_, (shards, _))| *shards > 1)
+        .map(|(queue, (shards, _))| (queue, shards))
+        .collect())
 }
 
 fn parse_max_batch_items(value: Option<&Value>) -> Result<usize, String> {
@@ -386,8 +440,8 @@ fn task_settings(id: &str, wire: TaskWire) -> Result<TaskSettings, String> {
         }
         (None, None) => return Err("endpoint: required (or service, a service binding)".into()),
     };
-    let (queue, concurrency_limit) = match wire.queue {
-        None => (None, None),
+    let (queue, concurrency_limit, gate_shards) = match wire.queue {
+        None => (None, None, None),
         Some(q) => {
             let name = match q.name {
                 None => None,
@@ -399,7 +453,14 @@ fn task_settings(id: &str, wire: TaskWire) -> Result<TaskSettings, String> {
             if q.concurrency_limit.is_some_and(|n| n > 1000) {
                 return Err("queue.concurrencyLimit: must be an integer from 0 to 1000".into());
             }
-            (name, q.concurrency_limit)
+            if q.gate_shards
+                .is_some_and(|n| !(1..=MAX_SHARDS).contains(&n))
+            {
+                return Err(format!(
+                    "queue.gateShards: must be an integer from 1 to {MAX_SHARDS}"
+                ));
+            }
+            (name, q.concurrency_limit, q.gate_shards)
         }
     };
     let max_attempts = wire.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS);
@@ -447,14 +508,20 @@ fn task_settings(id: &str, wire: TaskWire) -> Result<TaskSettings, String> {
             policy
         }
     };
+    let shards = wire.shards.unwrap_or(1);
+    if !(1..=MAX_SHARDS).contains(&shards) {
+        return Err(format!("shards: must be an integer from 1 to {MAX_SHARDS}"));
+    }
     Ok(TaskSettings {
         target,
         queue,
         concurrency_limit,
+        gate_shards,
         max_attempts,
         max_duration_secs,
         ttl_ms,
         retry,
+        shards,
     })
 }
 
@@ -541,10 +608,39 @@ mod tests {
             (json!({"t": {"endpoint": "https://x", "queue": {"name": 7}}}), "TASKS[\"t\"].queue.name: invalid type: integer `7`, expected a string"),
             (json!({"t": {"endpoint": "https://x", "retry": {"randomise": true}}}), "TASKS[\"t\"].retry.randomise: unknown field `randomise`, expected one of `factor`, `minTimeoutInMs`, `maxTimeoutInMs`, `randomize`"),
             (json!({"t": {"endpoint": "https://x", "ttl": null, "path": null, "maxAttempts": 0}}), "TASKS[\"t\"].maxAttempts: must be an integer from 1 to 100"),
+            (json!({"t": {"endpoint": "https://x", "shards": 0}}), "TASKS[\"t\"].shards: must be an integer from 1 to 64"),
+            (json!({"t": {"endpoint": "https://x", "shards": 65}}), "TASKS[\"t\"].shards: must be an integer from 1 to 64"),
+            (json!({"t": {"endpoint": "https://x", "queue": {"gateShards": 0}}}), "TASKS[\"t\"].queue.gateShards: must be an integer from 1 to 64"),
+            (json!({"a": {"endpoint": "https://x", "queue": {"name": "q", "gateShards": 4}}, "b": {"endpoint": "https://x", "queue": {"name": "q", "gateShards": 2}}}), "TASKS[\"b\"].queue.gateShards: 2 here, 4 for task \"a\" on the same queue \"q\""),
         ] {
             let err = error_of(tasks);
             assert!(err.starts_with(message), "got {err:?}, want {message:?}");
         }
+    }
+
+    #[test]
+    fn shards_default_to_one_and_a_queues_gates_are_declared_once_for_all_its_tasks() {
+        let config = Config::from_raw(raw(json!({
+            "hot": {"endpoint": "https://x", "shards": 8, "queue": {"gateShards": 4}},
+            "a": {"endpoint": "https://x", "queue": {"name": "shared", "gateShards": 3}},
+            "b": {"endpoint": "https://x", "queue": {"name": "shared"}},
+            "plain": {"endpoint": "https://x"}
+        })))
+        .unwrap();
+        assert_eq!(config.tasks["hot"].shards, 8);
+        assert_eq!(config.tasks["plain"].shards, 1);
+        assert_eq!(
+            config.gate_shards("task/hot"),
+            4,
+            "a task's own default queue"
+        );
+        assert_eq!(
+            config.gate_shards("shared"),
+            3,
+            "declared by one of its tasks"
+        );
+        assert_eq!(config.gate_shards("task/plain"), 1);
+        assert_eq!(config.gate_shards("set-by-a-trigger"), 1);
     }
 
     #[test]

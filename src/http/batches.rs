@@ -1,6 +1,7 @@
 //! Triggering: `POST /api/v1/tasks/{taskIdentifier}/batch` (docs/API.md section 2) and
 //! `POST /api/v1/tasks/{taskIdentifier}/trigger` (section 5). Both validate everything at
-//! the edge, then make one call to the store that owns the task.
+//! the edge, then make one call to one store of the task (its home when the trigger
+//! carries an idempotency key: `domain::basics::shards`).
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -9,8 +10,9 @@ use worker::Response;
 use super::{json_response, read_body, Ctx, Incoming, MAX_BODY_BYTES};
 use crate::domain::api::error::ApiError;
 use crate::domain::basics::duration::parse_key_ttl;
-use crate::domain::basics::ids::{BatchId, RunId, StoreRoute};
+use crate::domain::basics::ids::{BatchId, RunId};
 use crate::domain::basics::names::StoreName;
+use crate::domain::basics::shards::trigger_route;
 use crate::domain::intake::idempotency::{IdempotencyKey, KeyError};
 use crate::domain::intake::trigger::{
     apply_task_defaults, parse_batch_body, parse_trigger_body, RunRequest, DEFAULT_KEY_TTL_MS,
@@ -86,7 +88,8 @@ async fn submit(
         apply_task_defaults(item, task, settings);
     }
     ctx.admit(items.len() as u64).await?;
-    let route = StoreRoute::for_task(task);
+    let keyed = batch_key.is_some() || items.iter().any(|i| i.idempotency_key.is_some());
+    let route = trigger_route(task, settings.shards, keyed);
     let store = String::from(StoreName::new(ctx.environment, route));
     let now = crate::platform::runtime::now();
     let command = TriggerBatch {

@@ -16,6 +16,7 @@ mod runs;
 mod two_step;
 
 use std::cell::Cell;
+use std::rc::Rc;
 
 use worker::{Context, Env, Response};
 
@@ -127,7 +128,7 @@ fn meter() -> Result<Response, ApiError> {
 /// What every handler gets: bindings, configuration, and the caller's environment.
 pub struct Ctx<'a> {
     pub env: &'a Env,
-    pub config: &'a Config,
+    pub config: &'a Rc<Config>,
     pub environment: Environment,
     /// For work that may finish after the response (offering new runs to their gates).
     pub context: &'a Context,
@@ -142,7 +143,7 @@ impl Ctx<'_> {
         if ready.is_empty() {
             return;
         }
-        let mut offers = crate::queue::offers::Offers::default();
+        let mut offers = crate::queue::offers::Offers::new(self.config.clone());
         for run in ready {
             offers.add(store, run);
         }

@@ -11,6 +11,7 @@ use crate::domain::api::view::{BatchRecord, BatchView, RunRecord, RunView};
 use crate::domain::basics::ids::{BatchId, RunId, StoreRoute};
 use crate::domain::basics::names::GateName;
 use crate::domain::basics::names::StoreName;
+use crate::domain::basics::shards::{gate_shard, store_route, store_routes};
 use crate::domain::config::Config;
 use crate::domain::intake::manage::{
     parse_key_reset_body, parse_reschedule_body, MAX_MANAGE_BODY_BYTES,
@@ -122,13 +123,19 @@ pub async fn cancel_run(ctx: &Ctx<'_>, run_id: &str) -> Result<Response, ApiErro
         run_id: run_id.to_owned(),
     };
     match store.send(command).await? {
-        CancelReply::Canceled { previous, queue } => {
+        CancelReply::Canceled {
+            previous,
+            queue,
+            concurrency_key,
+        } => {
             if matches!(
                 previous,
                 RunStatus::Queued | RunStatus::Executing | RunStatus::Reattempting
             ) {
                 // The store already refuses to start it; this frees its place or slot now.
-                let gate = GateName::in_environment(ctx.environment, &queue);
+                let key = concurrency_key.as_deref().unwrap_or_default();
+                let shard = gate_shard(key, ctx.config.gate_shards(&queue));
+                let gate = GateName::in_environment(ctx.environment, &queue, shard);
                 let remove = Remove {
                     run_id: run_id.to_owned(),
                 };
@@ -177,15 +184,17 @@ fn vocabulary(req: &Incoming) -> StatusVocabulary {
 }
 
 /// `GET /api/v1/runs` (section 4): every store that holds runs of a declared task (or of
-/// the filtered tasks) answers its own newest page; the edge merges them.
+/// the filtered tasks), each of its shards, answers its own newest page; the edge merges
+/// them.
 pub async fn list_runs(ctx: &Ctx<'_>, req: &Incoming) -> Result<Response, ApiError> {
     let query = parse_list_query(query_of(req), crate::platform::runtime::now())?;
     let mut stores: Vec<StoreName> = ctx
         .config
         .tasks
-        .keys()
-        .filter(|task| query.filter.tasks.is_empty() || query.filter.tasks.contains(task))
-        .map(|task| StoreName::new(ctx.environment, StoreRoute::for_task(task)))
+        .iter()
+        .filter(|(task, _)| query.filter.tasks.is_empty() || query.filter.tasks.contains(task))
+        .flat_map(|(task, settings)| store_routes(task, settings.shards))
+        .map(|route| StoreName::new(ctx.environment, route))
         .collect();
     stores.sort_unstable();
     stores.dedup();
@@ -290,7 +299,8 @@ pub async fn reset_idempotency_key(
     if !ctx.config.tasks.contains_key(&task) {
         return Err(ApiError::NotFound("Task not found"));
     }
-    let store = StoreName::new(ctx.environment, StoreRoute::for_task(&task));
+    // Keys live in the task's home store, whatever its shards (`domain::basics::shards`).
+    let store = StoreName::new(ctx.environment, store_route(&task, 0));
     let command = ResetIdempotencyKey {
         task,
         key: key.to_owned(),

@@ -19,6 +19,7 @@ use super::{drain, json_response, read_body, BodyPace, Ctx, Incoming, MAX_BODY_B
 use crate::domain::api::error::ApiError;
 use crate::domain::basics::ids::{BatchId, RunId, StoreRoute};
 use crate::domain::basics::names::StoreName;
+use crate::domain::basics::shards::trigger_route;
 use crate::domain::intake::batch_items::{ItemStream, PendingItem};
 use crate::domain::intake::idempotency::{IdempotencyKey, KeyError};
 use crate::domain::intake::ndjson::{Line, LineSplitter};
@@ -258,7 +259,9 @@ impl Stream<'_, '_> {
             })
             .collect();
         for (task, group) in by_task {
-            let route = StoreRoute::for_task(&task);
+            let shards = self.ctx.config.tasks.get(&task).map_or(1, |t| t.shards);
+            let keyed = group.iter().any(|p| p.item.idempotency_key.is_some());
+            let route = trigger_route(&task, shards, keyed);
             let store = String::from(StoreName::new(self.ctx.environment, route));
             let indexes: Vec<u32> = group.iter().map(|p| p.index).collect();
             let command = TriggerBatch {

@@ -71,8 +71,19 @@ pub async fn consume(batch: MessageBatch<serde_json::Value>, env: Env) {
         }
     }
 
-    // 1. Claims, per message.
-    let mut offers = Offers::default();
+    // 1. Claims, per message (with the configuration: a queue's gates).
+    let config = match crate::platform::settings::config(&env) {
+        Ok(config) => config,
+        Err(_) => {
+            // Logged by `config`; nothing is claimed, the messages come back.
+            for delivery in deliveries {
+                meter::message_retried();
+                delivery.message.retry();
+            }
+            return;
+        }
+    };
+    let mut offers = Offers::new(config);
     for delivery in &mut deliveries {
         match claim(&env, &delivery.refs).await {
             Ok((runs, at)) => {

@@ -1,14 +1,18 @@
 //! Offering runs to their queues' gates: grouped so that each gate gets one call, with
-//! the newest `concurrencyLimit` any of its runs asked for. Used by the queue consumer
-//! (the at-least-once path) and by the edge right after a trigger (the fast path: the
-//! runs start without waiting for the queue; the queue's delivery then finds them
-//! started and offers nothing, or offers again and the gate ignores the duplicate).
+//! the newest `concurrencyLimit` any of its runs asked for. A run goes to its concurrency
+//! key's gate among its queue's (`gateShards`, `domain::basics::shards`). Used by the
+//! queue consumer (the at-least-once path), by the edge right after a trigger (the fast
+//! path: the runs start without waiting for the queue; the queue's delivery then finds
+//! them started and offers nothing, or offers again and the gate ignores the duplicate).
 
 use std::collections::{BTreeMap, HashSet};
+use std::rc::Rc;
 
 use worker::{console_error, Env};
 
 use crate::domain::basics::names::GateName;
+use crate::domain::basics::shards::gate_shard;
+use crate::domain::config::Config;
 use crate::domain::run::execution::LEASE_MARGIN_MS;
 use crate::domain::scheduling::gate::{LimitUpdate, Ticket};
 use crate::objects::gate::client::QueueGateClient;
@@ -16,15 +20,25 @@ use crate::objects::gate::protocol::Offer;
 use crate::objects::store::protocol::ClaimedRun;
 use crate::platform::rpc::CALL_LIMIT;
 
-#[derive(Default)]
 pub struct Offers {
+    config: Rc<Config>,
     by_gate: BTreeMap<String, (Vec<Ticket>, Option<LimitUpdate>)>,
 }
 
 impl Offers {
+    /// No offers yet; the configuration says how many gates each queue has.
+    pub fn new(config: Rc<Config>) -> Offers {
+        Offers {
+            config,
+            by_gate: BTreeMap::new(),
+        }
+    }
+
     /// Adds a run of `store`; returns the name of its gate.
     pub fn add(&mut self, store: &str, run: ClaimedRun) -> String {
-        let gate = String::from(GateName::for_store(store, &run.queue));
+        let key = run.concurrency_key.as_deref().unwrap_or_default();
+        let shard = gate_shard(key, self.config.gate_shards(&run.queue));
+        let gate = String::from(GateName::for_store(store, &run.queue, shard));
         let offer = self.by_gate.entry(gate.clone()).or_default();
         if let Some(limit) = run.queue_limit {
             let update = LimitUpdate {

@@ -74,7 +74,7 @@ fn trigger(w: &Worker, items: Vec<Value>) -> Result<Vec<String>, Failed> {
     trigger_task(w, TASK, items)
 }
 
-fn trigger_task(w: &Worker, task: &str, items: Vec<Value>) -> Result<Vec<String>, Failed> {
+pub fn trigger_task(w: &Worker, task: &str, items: Vec<Value>) -> Result<Vec<String>, Failed> {
     let body = json!({ "items": items }).to_string();
     let authorization = format!("Bearer {DEV_KEY}");
     let answer = request(
@@ -96,7 +96,7 @@ fn trigger_task(w: &Worker, task: &str, items: Vec<Value>) -> Result<Vec<String>
         .collect())
 }
 
-fn run(w: &Worker, id: &str) -> Value {
+pub fn run(w: &Worker, id: &str) -> Value {
     get(&w.url(&format!("/api/v3/runs/{id}")), Some(DEV_KEY)).json()
 }
 
@@ -104,14 +104,14 @@ fn status(w: &Worker, id: &str) -> String {
     run(w, id)["status"].as_str().unwrap_or_default().to_owned()
 }
 
-fn wait_status(w: &Worker, id: &str, want: &str, limit: Duration) -> Value {
+pub fn wait_status(w: &Worker, id: &str, want: &str, limit: Duration) -> Value {
     eventually(limit, &format!("{id} to become {want}"), || {
         let run = run(w, id);
         (run["status"] == want).then_some(run)
     })
 }
 
-fn cancel(w: &Worker, id: &str) -> Result<(), Failed> {
+pub fn cancel(w: &Worker, id: &str) -> Result<(), Failed> {
     let authorization = format!("Bearer {DEV_KEY}");
     // As the SDK sends it: a JSON content type and an empty body.
     let answer = request(

@@ -13,6 +13,7 @@ mod limits;
 mod node_tasks;
 mod schema;
 mod sdk;
+mod shards;
 mod task_server;
 mod two_step;
 mod upgrade;
@@ -67,6 +68,7 @@ fn main() {
     .collect();
     let endpoint = tasks.clone();
     let budget_endpoint = tasks.clone();
+    let shards_endpoint = tasks.clone();
     let groups = vec![
         Group::new("main", main_cases, move |c| {
             execution::declare_task(c, &endpoint)
@@ -91,6 +93,9 @@ fn main() {
         .one_at_a_time(),
         Group::new("rate-limited", limits::cases(), limits::configure),
         Group::new("fuzzed", schema::cases(), schema::configure),
+        Group::new("shards", shards::cases(), move |c| {
+            shards::configure(c, &shards_endpoint)
+        }),
         // Counts: nothing but the budget's scenarios may run on this worker.
         Group::new("budget", budget::cases(), move |c| {
             budget::configure(c, &budget_endpoint)
@@ -142,6 +147,7 @@ fn main() {
         .into_iter()
         .chain(upgrade::cases())
         .chain(node_tasks::cases())
+        .chain(shards::standalone_cases())
     {
         let tasks = tasks.clone();
         trials.push(Trial::test(name, move || case(&tasks)));

@@ -36,12 +36,7 @@ pub struct StoreRoute([u8; ROUTE_LEN]);
 
 impl StoreRoute {
     pub fn for_task(task: &str) -> StoreRoute {
-        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-        for byte in task.as_bytes() {
-            hash ^= u64::from(*byte);
-            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        let mut n = hash % ROUTE_COUNT;
+        let mut n = fnv1a(task) % ROUTE_COUNT;
         let mut code = [0u8; ROUTE_LEN];
         for slot in code.iter_mut().rev() {
             *slot = ALPHABET[(n % 34) as usize];
@@ -73,6 +68,17 @@ impl fmt::Display for StoreRoute {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// The 64-bit FNV-1a hash of `text`: stable forever, since routes (stored in ids) and
+/// gate shards are made of it.
+pub fn fnv1a(text: &str) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in text.as_bytes() {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
 }
 
 /// What an id names.

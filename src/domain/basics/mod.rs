@@ -6,4 +6,5 @@ pub mod duration;
 pub mod ids;
 pub mod names;
 pub mod schema;
+pub mod shards;
 pub mod time;

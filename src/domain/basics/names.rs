@@ -3,12 +3,14 @@
 //!
 //! - a run store is `<env>:<route>` ([`StoreName`]): one per environment and route, the
 //!   route being the three characters every run and batch id of that store starts with;
-//! - a queue gate is `<env>:<queue>` ([`GateName`]): one per environment and queue;
+//! - a queue gate is `<env>:<queue>` ([`GateName`]): one per environment and queue, or
+//!   for a queue of several gates (`gateShards`, `domain::basics::shards`) `<env>:<queue>`
+//!   for its shard 0 and `<env>:<queue>@<n>` for the others;
 //! - a run executor is `<gate>#<n>` ([`executor_name`]): one of its gate's pool;
 //! - a rate limiter is `<env>`, the environment's slug.
 //!
 //! Queue names hold only `[a-zA-Z0-9_\-/]` (`domain::intake::queue_name`) and slugs only
-//! letters, so `:` and `#` always separate the parts.
+//! letters, so `:`, `@` and `#` always separate the parts.
 
 use std::fmt;
 
@@ -52,18 +54,21 @@ impl From<StoreName> for String {
 pub struct GateName(String);
 
 impl GateName {
-    /// The gate of `queue` in the environment whose slug is `env_slug`.
-    pub fn new(env_slug: &str, queue: &str) -> GateName {
-        GateName(format!("{env_slug}:{queue}"))
+    /// Gate `shard` of `queue` in the environment whose slug is `env_slug`.
+    pub fn new(env_slug: &str, queue: &str, shard: u32) -> GateName {
+        match shard {
+            0 => GateName(format!("{env_slug}:{queue}")),
+            n => GateName(format!("{env_slug}:{queue}@{n}")),
+        }
     }
 
-    pub fn in_environment(environment: Environment, queue: &str) -> GateName {
-        GateName::new(environment.slug(), queue)
+    pub fn in_environment(environment: Environment, queue: &str, shard: u32) -> GateName {
+        GateName::new(environment.slug(), queue, shard)
     }
 
-    /// The gate of a run's queue, from the name of the store that holds the run.
-    pub fn for_store(store: &str, queue: &str) -> GateName {
-        GateName::new(StoreName::env_slug_of(store), queue)
+    /// Gate `shard` of a run's queue, from the name of the store that holds the run.
+    pub fn for_store(store: &str, queue: &str, shard: u32) -> GateName {
+        GateName::new(StoreName::env_slug_of(store), queue, shard)
     }
 
     pub fn as_str(&self) -> &str {
@@ -103,17 +108,22 @@ mod tests {
 
     #[test]
     fn a_gate_is_named_by_its_environment_and_queue_also_from_a_store_name() {
-        let gate = GateName::in_environment(Environment::Development, "task/hello-world");
+        let gate = GateName::in_environment(Environment::Development, "task/hello-world", 0);
         assert_eq!(gate.as_str(), "dev:task/hello-world");
         let store = StoreName::new(Environment::Development, StoreRoute::for_task("t"));
         assert_eq!(
-            GateName::for_store(store.as_str(), "task/hello-world"),
+            GateName::for_store(store.as_str(), "task/hello-world", 0),
             gate
+        );
+        assert_eq!(
+            GateName::for_store(store.as_str(), "task/hello-world", 3).as_str(),
+            "dev:task/hello-world@3",
+            "a queue's other gates"
         );
         // Environments never share a gate.
         assert_ne!(
-            GateName::in_environment(Environment::Staging, "q"),
-            GateName::in_environment(Environment::Preview, "q")
+            GateName::in_environment(Environment::Staging, "q", 0),
+            GateName::in_environment(Environment::Preview, "q", 0)
         );
     }
 

@@ -858,10 +858,12 @@ mod tests {
             target: Target::Endpoint("https://x".into()),
             queue: Some("shared".into()),
             concurrency_limit: Some(4),
+            gate_shards: None,
             max_attempts: 3,
             max_duration_secs: 300,
             ttl_ms: Some(60_000),
             retry: RetryPolicy::default(),
+            shards: 1,
         };
         let mut plain = one(json!({})).unwrap();
         apply_task_defaults(&mut plain, "t", &settings);

@@ -32,6 +32,7 @@ struct StateRow {
     max_attempts: Option<i64>,
     retry: Option<String>,
     queue: String,
+    concurrency_key: Option<String>,
 }
 
 struct CallRow {
@@ -68,7 +69,7 @@ fn status_of(row: &StateRow) -> Result<RunStatus> {
 impl RunStore {
     fn state_of(&self, run_id: &str) -> Result<Option<StateRow>> {
         let query = "SELECT status, attempt_count, lease_token, expires_at, retry_at, max_attempts,
-                 retry, queue
+                 retry, queue, concurrency_key
              FROM runs WHERE id = ?";
         let Some(mut v) = rows(&self.sql(), query, vec![run_id.into()])?.pop() else {
             return Ok(None);
@@ -82,6 +83,7 @@ impl RunStore {
             max_attempts: v.opt_int()?,
             retry: v.opt_text()?,
             queue: v.text()?,
+            concurrency_key: v.opt_text()?,
         }))
     }
 
@@ -365,6 +367,7 @@ impl RunStore {
         Ok(CancelReply::Canceled {
             previous: status,
             queue: row.queue,
+            concurrency_key: row.concurrency_key,
         })
     }
 }

@@ -353,8 +353,17 @@ pub enum LeaseExpiredReply {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CancelReply {
-    Canceled { previous: RunStatus, queue: String },
-    AlreadyFinal { status: RunStatus },
+    Canceled {
+        previous: RunStatus,
+        queue: String,
+        /// Which of the queue's gates holds the run (absent from stores of builds
+        /// before gate shards: they had one gate per queue).
+        #[serde(default)]
+        concurrency_key: Option<String>,
+    },
+    AlreadyFinal {
+        status: RunStatus,
+    },
     NotFound,
 }
 
