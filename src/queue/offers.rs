@@ -3,7 +3,8 @@
 //! key's gate among its queue's (`gateShards`, `domain::basics::shards`). Used by the
 //! queue consumer (the at-least-once path), by the edge right after a trigger (the fast
 //! path: the runs start without waiting for the queue; the queue's delivery then finds
-//! them started and offers nothing, or offers again and the gate ignores the duplicate).
+//! them started and offers nothing, or offers again and the gate ignores the duplicate),
+//! and by a store whose outbox row the queue did not deliver.
 
 use std::collections::{BTreeMap, HashSet};
 use std::rc::Rc;

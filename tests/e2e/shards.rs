@@ -1,6 +1,6 @@
 //! Shards (docs/ARCHITECTURE.md, "Shards"): a task's runs over several stores
 //! (`shards`), a queue's concurrency keys over several gates (`gateShards`), both changed
-//! on a live deployment.
+//! on a live deployment, and a queue that never delivers.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -73,6 +73,7 @@ pub fn standalone_cases() -> Vec<(&'static str, Standalone)> {
     crate::cases![
         raising_shards_and_gate_shards_from_1_to_4_on_live_state_loses_nothing,
         a_queue_of_4_gates_keeps_its_keys_to_their_limit_across_a_kill_and_restart,
+        a_delayed_run_executes_though_the_queue_never_delivers,
     ]
 }
 
@@ -384,4 +385,26 @@ fn raising_shards_and_gate_shards_from_1_to_4_on_live_state_loses_nothing(
         ensure(!tasks.calls_of(id).is_empty(), format!("{id} was called"))?;
     }
     Ok(())
+}
+
+fn a_delayed_run_executes_though_the_queue_never_delivers(
+    tasks: &TaskServer,
+) -> Result<(), Failed> {
+    // No consumer: what the store sends to the queue is never delivered.
+    let w = Worker::start("queue-less", |c| {
+        c["queues"]
+            .as_table_mut()
+            .expect("[queues]")
+            .remove("consumers");
+        declare_endpoint_task(c, LIVE, &tasks.url(), 3, 30);
+    });
+    let runs = trigger_task(
+        &w,
+        LIVE,
+        vec![json!({"payload": {"sleepMs": 10}, "options": {"delay": "1s"}})],
+    )?;
+    // Sent at its time (1 s), then offered by its store 60 s later.
+    let done = wait_status(&w, &runs[0], "COMPLETED", Duration::from_secs(120));
+    ensure_eq(tasks.calls_of(&runs[0]).len(), 1, "calls of the run")?;
+    ensure(done["startedAt"].is_string(), "the run started")
 }

@@ -8,10 +8,10 @@
 //! of one or more rows and names them, and the consumer's acknowledgement deletes those
 //! rows. A batch of 100 runs therefore writes one outbox row (already marked sent when it
 //! goes out with the trigger) and deletes it once, where a row per run cost four rows
-//! written per run. A delivery sent but not acknowledged within
-//! [`REDELIVER_AFTER_MS`] is sent again (the local queue loses messages when its process
-//! dies; duplicates are harmless downstream: a store claims only runs that should wait for
-//! a slot, and a gate ignores a run it holds).
+//! written per run. A delivery sent but not acknowledged within [`REDELIVER_AFTER_MS`]
+//! is offered to its gates by the store itself (the local queue loses messages when its
+//! process dies, and can stall; duplicates are harmless downstream: a store claims only
+//! runs that should wait for a slot, and a gate ignores a run it holds).
 
 use serde::{Deserialize, Serialize};
 
@@ -124,12 +124,22 @@ pub struct OutboxRow {
     pub sent_at: Option<Millis>,
 }
 
+/// What the alarm does with an outbox row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attention {
+    /// Due and never sent: send it to the queue.
+    Send,
+    /// Sent [`REDELIVER_AFTER_MS`] ago or more and never acknowledged: the queue lost it
+    /// or stalls, so the store offers its runs to their gates itself.
+    OfferDirectly,
+}
+
 impl OutboxRow {
-    /// Whether the alarm at `now` should send this row.
-    pub fn is_sendable(&self, now: Millis) -> bool {
+    /// What the alarm at `now` does with this row, if anything.
+    pub fn attention(&self, now: Millis) -> Option<Attention> {
         match self.sent_at {
-            None => self.due_at <= now,
-            Some(sent) => sent + REDELIVER_AFTER_MS <= now,
+            None => (self.due_at <= now).then_some(Attention::Send),
+            Some(sent) => (sent + REDELIVER_AFTER_MS <= now).then_some(Attention::OfferDirectly),
         }
     }
 
@@ -271,14 +281,19 @@ mod tests {
             due_at: 100,
             sent_at: None,
         };
-        assert!(!fresh.is_sendable(99) && fresh.is_sendable(100));
+        assert_eq!(fresh.attention(99), None);
+        assert_eq!(fresh.attention(100), Some(Attention::Send));
         assert_eq!(fresh.next_attention(), 100);
         let sent = OutboxRow {
             due_at: 100,
             sent_at: Some(200),
         };
-        assert!(!sent.is_sendable(200 + REDELIVER_AFTER_MS - 1));
-        assert!(sent.is_sendable(200 + REDELIVER_AFTER_MS));
+        assert_eq!(sent.attention(200 + REDELIVER_AFTER_MS - 1), None);
+        assert_eq!(
+            sent.attention(200 + REDELIVER_AFTER_MS),
+            Some(Attention::OfferDirectly),
+            "a row the queue did not deliver is offered by its store"
+        );
         assert_eq!(sent.next_attention(), 200 + REDELIVER_AFTER_MS);
     }
 

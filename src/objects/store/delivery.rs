@@ -2,6 +2,8 @@
 //! the alarm, and the consumer's claims and acknowledgements (invariant 1,
 //! docs/ARCHITECTURE.md).
 
+use std::collections::HashSet;
+
 use serde::Deserialize;
 use worker::{console_error, Result};
 
@@ -10,10 +12,13 @@ use super::protocol::{Claimed, ClaimedRun};
 use super::{internal, now, RunStore, ALARM_BATCH, RUNS_QUEUE};
 use crate::domain::basics::time::Millis;
 use crate::domain::config::attempt_seconds;
-use crate::domain::run::delivery::{self, OutboxRow, REDELIVER_AFTER_MS, RETRY_SLACK_MS};
+use crate::domain::run::delivery::{
+    self, Attention, OutboxRow, REDELIVER_AFTER_MS, RETRY_SLACK_MS,
+};
 use crate::domain::run::status::RunStatus;
 use crate::platform::meter;
 use crate::platform::sql::{exec_in_chunks, rows};
+use crate::queue::offers::Offers;
 
 #[derive(Deserialize)]
 struct ClaimRow {
@@ -89,13 +94,63 @@ impl RunStore {
         true
     }
 
-    /// The alarm: release due delayed runs, send what is due or unacknowledged, re-arm.
+    /// Offers the runs of outbox rows the queue has not delivered within
+    /// [`REDELIVER_AFTER_MS`] to their gates, as the consumer would (claim, offer,
+    /// acknowledge), from the store itself. The queue lost the message or has not
+    /// delivered it: a killed local queue loses what it held, and `wrangler dev`'s local
+    /// queue (at times Miniflare's too) stops delivering after a consumer invocation that
+    /// never ends (docs/PERFORMANCE.md, "The local queue stall"); sending again to that
+    /// queue would wait behind the stall. Rows whose runs reached their gates leave the
+    /// outbox; the others are tried again after [`REDELIVER_AFTER_MS`].
+    async fn offer_again(&self, rows: Due, now: Millis) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let store = self.store_name()?;
+        let config = crate::platform::settings::config(&self.env).map_err(|e| internal(e.0))?;
+        let mut offers = Offers::new(config);
+        let mut gates_of: Vec<(i64, HashSet<String>)> = Vec::with_capacity(rows.len());
+        for (seq, runs) in rows {
+            let claimed = self.claim(&runs)?.runs;
+            let gates = claimed
+                .into_iter()
+                .map(|run| offers.add(&store, run))
+                .collect();
+            gates_of.push((seq, gates));
+        }
+        let failed = offers.send(&self.env).await;
+        let (reached, missed): (Vec<_>, Vec<_>) = gates_of
+            .into_iter()
+            .partition(|(_, gates)| gates.is_disjoint(&failed));
+        let seqs = |rows: Vec<(i64, HashSet<String>)>| -> Vec<String> {
+            rows.into_iter().map(|(seq, _)| seq.to_string()).collect()
+        };
+        let sql = self.sql();
+        exec_in_chunks(
+            &sql,
+            "DELETE FROM deliveries WHERE seq IN ({list})",
+            &[],
+            &seqs(reached),
+            |_| Ok(()),
+        )?;
+        exec_in_chunks(
+            &sql,
+            "UPDATE deliveries SET sent_at = ? WHERE seq IN ({list})",
+            &[now.into()],
+            &seqs(missed),
+            |_| Ok(()),
+        )
+    }
+
+    /// The alarm: release due delayed runs, send what is due, offer what the queue has not
+    /// delivered, re-arm.
     pub(super) async fn deliver_due(&self) -> Result<()> {
         let now = now();
         let sql = self.sql();
         self.expire_due(now)?;
         self.abort_unsealed(now)?;
         let mut due: Due = Vec::new();
+        let mut undelivered: Due = Vec::new();
         let mut due_runs: Vec<String> = Vec::new();
         for mut row in rows(
             &sql,
@@ -111,9 +166,13 @@ impl RunStore {
             let (seq, due_at, sent_at) = (row.int()?, row.int()?, row.opt_int()?);
             let runs: Vec<String> =
                 serde_json::from_str(&row.text()?).map_err(|e| internal(e.to_string()))?;
-            if (OutboxRow { due_at, sent_at }).is_sendable(now) {
-                due_runs.extend(runs.iter().cloned());
-                due.push((seq, runs));
+            let Some(attention) = (OutboxRow { due_at, sent_at }).attention(now) else {
+                continue;
+            };
+            due_runs.extend(runs.iter().cloned());
+            match attention {
+                Attention::Send => due.push((seq, runs)),
+                Attention::OfferDirectly => undelivered.push((seq, runs)),
             }
         }
         // Delayed runs whose time came are queued. Only those: a delivery made for an
@@ -130,6 +189,7 @@ impl RunStore {
         if !self.send(due, now, false).await {
             return Err(internal("queue send failed; the alarm retries"));
         }
+        self.offer_again(undelivered, now).await?;
         let next_send = sql
             .exec(
                 "SELECT MIN(CASE WHEN sent_at IS NULL THEN due_at ELSE sent_at + ? END) AS next
