@@ -173,7 +173,7 @@ fn no_attempt_twice(tasks: &TaskServer, ids: &HashSet<&String>) -> Result<usize,
 }
 
 /// Rows left in the outboxes of every run store, read from their SQLite files.
-fn outbox_rows(w: &Worker) -> Result<u64, Failed> {
+pub fn outbox_rows(w: &Worker) -> Result<u64, Failed> {
     let script = r#"
 import glob, sqlite3, sys
 total = 0

@@ -1,5 +1,5 @@
-//! Getting accepted runs onto the Cloudflare Queue: the outbox's rows, message packing and
-//! the outbox's timing rules.
+//! Getting accepted runs to their gates: the outbox's rows, the Cloudflare Queue's message
+//! packing, and the outbox's timing rules.
 //!
 //! Messages carry references, never payloads (invariant 7, docs/ARCHITECTURE.md), and one
 //! message carries the references of many runs, so a 100-run batch costs one queue
@@ -8,10 +8,12 @@
 //! of one or more rows and names them, and the consumer's acknowledgement deletes those
 //! rows. A batch of 100 runs therefore writes one outbox row (already marked sent when it
 //! goes out with the trigger) and deletes it once, where a row per run cost four rows
-//! written per run. A delivery sent but not acknowledged within [`REDELIVER_AFTER_MS`]
-//! is offered to its gates by the store itself (the local queue loses messages when its
-//! process dies, and can stall; duplicates are harmless downstream: a store claims only
-//! runs that should wait for a slot, and a gate ignores a run it holds).
+//! written per run. Only a trigger's own rows go to the queue: rows that come due later
+//! (delayed runs, retries), and a trigger's rows not acknowledged within
+//! [`REDELIVER_AFTER_MS`], are offered to their gates by the store's alarm itself (the
+//! local queue loses messages when its process dies, and can stall; duplicates are
+//! harmless downstream: a store claims only runs that should wait for a slot, and a gate
+//! ignores a run it holds).
 
 use serde::{Deserialize, Serialize};
 
@@ -124,22 +126,13 @@ pub struct OutboxRow {
     pub sent_at: Option<Millis>,
 }
 
-/// What the alarm does with an outbox row.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Attention {
-    /// Due and never sent: send it to the queue.
-    Send,
-    /// Sent [`REDELIVER_AFTER_MS`] ago or more and never acknowledged: the queue lost it
-    /// or stalls, so the store offers its runs to their gates itself.
-    OfferDirectly,
-}
-
 impl OutboxRow {
-    /// What the alarm at `now` does with this row, if anything.
-    pub fn attention(&self, now: Millis) -> Option<Attention> {
+    /// Whether the alarm at `now` offers this row's runs: it came due, or it was sent
+    /// [`REDELIVER_AFTER_MS`] ago or more and never acknowledged.
+    pub fn is_due(&self, now: Millis) -> bool {
         match self.sent_at {
-            None => (self.due_at <= now).then_some(Attention::Send),
-            Some(sent) => (sent + REDELIVER_AFTER_MS <= now).then_some(Attention::OfferDirectly),
+            None => self.due_at <= now,
+            Some(sent) => sent + REDELIVER_AFTER_MS <= now,
         }
     }
 
@@ -281,17 +274,15 @@ mod tests {
             due_at: 100,
             sent_at: None,
         };
-        assert_eq!(fresh.attention(99), None);
-        assert_eq!(fresh.attention(100), Some(Attention::Send));
+        assert!(!fresh.is_due(99) && fresh.is_due(100));
         assert_eq!(fresh.next_attention(), 100);
         let sent = OutboxRow {
             due_at: 100,
             sent_at: Some(200),
         };
-        assert_eq!(sent.attention(200 + REDELIVER_AFTER_MS - 1), None);
-        assert_eq!(
-            sent.attention(200 + REDELIVER_AFTER_MS),
-            Some(Attention::OfferDirectly),
+        assert!(!sent.is_due(200 + REDELIVER_AFTER_MS - 1));
+        assert!(
+            sent.is_due(200 + REDELIVER_AFTER_MS),
             "a row the queue did not deliver is offered by its store"
         );
         assert_eq!(sent.next_attention(), 200 + REDELIVER_AFTER_MS);

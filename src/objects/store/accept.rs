@@ -90,7 +90,7 @@ impl RunStore {
                 Ok(reply)
             })
             .collect();
-        self.send(send_now, now, true).await;
+        self.send(send_now).await;
         replies
     }
 

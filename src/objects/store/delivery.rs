@@ -1,6 +1,6 @@
-//! Delivery: the outbox (a row per delivery, `domain::run::delivery`), the queue sends,
-//! the alarm, and the consumer's claims and acknowledgements (invariant 1,
-//! docs/ARCHITECTURE.md).
+//! Delivery: the outbox (a row per delivery, `domain::run::delivery`), the queue sends of
+//! a trigger's rows, the alarm's own offers of rows that came due or went undelivered,
+//! and the consumer's claims and acknowledgements (invariant 1, docs/ARCHITECTURE.md).
 
 use std::collections::HashSet;
 
@@ -12,9 +12,7 @@ use super::protocol::{Claimed, ClaimedRun};
 use super::{internal, now, RunStore, ALARM_BATCH, RUNS_QUEUE};
 use crate::domain::basics::time::Millis;
 use crate::domain::config::attempt_seconds;
-use crate::domain::run::delivery::{
-    self, Attention, OutboxRow, REDELIVER_AFTER_MS, RETRY_SLACK_MS,
-};
+use crate::domain::run::delivery::{self, OutboxRow, REDELIVER_AFTER_MS, RETRY_SLACK_MS};
 use crate::domain::run::status::RunStatus;
 use crate::platform::meter;
 use crate::platform::sql::{exec_in_chunks, rows};
@@ -45,64 +43,45 @@ struct NextRow {
 }
 
 impl RunStore {
-    /// Sends outbox rows (`(seq, runs)`) to the queue. Rows written with the trigger that
-    /// sends them are already marked sent (`fresh`); others are marked once sent. A failure
-    /// is only logged: the armed alarm sends the rows again.
-    pub(super) async fn send(&self, rows: Due, now: Millis, fresh: bool) -> bool {
+    /// Sends a trigger's outbox rows (`(seq, runs)`, written as sent) to the queue, the
+    /// at-least-once path behind the edge's fast offers. A failure is only logged: the
+    /// alarm, armed for [`REDELIVER_AFTER_MS`] later, offers the rows' runs itself.
+    pub(super) async fn send(&self, rows: Due) {
         if rows.is_empty() {
-            return true;
+            return;
         }
         let store = match self.store_name() {
             Ok(name) => name,
             Err(e) => {
                 console_error!("run store: name unknown: {e}");
-                return false;
+                return;
             }
         };
         let queue = match self.env.queue(RUNS_QUEUE) {
             Ok(q) => q,
             Err(e) => {
                 console_error!("run store: no queue binding {RUNS_QUEUE}: {e}");
-                return false;
+                return;
             }
         };
         for call in delivery::pack(&store, rows) {
-            let seqs: Vec<String> = call
-                .iter()
-                .flat_map(|m| m.deliveries.iter().map(i64::to_string))
-                .collect();
             let sizes: Vec<usize> = call.iter().map(delivery::message_size).collect();
             if let Err(e) = queue.send_batch(call).await {
-                console_error!("run store {store}: queue send failed, the alarm will retry: {e}");
-                return false;
+                console_error!("run store {store}: queue send failed, the alarm offers: {e}");
+                return;
             }
             sizes.into_iter().for_each(meter::message_sent);
-            if fresh {
-                continue;
-            }
-            let marked = exec_in_chunks(
-                &self.sql(),
-                "UPDATE deliveries SET sent_at = ? WHERE seq IN ({list})",
-                &[now.into()],
-                &seqs,
-                |_| Ok(()),
-            );
-            if let Err(e) = marked {
-                console_error!("run store {store}: could not mark sent rows: {e}");
-            }
         }
-        true
     }
 
-    /// Offers the runs of outbox rows the queue has not delivered within
-    /// [`REDELIVER_AFTER_MS`] to their gates, as the consumer would (claim, offer,
-    /// acknowledge), from the store itself. The queue lost the message or has not
-    /// delivered it: a killed local queue loses what it held, and `wrangler dev`'s local
-    /// queue (at times Miniflare's too) stops delivering after a consumer invocation that
-    /// never ends (docs/PERFORMANCE.md, "The local queue stall"); sending again to that
-    /// queue would wait behind the stall. Rows whose runs reached their gates leave the
-    /// outbox; the others are tried again after [`REDELIVER_AFTER_MS`].
-    async fn offer_again(&self, rows: Due, now: Millis) -> Result<()> {
+    /// Offers the runs of outbox rows to their gates from the store itself, as the
+    /// consumer would offer a message's (claim, offer, acknowledge): rows that came due
+    /// (delayed runs, retries), and rows of triggers the queue has not delivered within
+    /// [`REDELIVER_AFTER_MS`] (a killed local queue loses what it held, and the local
+    /// queue can stall: docs/PERFORMANCE.md, "The local queue stall"). Rows whose runs
+    /// reached their gates leave the outbox; the others are marked and offered again
+    /// after [`REDELIVER_AFTER_MS`].
+    async fn offer_due(&self, rows: Due, now: Millis) -> Result<()> {
         if rows.is_empty() {
             return Ok(());
         }
@@ -142,15 +121,13 @@ impl RunStore {
         )
     }
 
-    /// The alarm: release due delayed runs, send what is due, offer what the queue has not
-    /// delivered, re-arm.
+    /// The alarm: release due delayed runs, offer what is due or undelivered, re-arm.
     pub(super) async fn deliver_due(&self) -> Result<()> {
         let now = now();
         let sql = self.sql();
         self.expire_due(now)?;
         self.abort_unsealed(now)?;
         let mut due: Due = Vec::new();
-        let mut undelivered: Due = Vec::new();
         let mut due_runs: Vec<String> = Vec::new();
         for mut row in rows(
             &sql,
@@ -166,13 +143,9 @@ impl RunStore {
             let (seq, due_at, sent_at) = (row.int()?, row.int()?, row.opt_int()?);
             let runs: Vec<String> =
                 serde_json::from_str(&row.text()?).map_err(|e| internal(e.to_string()))?;
-            let Some(attention) = (OutboxRow { due_at, sent_at }).attention(now) else {
-                continue;
-            };
-            due_runs.extend(runs.iter().cloned());
-            match attention {
-                Attention::Send => due.push((seq, runs)),
-                Attention::OfferDirectly => undelivered.push((seq, runs)),
+            if (OutboxRow { due_at, sent_at }).is_due(now) {
+                due_runs.extend(runs.iter().cloned());
+                due.push((seq, runs));
             }
         }
         // Delayed runs whose time came are queued. Only those: a delivery made for an
@@ -186,10 +159,7 @@ impl RunStore {
             &due_runs,
             |_| Ok(()),
         )?;
-        if !self.send(due, now, false).await {
-            return Err(internal("queue send failed; the alarm retries"));
-        }
-        self.offer_again(undelivered, now).await?;
+        self.offer_due(due, now).await?;
         let next_send = sql
             .exec(
                 "SELECT MIN(CASE WHEN sent_at IS NULL THEN due_at ELSE sent_at + ? END) AS next
