@@ -1,11 +1,16 @@
 -- wrk script: POST batches to the worker. Environment:
 --   BENCH_ITEMS   items per batch (default 1)
 --   BENCH_TASKS   how many tasks to spread over: bench-0 .. bench-(n-1) (default 1)
+--   BENCH_TASK    one task by name instead (the shards scenarios)
+--   BENCH_KEYS    "0": items carry no idempotency key (a sharded task's keyless batches
+--                 spread over its stores; keyed ones all go to its first)
 --   BENCH_REPEAT  "1": every other batch repeats keys from a small pool (default off)
 --   BENCH_KEY     the API key
 --   BENCH_NOW     "1": no delay, so that every run executes while the load goes on
 local items = tonumber(os.getenv("BENCH_ITEMS") or "1")
 local tasks = tonumber(os.getenv("BENCH_TASKS") or "1")
+local one_task = os.getenv("BENCH_TASK")
+local keyless = os.getenv("BENCH_KEYS") == "0"
 local repeat_keys = os.getenv("BENCH_REPEAT") == "1"
 local key = os.getenv("BENCH_KEY") or ""
 local delay = os.getenv("BENCH_NOW") == "1" and "" or ',"delay":"1h"'
@@ -41,11 +46,12 @@ function request()
     else
       k = prefix .. counter .. "-" .. i
     end
+    local keyed = keyless and "" or string.format('"idempotencyKey":"%s",', k)
     parts[i] = string.format(
-      '{"payload":{"n":%d,"text":"%s"},"options":{"idempotencyKey":"%s","tags":["bench","t%d"]%s}}',
-      i, payload, k, i % 5, delay)
+      '{"payload":{"n":%d,"text":"%s"},"options":{%s"tags":["bench","t%d"]%s}}',
+      i, payload, keyed, i % 5, delay)
   end
-  local task = "bench-" .. (counter % tasks)
+  local task = one_task or ("bench-" .. (counter % tasks))
   return wrk.format(nil, "/api/v1/tasks/" .. task .. "/batch", nil, '{"items":[' .. table.concat(parts, ",") .. ']}')
 end
 

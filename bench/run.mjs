@@ -7,7 +7,7 @@
 // runs with METERING on: around every scenario the benchmark reads its operations account
 // (GET /api/v1/meter) and reports what the scenario's runs cost, per run and in dollars.
 //
-//   node bench/run.mjs [--quick] [--path wrangler|miniflare] [--only accept|execute|drain]
+//   node bench/run.mjs [--quick] [--path wrangler|miniflare] [--only accept|execute|drain|shards]
 // BENCH_WRANGLER_LOG=debug: wrangler dev's log level (its log files go to
 // ~/.config/.wrangler/logs).
 import { spawn } from "node:child_process";
@@ -23,7 +23,8 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const args = process.argv.slice(2);
 const quick = args.includes("--quick");
 const onlyPath = args.includes("--path") ? args[args.indexOf("--path") + 1] : null;
-// `--only accept` or `--only execute`: one family of scenarios (the ceiling is always run);
+// `--only accept`, `--only execute` or `--only shards`: one family of scenarios (the
+// ceiling is always run);
 // `--only drain`: the drain alone, of `--drain-runs N` runs (40,000; 5,000 with --quick).
 const only = args.includes("--only") ? args[args.indexOf("--only") + 1] : null;
 const drainRuns = args.includes("--drain-runs") ? Number(args[args.indexOf("--drain-runs") + 1]) : null;
@@ -76,6 +77,15 @@ tasks["bench-gate"] = { endpoint: endpointUrl, queue: { name: "bench-gate", conc
 tasks["bench-gate-2"] = { endpoint: endpointUrl, queue: { name: "bench-gate-2", concurrencyLimit: 2 }, maxDuration: 60 };
 // A steady rate of runs on a free gate (no limit).
 tasks["bench-steady"] = { endpoint: endpointUrl, queue: { name: "bench-steady" }, maxDuration: 60 };
+// Shards: one task over 1, 2, 4 and 8 stores; one queue over 1 and 4 gates (8 keys,
+// 50 slots each).
+const SHARDS = [1, 2, 4, 8], GATE_SHARDS = [1, 4];
+for (const n of SHARDS) {
+  tasks[`bench-shards-${n}`] = { endpoint: endpointUrl, queue: { name: `bench-shards-${n}`, concurrencyLimit: 1000 }, maxDuration: 60, shards: n };
+}
+for (const n of GATE_SHARDS) {
+  tasks[`bench-gates-${n}`] = { endpoint: endpointUrl, queue: { name: `bench-gates-${n}`, concurrencyLimit: 50, gateShards: n }, maxDuration: 60 };
+}
 // The drain: runs parked on a limit-0 queue until a trigger raises its limit.
 tasks["bench-drain"] = { endpoint: endpointUrl, queue: { name: "bench-drain", concurrencyLimit: 0 }, maxDuration: 60 };
 
@@ -334,9 +344,15 @@ async function post(base, task, items) {
 }
 
 /** Triggers `count` runs of `task` in batches of 100, 16 requests at a time. */
+/** `count` runs of `task` in batches of 100, 16 at a time; `options` is the items'
+ * options, or a function of the item's number that makes them. */
 async function triggerMany(base, task, count, payload, options) {
+  const optionsOf = typeof options === "function" ? options : () => options;
   const batches = Array.from({ length: Math.ceil(count / 100) }, (_, b) =>
-    Array.from({ length: Math.min(100, count - b * 100) }, () => (options ? { payload, options } : { payload })));
+    Array.from({ length: Math.min(100, count - b * 100) }, (_, i) => {
+      const o = optionsOf(b * 100 + i);
+      return o ? { payload, options: o } : { payload };
+    }));
   const queue = [...batches];
   await Promise.all(Array.from({ length: 16 }, async () => {
     while (queue.length) await post(base, task, queue.shift());
@@ -354,13 +370,14 @@ async function waitCalls(queue, count, ms) {
 
 /** A burst of runs through a fast endpoint: the worker's (task bench-0), or the floor's
  * (task exec-0, its calls' queue floor-exec). */
-async function execute(server, pathName, task = "bench-0", queue = "bench-0") {
+async function execute(server, pathName, task = "bench-0", queue = "bench-0", keys = 0) {
   calls.length = 0;
   resent = 0;
   // wrangler dev's proxy cannot carry 10,000 runs' worth of inspector events: fewer there.
   const count = quick || pathName === "wrangler" ? 2000 : 10000;
   const started = Date.now();
-  await triggerMany(server.base, task, count, { n: 1 });
+  if (keys) await triggerMany(server.base, task, count, { n: 1 }, (i) => ({ concurrencyKey: `k${i % keys}` }));
+  else await triggerMany(server.base, task, count, { n: 1 });
   const done = await waitCalls(queue, count, 600_000);
   const lastEnd = Math.max(...done.map((c) => c.endedAt));
   const latencies = done.map((c) => c.calledAt - c.createdAt);
@@ -548,7 +565,7 @@ for (const pathName of onlyPath ? [onlyPath] : ["miniflare", "wrangler"]) {
     const floor = await startServer(pathName, "floor");
     await wrk(floor, floors[0][1], 2); // warm-up, not counted
     for (const [name, env] of floors) (result.floor[name] ??= []).push(await wrk(floor, env));
-    if (only !== "accept" && only !== "drain") {
+    if (!only || only === "execute") {
       log(`  floor: execute (round ${round + 1})`);
       (result.floorExecute ??= []).push(await execute(floor, pathName, "exec-0", "floor-exec"));
     }
@@ -556,7 +573,7 @@ for (const pathName of onlyPath ? [onlyPath] : ["miniflare", "wrangler"]) {
     await sleep(1000);
     const worker = await startServer(pathName, "worker");
     result.workerColdStartMs = worker.coldStartMs;
-    const accepting = only !== "execute" && only !== "drain";
+    const accepting = !only || only === "accept";
     if (accepting) await wrk(worker, accepts[0][1], 2); // warm-up, not counted
     for (const [name, env] of accepting ? accepts : []) {
       log(`  ${name} (round ${round + 1})`);
@@ -577,7 +594,29 @@ for (const pathName of onlyPath ? [onlyPath] : ["miniflare", "wrangler"]) {
       log(`  the drain failed: ${e.message}`);
       result.failure = e.message;
     }
-    if (only !== "accept" && only !== "drain") try {
+    if (!only || only === "shards") try {
+      // The first burst on a fresh worker runs cold (its code not yet optimised: the same
+      // burst repeated on one worker went 125 → 172 → 333 → 458 runs/s on 2026-12-03), so
+      // one burst warms it first, not counted.
+      log(`  shards: warm-up (round ${round + 1})`);
+      await execute(worker, pathName, "bench-shards-1", "bench-shards-1");
+      // No idempotency keys: keyed batches of a sharded task all go to its first store.
+      for (const n of SHARDS) {
+        log(`  ${n} store shard(s) (round ${round + 1})`);
+        const accepted = await wrk(worker, { BENCH_ITEMS: "100", BENCH_TASK: `bench-shards-${n}`, BENCH_KEYS: "0" });
+        const executed = await execute(worker, pathName, `bench-shards-${n}`, `bench-shards-${n}`);
+        ((result.shards ??= {})[n] ??= []).push({ acceptedPerSec: accepted.runsPerSec, executedPerSec: executed.runsCompletedPerSec });
+      }
+      for (const n of GATE_SHARDS) {
+        log(`  ${n} gate shard(s) (round ${round + 1})`);
+        const executed = await execute(worker, pathName, `bench-gates-${n}`, `bench-gates-${n}`, 8);
+        ((result.gateShards ??= {})[n] ??= []).push({ executedPerSec: executed.runsCompletedPerSec });
+      }
+    } catch (e) {
+      log(`  shard scenarios failed: ${e.message}`);
+      result.failure = e.message;
+    }
+    if (only !== "accept" && only !== "drain" && only !== "shards") try {
       const completed = (s) => s.runs.completed;
       log(`  execute (round ${round + 1})`);
       (result.execute ??= []).push(await costed(worker, () => execute(worker, pathName), completed, 2000));
@@ -627,6 +666,18 @@ function drainLines(r) {
     out.push(`The same worker drained ${each.length} times (memory parked / peak / after): ${each.join("; ")}.`);
   }
   return out;
+}
+
+/** The shard scenarios, medians over the rounds. */
+function shardLines(r) {
+  if (!r.shards && !r.gateShards) return [];
+  const m = (rounds, k) => median(rounds.map((x) => x[k])).toFixed(0);
+  const stores = Object.entries(r.shards ?? {}).map(([n, rounds]) =>
+    `| ${n} store${n === "1" ? "" : "s"} | ${m(rounds, "acceptedPerSec")} | ${m(rounds, "executedPerSec")} |`);
+  const gates = Object.entries(r.gateShards ?? {}).map(([n, rounds]) =>
+    `| ${n} gate${n === "1" ? "" : "s"} (8 keys, 50 slots each) | | ${m(rounds, "executedPerSec")} |`);
+  return ["", "Shards: one task, batches of 100 without idempotency keys (accepted: wrk; executed: a burst, free queue), and one queue of 8 concurrency keys (a burst):", "",
+    "| objects | runs accepted/s | runs executed/s |", "|---|---|---|", ...stores, ...gates, ""];
 }
 
 /** What each scenario's runs cost (the operations account), medians over the rounds. */
@@ -696,6 +747,7 @@ for (const [pathName, r] of Object.entries(report.paths)) {
     continue;
   }
   if (only === "drain") lines.push(...drainLines(r));
+  lines.push(...shardLines(r));
   if (only || !r.execute?.length || !r.gate?.length || Object.values(r.scenarios).some((x) => !x.length)) {
     lines.push("", only ? `Partial run (--only ${only}): no targets table.` : `Incomplete: ${r.failure ?? "a scenario failed"} (see the run's log).`, "");
     continue;
