@@ -568,6 +568,8 @@ for (const pathName of onlyPath ? [onlyPath] : ["miniflare", "wrangler"]) {
     if (!only || only === "execute") {
       log(`  floor: execute (round ${round + 1})`);
       (result.floorExecute ??= []).push(await execute(floor, pathName, "exec-0", "floor-exec"));
+      // The same burst again on the warmed process: the first runs partly cold.
+      (result.floorExecuteWarm ??= []).push(await execute(floor, pathName, "exec-0", "floor-exec"));
     }
     floor.stop();
     await sleep(1000);
@@ -620,6 +622,11 @@ for (const pathName of onlyPath ? [onlyPath] : ["miniflare", "wrangler"]) {
       const completed = (s) => s.runs.completed;
       log(`  execute (round ${round + 1})`);
       (result.execute ??= []).push(await costed(worker, () => execute(worker, pathName), completed, 2000));
+      // The same burst again on the warmed worker: the first burst on a fresh worker runs
+      // with its code not yet optimised (four repeats on one worker went 125 → 172 → 333
+      // → 458 runs/s on 2026-12-03, CPU per run 4.2 → 2.0 ms).
+      log(`  execute, warm (round ${round + 1})`);
+      (result.executeWarm ??= []).push(await execute(worker, pathName));
       log(`  single runs (round ${round + 1})`);
       (result.singles ??= []).push(await costed(worker, () => singles(worker), completed, 2000));
       log(`  steady 200 runs/s (round ${round + 1})`);
@@ -729,6 +736,8 @@ for (const [pathName, r] of Object.entries(report.paths)) {
   lines.push("", ...costTable(r), "");
   const ex = (k) => median(r.execute.map((x) => x[k]));
   const fx = (k) => median((r.floorExecute ?? []).map((x) => x[k]));
+  const exw = (k) => median((r.executeWarm ?? []).map((x) => x[k]));
+  const fxw = (k) => median((r.floorExecuteWarm ?? []).map((x) => x[k]));
   const gt = (k) => median(r.gate.map((x) => x[k]));
   const sg = (k) => median((r.singles ?? []).map((x) => x[k]));
   const st = (k) => median((r.steady ?? []).map((x) => x[k]));
@@ -737,6 +746,7 @@ for (const [pathName, r] of Object.entries(report.paths)) {
     `Execute: ${r.execute[0].runs} runs, ${ex("runsCompletedPerSec").toFixed(0)} completed/s; QUEUED→call p50 ${ex("queuedToCallP50ms")} ms, p99 ${ex("queuedToCallP99ms")} ms` +
       (r.execute.some((x) => x.triggersResent) ? ` (${r.execute.map((x) => x.triggersResent).join(" and ")} trigger(s), by round, answered 503 or had their connection reset, and were sent again with their batch key).` : "."),
     ...(r.floorExecute?.length ? [`Execution floor (bench/floor: one write to start, the call, one write to finish, in plain JavaScript): ${fx("runsCompletedPerSec").toFixed(0)} completed/s, QUEUED→call p50 ${fx("queuedToCallP50ms")} ms; the worker does ${(ex("runsCompletedPerSec") / fx("runsCompletedPerSec")).toFixed(2)}× the floor.`] : []),
+    ...(r.executeWarm?.length && r.floorExecuteWarm?.length ? [`The same burst again on each warmed process: the worker ${exw("runsCompletedPerSec").toFixed(0)} completed/s (QUEUED→call p50 ${exw("queuedToCallP50ms")} ms), the floor ${fxw("runsCompletedPerSec").toFixed(0)}: ${(exw("runsCompletedPerSec") / fxw("runsCompletedPerSec")).toFixed(2)}× the floor.`] : []),
     `Single runs, one at a time (warm, free gate): QUEUED→call p50 ${sg("queuedToCallP50ms")} ms, p99 ${sg("queuedToCallP99ms")} ms.`,
     ...(r.steady?.length ? [`Steady load (a 10-run batch every 50 ms: ${st("offeredPerSec").toFixed(0)} runs/s offered, ${r.steady[0].runs} runs, free gate): QUEUED→call p50 ${st("queuedToCallP50ms")} ms, p99 ${st("queuedToCallP99ms")} ms.`] : []),
     ...drainLines(r),
@@ -766,7 +776,7 @@ for (const [pathName, r] of Object.entries(report.paths)) {
     `| batch of 100, one task ≥ 8× ceiling in runs/s | ${b100one.toFixed(2)}× | ${b100one >= 8 ? "met" : "missed"} |`,
     `| zero 5xx other than 503 | ${fiveXX ? "some" : "none"} | ${fiveXX ? "missed" : "met"} |`,
     `| no answer later than 10 s | slowest ${slowest.toFixed(0)} ms, ${timeouts} timeout(s) | ${timeouts === 0 && slowest < 10_000 ? "met" : "missed"} |`,
-    `| ≥ 1,000 runs completed/s | ${ex("runsCompletedPerSec").toFixed(0)} | ${ex("runsCompletedPerSec") >= 1000 ? "met" : "missed"} |`,
+    `| ≥ 1,000 runs completed/s | ${ex("runsCompletedPerSec").toFixed(0)} (the first burst; ${r.executeWarm?.length ? `${exw("runsCompletedPerSec").toFixed(0)} warm` : "no warm burst"}) | ${ex("runsCompletedPerSec") >= 1000 ? "met" : "missed"} |`,
     `| QUEUED→call p50 < 50 ms at 200 runs/s offered | ${st("queuedToCallP50ms")} ms | ${st("queuedToCallP50ms") < 50 ? "met" : "missed"} |`,
     `| gate handover p50 < 20 ms | ${gt("handoverP50ms")} ms | ${gt("handoverP50ms") < 20 ? "met" : "missed"} |`, "");
 }
