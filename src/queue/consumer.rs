@@ -89,7 +89,7 @@ pub async fn consume(batch: MessageBatch<serde_json::Value>, env: Env) {
             Ok((runs, at)) => {
                 delivery.claimed_at = at;
                 for run in runs {
-                    delivery.gates.insert(offers.add(&delivery.refs.store, run));
+                    delivery.gates.extend(offers.add(&delivery.refs.store, run));
                 }
             }
             Err(e) => {

@@ -35,23 +35,37 @@ impl Offers {
         }
     }
 
-    /// Adds a run of `store`; returns the name of its gate.
-    pub fn add(&mut self, store: &str, run: ClaimedRun) -> String {
+    /// Adds a run of `store`; returns the gates its offer must reach: its own, and when
+    /// it sets its queue's `concurrencyLimit` and the queue has several gates, every one
+    /// of them (a limit is the queue's, whichever keys come later).
+    pub fn add(&mut self, store: &str, run: ClaimedRun) -> Vec<String> {
+        let shards = self.config.gate_shards(&run.queue);
+        let gate_of = |shard| String::from(GateName::for_store(store, &run.queue, shard));
         let key = run.concurrency_key.as_deref().unwrap_or_default();
-        let shard = gate_shard(key, self.config.gate_shards(&run.queue));
-        let gate = String::from(GateName::for_store(store, &run.queue, shard));
-        let offer = self.by_gate.entry(gate.clone()).or_default();
-        if let Some(limit) = run.queue_limit {
-            let update = LimitUpdate {
-                limit,
-                set_at: run.limit_set_at,
-            };
-            if offer.1.is_none_or(|u| u.set_at <= update.set_at) {
-                offer.1 = Some(update);
+        let own = gate_of(gate_shard(key, shards));
+        let gates: Vec<String> = match run.queue_limit {
+            None => vec![own.clone()],
+            Some(limit) => {
+                let update = LimitUpdate {
+                    limit,
+                    set_at: run.limit_set_at,
+                };
+                let all: Vec<String> = (0..shards).map(gate_of).collect();
+                for gate in &all {
+                    let offer = self.by_gate.entry(gate.clone()).or_default();
+                    if offer.1.is_none_or(|u| u.set_at <= update.set_at) {
+                        offer.1 = Some(update);
+                    }
+                }
+                all
             }
-        }
-        offer.0.push(ticket(store, run));
-        gate
+        };
+        self.by_gate
+            .entry(own)
+            .or_default()
+            .0
+            .push(ticket(store, run));
+        gates
     }
 
     pub fn is_empty(&self) -> bool {

@@ -21,6 +21,9 @@ const SHARDED: &str = "sharded";
 /// A task whose queue (`GATED_QUEUE`, limit 2 per key) has four gates.
 const GATED: &str = "gated";
 const GATED_QUEUE: &str = "gated";
+/// A task whose queue has four gates and no declared limit: triggers set it.
+const FREE: &str = "gated-free";
+const FREE_QUEUE: &str = "gated-free";
 /// The standalone cases' tasks and queue (their calls reach the same task server).
 const LIVE: &str = "live";
 const LIVE_GATED: &str = "live-gated";
@@ -41,10 +44,25 @@ fn declare_gated(
     queue: &str,
     gates: i64,
 ) {
+    declare_queue(config, server, task, queue, gates, Some(2));
+}
+
+/// Declares `task` on the test endpoint, its queue `queue` over `gates` gates, limited to
+/// `limit` per key if given.
+fn declare_queue(
+    config: &mut toml::Table,
+    server: &TaskServer,
+    task: &str,
+    queue: &str,
+    gates: i64,
+    limit: Option<i64>,
+) {
     declare_endpoint_task(config, task, &server.url(), 3, 30);
     let mut q = toml::Table::new();
     q.insert("name".into(), queue.into());
-    q.insert("concurrencyLimit".into(), 2.into());
+    if let Some(limit) = limit {
+        q.insert("concurrencyLimit".into(), limit.into());
+    }
     q.insert("gateShards".into(), gates.into());
     task_table(config, task).insert("queue".into(), toml::Value::Table(q));
 }
@@ -58,6 +76,7 @@ fn task_table<'a>(config: &'a mut toml::Table, task: &str) -> &'a mut toml::Tabl
 pub fn configure(config: &mut toml::Table, server: &TaskServer) {
     declare_sharded(config, server, SHARDED, 4);
     declare_gated(config, server, GATED, GATED_QUEUE, 4);
+    declare_queue(config, server, FREE, FREE_QUEUE, 4, None);
 }
 
 pub fn cases() -> Vec<(&'static str, Case)> {
@@ -65,6 +84,7 @@ pub fn cases() -> Vec<(&'static str, Case)> {
         a_task_of_4_shards_takes_40_batches_each_run_readable_listed_once_and_cancellable,
         twenty_racing_requests_on_one_key_of_a_sharded_task_make_one_run,
         a_queue_of_4_gates_keeps_each_of_8_keys_to_its_limit,
+        a_limit_one_trigger_sets_holds_at_every_gate_of_the_queue,
     ]
 }
 
@@ -278,6 +298,31 @@ fn a_queue_of_4_gates_keeps_each_of_8_keys_to_its_limit(
         ensure_eq(tasks.calls_of(id).len(), 1, "calls of each run")?;
     }
     each_key_at_two(tasks, GATED_QUEUE, &keys)
+}
+
+fn a_limit_one_trigger_sets_holds_at_every_gate_of_the_queue(
+    w: &Worker,
+    tasks: &TaskServer,
+) -> Result<(), Failed> {
+    // tenant-0 and tenant-1 meet different gates (shards 0 and 3 of 4).
+    let first = trigger_task(
+        w,
+        FREE,
+        vec![
+            json!({"payload": {"sleepMs": 10}, "options": {"concurrencyKey": "tenant-0", "queue": {"name": FREE_QUEUE, "concurrencyLimit": 1}}}),
+        ],
+    )?;
+    wait_status(w, &first[0], "COMPLETED", Duration::from_secs(60));
+    // Runs that set no limit, at another gate: the limit of 1 is the queue's there too.
+    let runs = keyed_runs(w, FREE, &["tenant-1".to_owned()], 6)?;
+    for id in &runs {
+        wait_status(w, id, "COMPLETED", Duration::from_secs(60));
+    }
+    ensure_eq(
+        tasks.max_in_flight(FREE_QUEUE, Some("tenant-1")),
+        1,
+        "tenant-1's calls at once",
+    )
 }
 
 /// The gate objects a worker's storage holds.

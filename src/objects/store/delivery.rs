@@ -93,7 +93,7 @@ impl RunStore {
             let claimed = self.claim(&runs)?.runs;
             let gates = claimed
                 .into_iter()
-                .map(|run| offers.add(&store, run))
+                .flat_map(|run| offers.add(&store, run))
                 .collect();
             gates_of.push((seq, gates));
         }
