@@ -14,6 +14,7 @@ use crate::crash::{outbox_rows, Standalone};
 use crate::execution::{cancel, declare_endpoint_task, run, trigger_task, wait_status, Case};
 use crate::harness::{get, rename_service, request, Worker, DEV_KEY};
 use crate::task_server::TaskServer;
+use crate::two_step;
 use crate::{auth, ensure, ensure_eq, unique};
 
 /// A task of four stores.
@@ -83,6 +84,7 @@ pub fn cases() -> Vec<(&'static str, Case)> {
     crate::cases![
         a_task_of_4_shards_takes_40_batches_each_run_readable_listed_once_and_cancellable,
         twenty_racing_requests_on_one_key_of_a_sharded_task_make_one_run,
+        a_two_step_batch_of_a_sharded_task_keeps_its_keys_at_home,
         a_queue_of_4_gates_keeps_each_of_8_keys_to_its_limit,
         a_limit_one_trigger_sets_holds_at_every_gate_of_the_queue,
     ]
@@ -255,6 +257,61 @@ fn twenty_racing_requests_on_one_key_of_a_sharded_task_make_one_run(
     }
     ensure_eq(runs.len(), 1, "runs made by twenty requests with one key")?;
     listed_once(w, SHARDED, &tag, &runs)
+}
+
+fn a_two_step_batch_of_a_sharded_task_keeps_its_keys_at_home(
+    w: &Worker,
+    _: &TaskServer,
+) -> Result<(), Failed> {
+    let tag = unique("two-step");
+    let key = |i: u32| format!("{tag}-key-{i}");
+    let created = two_step::create(w, json!({"runCount": 20}));
+    ensure_eq(created.status, 202, &format!("create ({})", created.body))?;
+    let id = created.json()["id"].as_str().unwrap_or_default().to_owned();
+    let item = |i: u32, keyed: bool| {
+        let mut options = json!({"delay": "1h", "tags": [tag]});
+        if keyed {
+            options["idempotencyKey"] = json!(key(i));
+        }
+        json!({"index": i, "task": SHARDED, "payload": {"n": i}, "options": options})
+    };
+    // Two streams: ten items without keys, then ten with.
+    let keyless: Vec<Value> = (0..10).map(|i| item(i, false)).collect();
+    let keyed: Vec<Value> = (10..20).map(|i| item(i, true)).collect();
+    for (lines, accepted) in [(keyless, 10), (keyed, 10)] {
+        let answer = two_step::stream(w, &id, &lines);
+        ensure_eq(answer.status, 200, &format!("stream ({})", answer.body))?;
+        ensure_eq(
+            answer.json()["itemsAccepted"].clone(),
+            json!(accepted),
+            "items accepted",
+        )?;
+    }
+    let runs: Vec<String> = two_step::batch_v2(w, &id)["runs"]
+        .as_array()
+        .ok_or("the batch's runs")?
+        .iter()
+        .map(|r| r.as_str().unwrap_or_default().to_owned())
+        .collect();
+    ensure_eq(runs.len(), 20, "runs of the batch")?;
+    // The seed endpoint finds each key's run: both protocols commit keys at the home store.
+    for i in [10, 15, 19] {
+        let again = trigger_task(
+            w,
+            SHARDED,
+            vec![
+                json!({"payload": {"n": i}, "options": {"idempotencyKey": key(i), "delay": "1h"}}),
+            ],
+        )?;
+        ensure_eq(
+            &again[0],
+            &runs[i as usize],
+            &format!("the run of {}", key(i)),
+        )?;
+    }
+    let homes: HashSet<&str> = runs[10..].iter().map(|id| route(id)).collect();
+    ensure_eq(homes.len(), 1, "keyed items at one store")?;
+    listed_once(w, SHARDED, &tag, &runs.iter().cloned().collect())
 }
 
 /// `per_key` runs of 300 ms for each of `keys` on `task`, tagged `tag`.

@@ -27,7 +27,7 @@ fn auth() -> String {
     format!("Bearer {DEV_KEY}")
 }
 
-fn create(w: &Worker, body: Value) -> Answer {
+pub fn create(w: &Worker, body: Value) -> Answer {
     let authorization = auth();
     request(
         "POST",
@@ -48,7 +48,7 @@ fn created_id(w: &Worker, run_count: u32) -> String {
         .to_owned()
 }
 
-fn stream(w: &Worker, batch_id: &str, lines: &[Value]) -> Answer {
+pub fn stream(w: &Worker, batch_id: &str, lines: &[Value]) -> Answer {
     let body: String = lines.iter().map(|l| format!("{l}\n")).collect();
     stream_raw(w, batch_id, body.into_bytes())
 }
@@ -69,7 +69,7 @@ fn item(index: u32) -> Value {
     json!({"index": index, "task": "hello-world", "payload": {"name": format!("item {index}")}, "options": {"delay": "1h"}})
 }
 
-fn batch_v2(w: &Worker, id: &str) -> Value {
+pub fn batch_v2(w: &Worker, id: &str) -> Value {
     get(&w.url(&format!("/api/v2/batches/{id}")), Some(DEV_KEY)).json()
 }
 
