@@ -6,7 +6,8 @@
 //! ```toml
 //! [vars.TASKS.hello-world]
 //! service = "EXAMPLES"                  # a service binding, or: endpoint = "https://…"
-//! queue = { name = "hello", concurrencyLimit = 10, gateShards = 4 }  # gates its keys spread over
+//! queue = { name = "hello", concurrencyLimit = 10, totalConcurrencyLimit = 50 }
+//! # or gateShards = 4: the gates its keys spread over (not with totalConcurrencyLimit)
 //! maxAttempts = 3
 //! maxDuration = 300                     # seconds
 //! ttl = "1h"                            # default TTL of the task's runs
@@ -17,7 +18,7 @@
 //! A malformed declaration is an error that names the task and the field, so that the
 //! first request fails with a message the operator can act on.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -38,11 +39,22 @@ pub const MAX_MAX_BATCH_ITEMS: usize = 1000;
 pub struct Config {
     pub keys: ApiKeys,
     pub tasks: HashMap<String, TaskSettings>,
-    /// The queues declared with more than one gate: name → `gateShards`.
-    pub gate_shards: HashMap<String, u32>,
+    /// The queues of the declared tasks, by name.
+    pub queues: BTreeMap<String, DeclaredQueue>,
     pub max_batch_items: usize,
     pub signing_secret: SigningSecret,
     pub rate_limits: RateLimits,
+}
+
+/// A queue as the declared tasks that use it set it up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeclaredQueue {
+    /// Its gates (`gateShards`, 1 unless a task declares more).
+    pub gate_shards: u32,
+    /// The limit per key its tasks declare (the first task's by id that declares one).
+    pub concurrency_limit: Option<u32>,
+    /// The most runs of all its keys at once (`totalConcurrencyLimit`).
+    pub total_limit: Option<u32>,
 }
 
 /// The key of the HMAC signature on calls to task endpoints. Never printed.
@@ -157,6 +169,8 @@ pub struct TaskSettings {
     /// The gates that queue's concurrency keys spread over, 1 to [`MAX_SHARDS`], if the
     /// task declares it (tasks sharing a queue may leave it to one of them).
     pub gate_shards: Option<u32>,
+    /// The queue's total cap over all its keys, if the task declares it.
+    pub total_limit: Option<u32>,
     pub max_attempts: u32,
     pub max_duration_secs: u32,
     pub ttl_ms: Option<u64>,
@@ -183,6 +197,7 @@ struct TaskWire {
 struct QueueWire {
     name: Option<String>,
     concurrency_limit: Option<u32>,
+    total_limit: Option<u32>,
     gate_shards: Option<u32>,
 }
 
@@ -271,11 +286,17 @@ fn queue_wire(value: &Value) -> Result<QueueWire, String> {
     let mut wire = QueueWire::default();
     read_fields(
         value,
-        &["name", "concurrencyLimit", "gateShards"],
+        &[
+            "name",
+            "concurrencyLimit",
+            "totalConcurrencyLimit",
+            "gateShards",
+        ],
         |key, v| {
             match key {
                 "name" => wire.name = typed(v)?,
                 "gateShards" => wire.gate_shards = typed(v)?,
+                "totalConcurrencyLimit" => wire.total_limit = typed(v)?,
                 _ => wire.concurrency_limit = typed(v)?,
             }
             Ok(())
@@ -303,7 +324,7 @@ impl Config {
     pub fn from_raw(raw: RawConfig) -> Result<Config, String> {
         let keys = ApiKeys::parse(raw.secret_keys.as_deref().unwrap_or_default())?;
         let tasks = parse_tasks(raw.tasks.as_ref())?;
-        let gate_shards = gate_shards_of(&tasks)?;
+        let queues = queues_of(&tasks)?;
         let max_batch_items = parse_max_batch_items(raw.max_batch_items.as_ref())?;
         let signing_secret = match raw.signing_secret {
             Some(secret) if secret.trim().len() >= 16 => SigningSecret(secret.trim().to_owned()),
@@ -316,7 +337,7 @@ impl Config {
         Ok(Config {
             keys,
             tasks,
-            gate_shards,
+            queues,
             max_batch_items,
             signing_secret,
             rate_limits,
@@ -327,35 +348,86 @@ impl Config {
 impl Config {
     /// The gates of `queue` (1 unless a task declares its `gateShards`).
     pub fn gate_shards(&self, queue: &str) -> u32 {
-        self.gate_shards.get(queue).copied().unwrap_or(1)
+        self.queues.get(queue).map_or(1, |q| q.gate_shards)
+    }
+
+    /// The total cap `queue` declares, if any.
+    pub fn total_limit(&self, queue: &str) -> Option<u32> {
+        self.queues.get(queue).and_then(|q| q.total_limit)
     }
 }
 
-/// The queues with more than one gate. Tasks sharing a queue that declare its gates must
-/// agree: a run's gate is its concurrency key's shard of them.
-fn gate_shards_of(tasks: &HashMap<String, TaskSettings>) -> Result<HashMap<String, u32>, String> {
+/// The queues of the declared tasks. Tasks sharing a queue that declare its gates or its
+/// total cap must agree (a run's gate is its concurrency key's shard of them), and a total
+/// cap needs the queue's runs at one gate.
+fn queues_of(
+    tasks: &HashMap<String, TaskSettings>,
+) -> Result<BTreeMap<String, DeclaredQueue>, String> {
     let mut ids: Vec<&String> = tasks.keys().collect();
     ids.sort_unstable(); // the same error whichever order the table was read in
-    let mut declared: HashMap<String, (u32, &str)> = HashMap::new();
+    let mut queues: BTreeMap<String, DeclaredQueue> = BTreeMap::new();
+    // Which task declared each queue's gates and cap first.
+    let mut shards_by: HashMap<String, &str> = HashMap::new();
+    let mut total_by: HashMap<String, &str> = HashMap::new();
+    let field = |id: &str, name: &str| {
+        format!(
+            "TASKS[{}].queue.{name}",
+            serde_json::to_string(id).unwrap_or_default()
+        )
+    };
     for id in ids {
         let task = &tasks[id];
-        let Some(wanted) = task.gate_shards else {
-            continue;
-        };
-        let queue = task.queue.clone().unwrap_or_else(|| default_queue_name(id));
-        let (shards, by) = *declared.entry(queue.clone()).or_insert((wanted, id));
-        if shards != wanted {
+        let name = task.queue.clone().unwrap_or_else(|| default_queue_name(id));
+        let queue = queues.entry(name.clone()).or_insert(DeclaredQueue {
+            gate_shards: 1,
+            concurrency_limit: None,
+            total_limit: None,
+        });
+        queue.concurrency_limit = queue.concurrency_limit.or(task.concurrency_limit);
+        if let Some(wanted) = task.gate_shards {
+            match shards_by.get(&name) {
+                Some(by) if queue.gate_shards != wanted => {
+                    return Err(format!(
+                        "{}: {wanted} here, {} for task {by:?} on the same queue {name:?}",
+                        field(id, "gateShards"),
+                        queue.gate_shards
+                    ))
+                }
+                Some(_) => {}
+                None => {
+                    queue.gate_shards = wanted;
+                    shards_by.insert(name.clone(), id);
+                }
+            }
+        }
+        if let Some(wanted) = task.total_limit {
+            match total_by.get(&name) {
+                Some(by) if queue.total_limit != Some(wanted) => {
+                    return Err(format!(
+                        "{}: {wanted} here, {} for task {by:?} on the same queue {name:?}",
+                        field(id, "totalConcurrencyLimit"),
+                        queue.total_limit.unwrap_or_default()
+                    ))
+                }
+                Some(_) => {}
+                None => {
+                    queue.total_limit = Some(wanted);
+                    total_by.insert(name.clone(), id);
+                }
+            }
+        }
+    }
+    for (name, queue) in &queues {
+        if queue.total_limit.is_some() && queue.gate_shards > 1 {
+            let by = total_by[name];
             return Err(format!(
-                "TASKS[{}].queue.gateShards: {wanted} here, {shards} for task {by:?} on the same queue {queue:?}",
-                serde_json::to_string(id).unwrap_or_default(),
+                "{}: a total cap needs the queue at one gate, and {name:?} has gateShards = {}",
+                field(by, "totalConcurrencyLimit"),
+                queue.gate_shards
             ));
         }
     }
-    Ok(declared
-        .into_iter()
-        .filter(|(_, (shards, _))| *shards > 1)
-        .map(|(queue, (shards, _))| (queue, shards))
-        .collect())
+    Ok(queues)
 }
 
 fn parse_max_batch_items(value: Option<&Value>) -> Result<usize, String> {
@@ -440,8 +512,8 @@ fn task_settings(id: &str, wire: TaskWire) -> Result<TaskSettings, String> {
         }
         (None, None) => return Err("endpoint: required (or service, a service binding)".into()),
     };
-    let (queue, concurrency_limit, gate_shards) = match wire.queue {
-        None => (None, None, None),
+    let (queue, concurrency_limit, total_limit, gate_shards) = match wire.queue {
+        None => (None, None, None, None),
         Some(q) => {
             let name = match q.name {
                 None => None,
@@ -460,7 +532,12 @@ fn task_settings(id: &str, wire: TaskWire) -> Result<TaskSettings, String> {
                     "queue.gateShards: must be an integer from 1 to {MAX_SHARDS}"
                 ));
             }
-            (name, q.concurrency_limit, q.gate_shards)
+            if q.total_limit.is_some_and(|n| n > 100_000) {
+                return Err(
+                    "queue.totalConcurrencyLimit: must be an integer from 0 to 100000".into(),
+                );
+            }
+            (name, q.concurrency_limit, q.total_limit, q.gate_shards)
         }
     };
     let max_attempts = wire.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS);
@@ -517,6 +594,7 @@ fn task_settings(id: &str, wire: TaskWire) -> Result<TaskSettings, String> {
         queue,
         concurrency_limit,
         gate_shards,
+        total_limit,
         max_attempts,
         max_duration_secs,
         ttl_ms,
@@ -641,6 +719,37 @@ mod tests {
         );
         assert_eq!(config.gate_shards("task/plain"), 1);
         assert_eq!(config.gate_shards("set-by-a-trigger"), 1);
+    }
+
+    #[test]
+    fn a_queue_may_declare_a_total_cap_that_its_tasks_agree_on_at_one_gate() {
+        let config = Config::from_raw(raw(json!({
+            "a": {"endpoint": "https://x", "queue": {"name": "shared", "concurrencyLimit": 2, "totalConcurrencyLimit": 5}},
+            "b": {"endpoint": "https://x", "queue": {"name": "shared", "concurrencyLimit": 3}},
+            "plain": {"endpoint": "https://x"}
+        })))
+        .unwrap();
+        assert_eq!(config.total_limit("shared"), Some(5));
+        assert_eq!(config.total_limit("task/plain"), None);
+        assert_eq!(
+            config.queues.keys().collect::<Vec<_>>(),
+            ["shared", "task/plain"],
+            "every declared task's queue, once"
+        );
+        assert_eq!(
+            config.queues["shared"].concurrency_limit,
+            Some(2),
+            "task a's, first by id"
+        );
+        for (tasks, message) in [
+            (json!({"t": {"endpoint": "https://x", "queue": {"totalConcurrencyLimit": -1}}}), "TASKS[\"t\"].queue.totalConcurrencyLimit: invalid value"),
+            (json!({"t": {"endpoint": "https://x", "queue": {"totalConcurrencyLimit": 100001}}}), "TASKS[\"t\"].queue.totalConcurrencyLimit: must be an integer from 0 to 100000"),
+            (json!({"a": {"endpoint": "https://x", "queue": {"name": "q", "totalConcurrencyLimit": 4}}, "b": {"endpoint": "https://x", "queue": {"name": "q", "totalConcurrencyLimit": 2}}}), "TASKS[\"b\"].queue.totalConcurrencyLimit: 2 here, 4 for task \"a\" on the same queue \"q\""),
+            (json!({"a": {"endpoint": "https://x", "queue": {"name": "q", "totalConcurrencyLimit": 4}}, "b": {"endpoint": "https://x", "queue": {"name": "q", "gateShards": 2}}}), "TASKS[\"a\"].queue.totalConcurrencyLimit: a total cap needs the queue at one gate, and \"q\" has gateShards = 2"),
+        ] {
+            let err = Config::from_raw(raw(tasks)).unwrap_err();
+            assert!(err.starts_with(message), "got {err:?}, want {message:?}");
+        }
     }
 
     #[test]

@@ -23,7 +23,15 @@ use crate::platform::rpc::CALL_LIMIT;
 
 pub struct Offers {
     config: Rc<Config>,
-    by_gate: BTreeMap<String, (Vec<Ticket>, Option<LimitUpdate>)>,
+    by_gate: BTreeMap<String, GateOffer>,
+}
+
+/// What one gate is offered: runs, the newest limit they set, and the queue's total cap.
+#[derive(Default)]
+struct GateOffer {
+    tickets: Vec<Ticket>,
+    limit: Option<LimitUpdate>,
+    total_limit: Option<u32>,
 }
 
 impl Offers {
@@ -53,18 +61,19 @@ impl Offers {
                 let all: Vec<String> = (0..shards).map(gate_of).collect();
                 for gate in &all {
                     let offer = self.by_gate.entry(gate.clone()).or_default();
-                    if offer.1.is_none_or(|u| u.set_at <= update.set_at) {
-                        offer.1 = Some(update);
+                    if offer.limit.is_none_or(|u| u.set_at <= update.set_at) {
+                        offer.limit = Some(update);
                     }
                 }
                 all
             }
         };
-        self.by_gate
-            .entry(own)
-            .or_default()
-            .0
-            .push(ticket(store, run));
+        let total_limit = self.config.total_limit(&run.queue);
+        for gate in &gates {
+            self.by_gate.entry(gate.clone()).or_default().total_limit = total_limit;
+        }
+        let offer = self.by_gate.entry(own).or_default();
+        offer.tickets.push(ticket(store, run));
         gates
     }
 
@@ -75,11 +84,12 @@ impl Offers {
     /// Makes one call per gate; returns the gates that could not be reached.
     pub async fn send(self, env: &Env) -> HashSet<String> {
         let mut failed = HashSet::new();
-        for (gate, (tickets, limit)) in self.by_gate {
+        for (gate, offer) in self.by_gate {
             let command = Offer {
                 gate: gate.clone(),
-                tickets,
-                limit,
+                tickets: offer.tickets,
+                limit: offer.limit,
+                total_limit: offer.total_limit,
             };
             let result = match QueueGateClient::new(env, &gate) {
                 Ok(client) => client.send_within(command, CALL_LIMIT).await.map(drop),
@@ -94,14 +104,17 @@ impl Offers {
     }
 }
 
-/// A run's place at its gate. The lease lasts the run's `maxDuration` (fixed when it was
+/// A run's place at its gate: its place in line is when it became `QUEUED`, less its
+/// priority (Trigger.dev's meaning: priority P orders it as if queued P seconds earlier). The lease lasts the run's `maxDuration` (fixed when it was
 /// accepted) plus a margin.
 fn ticket(store: &str, run: ClaimedRun) -> Ticket {
     Ticket {
         run_id: run.run_id,
         store: store.to_owned(),
         concurrency_key: run.concurrency_key.unwrap_or_default(),
-        queued_at: run.queued_at,
+        queued_at: run
+            .queued_at
+            .saturating_sub(run.priority_ms.min(i64::MAX as u64) as i64),
         expires_at: run.expires_at,
         lease_ms: u64::from(run.max_duration_secs) * 1000 + LEASE_MARGIN_MS,
     }

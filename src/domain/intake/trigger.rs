@@ -859,6 +859,7 @@ mod tests {
             queue: Some("shared".into()),
             concurrency_limit: Some(4),
             gate_shards: None,
+            total_limit: None,
             max_attempts: 3,
             max_duration_secs: 300,
             ttl_ms: Some(60_000),

@@ -1,9 +1,17 @@
 //! The concurrency gate of one (environment, queue): a pure state machine.
 //!
-//! Runs arrive as tickets and wait in FIFO order (by the time they became `QUEUED`, then
-//! arrival) per concurrency key. Each key gets its own copy of the queue's limit: at no
-//! moment do more than `limit` runs of one key hold a lease (invariant 4, docs/ARCHITECTURE.md). A queue
-//! without a limit admits everything; a limit of 0 holds every run until it is raised.
+//! Runs arrive as tickets and wait in FIFO order (by their place in line: the time they
+//! became `QUEUED` less their priority, then arrival) per concurrency key. Each key gets
+//! its own copy of the queue's limit: at no moment do more than `limit` runs of one key
+//! hold a lease (invariant 4, docs/ARCHITECTURE.md). A queue without a limit admits
+//! everything; a limit of 0 holds every run until it is raised.
+//!
+//! An operator steers a gate through [`Controls`]: a paused gate admits nothing (its
+//! leases run to their end); an override wins over the declared and trigger-set limits
+//! until it is reset; a total cap bounds the leases of all keys together, and under it
+//! keys take turns (round robin among the keys with waiting runs, one admission each), so
+//! a key with a large backlog never delays a key that just got a run by more than one
+//! turn of the others.
 //!
 //! A lease ends by release (the attempt finished), by removal (the run was cancelled), or
 //! by expiry: `lease_until` is the attempt's `maxDuration` plus a margin, after which the
@@ -41,11 +49,20 @@ pub struct Ticket {
     pub store: String,
     /// `""` for runs without a concurrency key: they share one copy of the limit.
     pub concurrency_key: String,
+    /// Its place in line: when it became `QUEUED`, less its priority (a run of priority
+    /// P seconds is ordered as if it had been queued P seconds earlier).
     pub queued_at: Millis,
     /// When the run's TTL ends; a waiting run past it is dropped (the store expires it).
     pub expires_at: Option<Millis>,
     /// How long a lease on this run lasts: its maxDuration plus a margin.
     pub lease_ms: u64,
+}
+
+/// A run's priority (`options.priority`, in seconds) in milliseconds: how much earlier
+/// than its `QUEUED` time it takes its place in line. At most 10^12 s (a run cannot
+/// move before the start of the clock's range).
+pub fn priority_ms(priority: Option<f64>) -> u64 {
+    priority.map_or(0, |p| (p * 1000.0).round().clamp(0.0, 1e15) as u64)
 }
 
 /// A waiting run, as stored: its row's key is (`concurrency_key`, `queued_at`, `seq`).
@@ -84,6 +101,8 @@ pub struct Changes {
     pub running_removed: Vec<String>,
     /// The limit or the time it was set changed: store both.
     pub limit_changed: bool,
+    /// The controls changed: store them.
+    pub controls_changed: bool,
     /// Run ids of `waiting_added` still waiting at the end of the operation.
     added: HashSet<String>,
 }
@@ -125,6 +144,7 @@ impl Changes {
         self.admitted.extend(later.admitted);
         self.running_removed.extend(later.running_removed);
         self.limit_changed |= later.limit_changed;
+        self.controls_changed |= later.controls_changed;
     }
 }
 
@@ -146,6 +166,46 @@ pub trait StoredWaiting {
 pub struct LimitUpdate {
     pub limit: u32,
     pub set_at: Millis,
+}
+
+/// What an operator set (the queues API) and the total cap declared for the queue: kept
+/// across restarts.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Controls {
+    /// A paused gate admits nothing; attempts under way finish.
+    pub paused: bool,
+    /// A limit per key that wins over the declared and trigger-set ones until reset, and
+    /// when it was set.
+    pub override_limit: Option<u32>,
+    pub overridden_at: Option<Millis>,
+    /// The most leases of all keys together, as the queue declares it (`None`: no cap).
+    pub total_limit: Option<u32>,
+    /// A total cap that wins over the declared one until reset.
+    pub total_override: Option<u32>,
+}
+
+impl Controls {
+    /// The total cap in force.
+    pub fn total(&self) -> Option<u32> {
+        self.total_override.or(self.total_limit)
+    }
+}
+
+/// A change an operator asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Control {
+    Pause,
+    Resume,
+    /// Overrides the limit per key, the total cap, or both (`None`: leaves it as it is).
+    Override {
+        limit: Option<u32>,
+        total: Option<u32>,
+    },
+    /// Drops both overrides: the declared and trigger-set limits apply again.
+    Reset,
+    /// Reads the gate and changes nothing.
+    Look,
 }
 
 /// One key's line: the window in memory, and what waits in storage beyond it.
@@ -192,6 +252,9 @@ pub struct GateState {
     running_per_key: HashMap<String, u32>,
     next_seq: u64,
     next_token: u64,
+    controls: Controls,
+    /// The key admitted last under a total cap: the next turn starts after it.
+    last_turn: Option<String>,
 }
 
 impl GateState {
@@ -203,10 +266,12 @@ impl GateState {
         waiting_per_key: Vec<(String, u64)>,
         max_seq: Option<u64>,
         running: Vec<Lease>,
+        controls: Controls,
     ) -> GateState {
         let mut state = GateState {
             limit,
             limit_set_at,
+            controls,
             next_seq: max_seq.map_or(0, |s| s + 1),
             ..GateState::default()
         };
@@ -237,6 +302,20 @@ impl GateState {
         self.limit_set_at
     }
 
+    /// The limit per key in force: the override's, else the declared or trigger-set one.
+    pub fn effective_limit(&self) -> Option<u32> {
+        self.controls.override_limit.or(self.limit)
+    }
+
+    pub fn controls(&self) -> &Controls {
+        &self.controls
+    }
+
+    /// Runs holding a lease, of every key.
+    pub fn running_total(&self) -> u32 {
+        self.running.len() as u32
+    }
+
     pub fn running_count(&self, key: &str) -> u32 {
         self.running_per_key.get(key).copied().unwrap_or(0)
     }
@@ -265,6 +344,63 @@ impl GateState {
         stored: &mut impl StoredWaiting,
     ) -> Changes {
         let mut changes = Changes::default();
+        self.offer_into(&mut changes, tickets, limit, stored);
+        self.admit(now, &mut changes, stored);
+        changes.settle()
+    }
+
+    /// Sets the total cap the queue declares (the configuration's, sent with each offer).
+    pub fn declare_total(&mut self, total: Option<u32>) -> Changes {
+        let mut changes = Changes::default();
+        if self.controls.total_limit != total {
+            self.controls.total_limit = total;
+            changes.controls_changed = true;
+        }
+        changes
+    }
+
+    /// Applies an operator's change, then admits what now fits (a resume or a raised
+    /// limit starts waiting runs at once).
+    pub fn control(
+        &mut self,
+        control: Control,
+        now: Millis,
+        stored: &mut impl StoredWaiting,
+    ) -> Changes {
+        let mut changes = Changes::default();
+        let before = self.controls.clone();
+        let c = &mut self.controls;
+        match control {
+            Control::Pause => c.paused = true,
+            Control::Resume => c.paused = false,
+            Control::Override { limit, total } => {
+                if limit.is_some() {
+                    c.override_limit = limit;
+                    c.overridden_at = Some(now);
+                }
+                if total.is_some() {
+                    c.total_override = total;
+                }
+            }
+            Control::Reset => {
+                c.override_limit = None;
+                c.overridden_at = None;
+                c.total_override = None;
+            }
+            Control::Look => {}
+        }
+        changes.controls_changed = self.controls != before;
+        self.admit(now, &mut changes, stored);
+        changes.settle()
+    }
+
+    fn offer_into(
+        &mut self,
+        changes: &mut Changes,
+        tickets: Vec<Ticket>,
+        limit: Option<LimitUpdate>,
+        stored: &mut impl StoredWaiting,
+    ) {
         // The stored runs of each place in line looked at by this offer.
         let mut places: HashMap<(String, Millis), HashSet<String>> = HashMap::new();
         if let Some(update) = limit {
@@ -309,8 +445,6 @@ impl GateState {
                 changes.add_waiting(waiting);
             }
         }
-        self.admit(now, &mut changes, stored);
-        changes.settle()
     }
 
     /// Ends the lease of `run_id` if `token` is its current one (any token when `None`),
@@ -488,52 +622,107 @@ impl GateState {
         last.is_some()
     }
 
-    /// Moves waiting runs to running, oldest first per key, while the key has room; then
-    /// brings the windows back within [`WINDOW`].
+    /// Moves waiting runs to running while there is room, oldest first per key: each key
+    /// as far as its limit allows, or under a total cap, the keys in turn, one admission
+    /// each, until the cap is reached. A paused gate admits nothing. Then brings the
+    /// windows back within [`WINDOW`].
     fn admit(&mut self, now: Millis, changes: &mut Changes, stored: &mut impl StoredWaiting) {
-        let keys: Vec<String> = self.lines.keys().cloned().collect();
-        for key in keys {
-            loop {
-                let room = match self.limit {
-                    None => true,
-                    Some(limit) => self.running_count(&key) < limit,
-                };
-                if !room {
-                    break;
-                }
-                // The oldest waiting run of the key that does not hold a lease already.
-                let next = self.lines.get(&key).and_then(|line| {
-                    line.window
-                        .iter()
-                        .find(|(_, _, run)| !self.running.contains_key(run))
-                        .map(|(_, _, run)| run.clone())
-                });
-                let Some(run_id) = next else {
-                    if self.read_page(&key, changes, stored) {
-                        continue;
+        if !self.controls.paused {
+            match self.controls.total() {
+                None => {
+                    let keys: Vec<String> = self.lines.keys().cloned().collect();
+                    for key in keys {
+                        while self.admit_one(&key, now, changes, stored) {}
                     }
-                    break;
-                };
-                let waiting = self
-                    .remove_waiting(&run_id)
-                    .expect("windows hold waiting runs");
-                changes.remove_waiting(waiting.clone());
-                if waiting.ticket.expires_at.is_some_and(|at| at <= now) {
-                    continue; // past its TTL: the store expires it, it never starts
                 }
-                let lease = Lease {
-                    lease_until: now
-                        .saturating_add(waiting.ticket.lease_ms.min(i64::MAX as u64) as i64),
-                    ticket: waiting.ticket,
-                    token: self.next_token,
-                };
-                self.next_token += 1;
-                *self.running_per_key.entry(key.clone()).or_default() += 1;
-                self.running.insert(run_id, lease.clone());
-                changes.admitted.push(lease);
+                Some(total) => self.admit_in_turns(total, now, changes, stored),
             }
         }
         self.shrink();
+    }
+
+    /// Round robin under a total cap: the keys with waiting runs in name order, starting
+    /// after the key admitted last, one admission per key per turn.
+    fn admit_in_turns(
+        &mut self,
+        total: u32,
+        now: Millis,
+        changes: &mut Changes,
+        stored: &mut impl StoredWaiting,
+    ) {
+        loop {
+            let mut keys: Vec<String> = self.lines.keys().cloned().collect();
+            keys.sort_unstable();
+            let first = match &self.last_turn {
+                Some(last) => keys.partition_point(|k| k <= last),
+                None => 0,
+            };
+            keys.rotate_left(first);
+            let mut admitted_any = false;
+            for key in keys {
+                if self.running_total() >= total {
+                    return;
+                }
+                if self.admit_one(&key, now, changes, stored) {
+                    self.last_turn = Some(key);
+                    admitted_any = true;
+                }
+            }
+            if !admitted_any {
+                return;
+            }
+        }
+    }
+
+    /// Admits the oldest waiting run of `key` if the key has room. `false`: it has no room
+    /// or nothing waits (runs past their TTL are dropped on the way).
+    fn admit_one(
+        &mut self,
+        key: &str,
+        now: Millis,
+        changes: &mut Changes,
+        stored: &mut impl StoredWaiting,
+    ) -> bool {
+        loop {
+            let room = match self.effective_limit() {
+                None => true,
+                Some(limit) => self.running_count(key) < limit,
+            };
+            if !room {
+                return false;
+            }
+            // The oldest waiting run of the key that does not hold a lease already.
+            let next = self.lines.get(key).and_then(|line| {
+                line.window
+                    .iter()
+                    .find(|(_, _, run)| !self.running.contains_key(run))
+                    .map(|(_, _, run)| run.clone())
+            });
+            let Some(run_id) = next else {
+                if self.read_page(key, changes, stored) {
+                    continue;
+                }
+                return false;
+            };
+            let waiting = self
+                .remove_waiting(&run_id)
+                .expect("windows hold waiting runs");
+            changes.remove_waiting(waiting.clone());
+            if waiting.ticket.expires_at.is_some_and(|at| at <= now) {
+                continue; // past its TTL: the store expires it, it never starts
+            }
+            let lease = Lease {
+                lease_until: now
+                    .saturating_add(waiting.ticket.lease_ms.min(i64::MAX as u64) as i64),
+                ticket: waiting.ticket,
+                token: self.next_token,
+            };
+            self.next_token += 1;
+            *self.running_per_key.entry(key.to_owned()).or_default() += 1;
+            self.running.insert(run_id, lease.clone());
+            changes.admitted.push(lease);
+            return true;
+        }
     }
 
     /// Leaves in memory at most [`WINDOW`] waiting runs: the newest of the longest window
@@ -671,6 +860,25 @@ mod tests {
         fn drop_expired_waiting(&mut self, now: Millis) -> Changes {
             let changes = self.state.drop_expired_waiting(now);
             self.write(changes)
+        }
+        fn control(&mut self, control: Control, now: Millis) -> Changes {
+            let changes = self.state.control(control, now, &mut self.table);
+            self.write(changes)
+        }
+        /// Ends every lease, as executors reporting would: the runs admitted next.
+        fn release_every(&mut self, now: Millis) -> Vec<String> {
+            let running: Vec<(String, u64)> = self
+                .state
+                .running
+                .values()
+                .map(|l| (l.ticket.run_id.clone(), l.token))
+                .collect();
+            let changes = self.release_all(&running, now);
+            changes
+                .admitted
+                .iter()
+                .map(|l| l.ticket.run_id.clone())
+                .collect()
         }
     }
 
@@ -934,6 +1142,7 @@ mod tests {
             per_key.into_iter().collect(),
             max_seq,
             running,
+            gate.controls().clone(),
         );
         Gate {
             state,
@@ -1137,5 +1346,196 @@ mod tests {
         assert_eq!(runs(&removed.waiting_removed), ["r"]);
         assert!(removed.admitted.is_empty());
         assert_eq!((gate.running_count(""), gate.waiting_count()), (0, 0));
+    }
+
+    fn tickets(prefix: &str, key: &str, count: usize, from: Millis) -> Vec<Ticket> {
+        (0..count)
+            .map(|i| ticket(&format!("{prefix}{i}"), key, from + i as Millis))
+            .collect()
+    }
+
+    #[test]
+    fn a_paused_gate_admits_nothing_lets_leases_end_and_starts_its_waiting_runs_on_resume() {
+        let mut gate = Gate::default();
+        gate.offer(tickets("r", "", 2, 0), limit(1), 0);
+        let paused = gate.control(Control::Pause, 1);
+        assert!(paused.controls_changed && gate.controls().paused);
+        // The attempt under way goes on; its end admits nothing while paused.
+        let released = gate.release("r0", None, 2);
+        assert_eq!(released.running_removed, ["r0"]);
+        assert!(released.admitted.is_empty());
+        // New runs are still taken in, and wait.
+        let offered = gate.offer(vec![ticket("s", "", 3)], None, 3);
+        assert!(offered.admitted.is_empty());
+        assert_eq!(gate.waiting_count(), 2);
+        // Pausing twice changes nothing; the pause outlives a restart.
+        assert!(!gate.control(Control::Pause, 4).controls_changed);
+        let mut gate = restored(gate);
+        assert!(gate.release_every(5).is_empty());
+        let resumed = gate.control(Control::Resume, 6);
+        assert!(resumed.controls_changed);
+        assert_eq!(ids(&resumed.admitted), ["r1"]);
+        assert_eq!(gate.release_every(7), ["s"]);
+    }
+
+    #[test]
+    fn a_paused_gate_still_forgets_runs_past_their_ttl() {
+        let mut gate = Gate::default();
+        gate.control(Control::Pause, 0);
+        let mut late = ticket("late", "", 0);
+        late.expires_at = Some(50);
+        gate.offer(vec![late], None, 1);
+        assert_eq!(gate.next_wake(), Some(50));
+        assert_eq!(
+            runs(&gate.drop_expired_waiting(50).waiting_removed),
+            ["late"]
+        );
+    }
+
+    #[test]
+    fn an_override_wins_over_declared_and_trigger_set_limits_until_reset() {
+        let mut gate = Gate::default();
+        gate.offer(tickets("r", "", 10, 0), limit(1), 0);
+        assert_eq!(gate.running_count(""), 1);
+        let raised = gate.control(
+            Control::Override {
+                limit: Some(5),
+                total: None,
+            },
+            100,
+        );
+        assert_eq!(ids(&raised.admitted), ["r1", "r2", "r3", "r4"]);
+        assert_eq!(gate.controls().override_limit, Some(5));
+        assert_eq!(gate.controls().overridden_at, Some(100));
+        assert_eq!((gate.limit(), gate.effective_limit()), (Some(1), Some(5)));
+        // A trigger setting another limit moves the base, not the override.
+        let newer = LimitUpdate {
+            limit: 2,
+            set_at: 200,
+        };
+        let offered = gate.offer(vec![], Some(newer), 200);
+        assert!(offered.admitted.is_empty());
+        assert_eq!((gate.limit(), gate.effective_limit()), (Some(2), Some(5)));
+        // After a restart too.
+        let mut gate = restored(gate);
+        assert_eq!(gate.release_every(300).len(), 5);
+        // Reset: back to the base; leases above it run out, nothing new starts.
+        let reset = gate.control(Control::Reset, 400);
+        assert!(reset.controls_changed && reset.admitted.is_empty());
+        assert_eq!(gate.controls().overridden_at, None);
+        assert_eq!(gate.effective_limit(), Some(2));
+        let next = gate.release_every(500);
+        assert_eq!(
+            next.len(),
+            0,
+            "5 running: ends admit nothing until fewer than 2 run"
+        );
+        assert_eq!(gate.release_every(600).len(), 0);
+    }
+
+    #[test]
+    fn an_override_to_zero_holds_every_run() {
+        let mut gate = Gate::default();
+        gate.control(
+            Control::Override {
+                limit: Some(0),
+                total: None,
+            },
+            0,
+        );
+        assert!(gate
+            .offer(tickets("r", "k", 3, 0), None, 1)
+            .admitted
+            .is_empty());
+        assert_eq!(
+            ids(&gate.control(Control::Reset, 2).admitted),
+            ["r0", "r1", "r2"]
+        );
+    }
+
+    #[test]
+    fn under_a_total_cap_keys_take_turns_so_a_late_key_waits_at_most_one_turn() {
+        let mut gate = Gate::default();
+        gate.state.declare_total(Some(2));
+        gate.offer(tickets("a", "a", 1000, 0), limit(10), 1);
+        assert_eq!(gate.running_total(), 2);
+        // Key b arrives with one run, behind 998 of key a: the next slot is b's.
+        gate.offer(vec![ticket("b0", "b", 5000)], None, 2);
+        let a_running: Vec<(String, u64)> = ["a0"]
+            .iter()
+            .map(|r| (r.to_string(), gate.lease(r).unwrap().token))
+            .collect();
+        let next = gate.release_all(&a_running, 3);
+        assert_eq!(ids(&next.admitted), ["b0"]);
+        assert_eq!(gate.running_total(), 2, "the cap holds");
+    }
+
+    #[test]
+    fn under_a_total_cap_every_key_gets_its_turn_and_the_cap_is_never_exceeded() {
+        let mut gate = Gate::default();
+        gate.state.declare_total(Some(3));
+        gate.offer(tickets("a", "a", 200, 0), None, 1);
+        gate.offer(tickets("b", "b", 5, 1000), None, 2);
+        gate.offer(tickets("c", "c", 2, 2000), None, 3);
+        let mut order: Vec<String> = gate.state.running.keys().cloned().collect();
+        order.sort();
+        loop {
+            assert!(gate.running_total() <= 3);
+            let next = gate.release_every(4);
+            if next.is_empty() {
+                break;
+            }
+            order.extend(next);
+        }
+        assert_eq!(order.len(), 207);
+        let position = |run: &str| order.iter().position(|r| r == run).unwrap();
+        // Every run of b and c starts before a's 10th.
+        assert!(position("b4") < position("a9"), "{order:?}");
+        assert!(position("c1") < position("a9"));
+        // Within a key, FIFO.
+        assert!((0..199).all(|i| position(&format!("a{i}")) < position(&format!("a{}", i + 1))));
+    }
+
+    #[test]
+    fn a_total_cap_also_holds_each_key_to_its_limit_and_can_be_overridden() {
+        let mut gate = Gate::default();
+        gate.state.declare_total(Some(4));
+        let mut offered = tickets("a", "a", 10, 0);
+        offered.extend(tickets("b", "b", 10, 0));
+        gate.offer(offered, limit(1), 1);
+        assert_eq!((gate.running_count("a"), gate.running_count("b")), (1, 1));
+        let raised = gate.control(
+            Control::Override {
+                limit: Some(5),
+                total: Some(6),
+            },
+            2,
+        );
+        assert_eq!(raised.admitted.len(), 4);
+        assert_eq!(gate.running_total(), 6);
+        assert_eq!(gate.controls().total(), Some(6));
+        gate.control(Control::Reset, 3);
+        assert_eq!(gate.controls().total(), Some(4));
+        assert!(gate.release_every(4).len() <= 2, "back to 1 per key");
+    }
+
+    #[test]
+    fn priority_is_an_earlier_place_in_line() {
+        assert_eq!(priority_ms(None), 0);
+        assert_eq!(priority_ms(Some(60.0)), 60_000);
+        assert_eq!(priority_ms(Some(0.25)), 250);
+        assert_eq!(priority_ms(Some(1e300)), 1e15 as u64);
+        // 20 runs queued at t = 100 s..120 s, then one of priority 60 at 130 s: it is next.
+        let mut gate = Gate::default();
+        gate.offer(
+            (0..20)
+                .map(|i| ticket(&format!("r{i}"), "", 100_000 + i * 1000))
+                .collect(),
+            limit(1),
+            0,
+        );
+        let urgent = 130_000 - priority_ms(Some(60.0)) as Millis;
+        gate.offer(vec![ticket("urgent", "", urgent)], None, 1);
+        assert_eq!(gate.release_every(2), ["urgent"]);
     }
 }

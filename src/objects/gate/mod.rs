@@ -31,7 +31,7 @@ use crate::platform::rpc;
 use crate::platform::rpc::{answer, CallError, CALL_LIMIT};
 use crate::platform::runtime::{ensure_alarm, internal, now};
 use crate::platform::sql::{rows, transaction, Migrated, Sql, Values};
-use protocol::{Admitted, Gate, GateCommand, Offer, Release, Remove};
+use protocol::{Admitted, Gate, GateCommand, GateView, Offer, Release, Remove, Steer};
 
 /// Hands to executors a gate keeps in flight at once.
 const LAUNCH_CONCURRENCY: usize = 32;
@@ -132,10 +132,28 @@ impl QueueGate {
                 gate,
                 tickets,
                 limit,
+                total_limit,
             }) => {
                 self.remember_name(&gate)?;
-                let changes = self.apply(0, |g, stored| g.offer(tickets, limit, now, stored))?;
+                let changes = self.apply(0, |g, stored| {
+                    let mut changes = g.declare_total(total_limit);
+                    changes.merge(g.offer(tickets, limit, now, stored));
+                    changes
+                })?;
                 (gate, changes, 0)
+            }
+            GateCommand::Steer(Steer { gate, control }) => {
+                self.remember_name(&gate)?;
+                let changes = self.apply(0, |g, stored| g.control(control, now, stored))?;
+                self.rearm().await?;
+                self.launch(&gate, changes.admitted).await;
+                let view = self.with_gate(|g| GateView {
+                    limit: g.limit(),
+                    controls: g.controls().clone(),
+                    running: g.running_total(),
+                    queued: g.waiting_count(),
+                })?;
+                return answer::<Steer>(&view);
             }
             GateCommand::Release(Release { ended, take }) => {
                 let returns = take.min(ended.len());
@@ -210,6 +228,10 @@ impl QueueGate {
         let limit_set_at = setting("limit_set_at")
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
+        let controls = setting("controls")
+            .map(json)
+            .transpose()?
+            .unwrap_or_default();
         let sql = self.sql();
         // Rows a build before gate step 3 wrote (after a rollback) have no place in line
         // yet: they are put in theirs, from their tickets.
@@ -244,7 +266,14 @@ impl QueueGate {
             .cloned()
             .collect();
         Ok(Loaded {
-            state: GateState::restore(limit, limit_set_at, waiting_per_key, max_seq, running),
+            state: GateState::restore(
+                limit,
+                limit_set_at,
+                waiting_per_key,
+                max_seq,
+                running,
+                controls,
+            ),
             rows: LeaseRows::restore(groups, &singles),
         })
     }
@@ -282,10 +311,14 @@ impl QueueGate {
             return Err(e);
         }
         let (limit, limit_set_at) = (gate.limit(), gate.limit_set_at());
+        let controls = changes
+            .controls_changed
+            .then(|| to_json(gate.controls()))
+            .transpose()?;
         let (taken, handed) = split_for_releaser(changes.admitted.clone(), returns);
         let mut groups = vec![taken];
         groups.extend(
-            hands("", handed, pool_size(limit))
+            hands("", handed, pool_size(gate.effective_limit()))
                 .into_iter()
                 .map(|(_, leases)| leases),
         );
@@ -293,7 +326,16 @@ impl QueueGate {
         let sql = self.sql();
         let written = changes.clone();
         let result = transaction(&self.state.storage(), move || {
-            persist(&sql, &written, &lease_writes, limit, limit_set_at)
+            persist(&sql, &written, &lease_writes, limit, limit_set_at)?;
+            match controls {
+                Some(controls) => sql
+                    .exec(
+                        "INSERT OR REPLACE INTO settings (key, value) VALUES ('controls', ?)",
+                        vec![controls.into()],
+                    )
+                    .map(drop),
+                None => Ok(()),
+            }
         });
         if let Err(e) = result {
             *slot = None;
@@ -331,7 +373,7 @@ impl QueueGate {
     /// hands (they could go in the background, the leases being stored, but that measured
     /// no faster), which holds back a caller offering faster than executors start.
     async fn launch(&self, gate: &str, admitted: Vec<Lease>) {
-        let pool = match self.with_gate(GateState::limit) {
+        let pool = match self.with_gate(GateState::effective_limit) {
             Ok(limit) => pool_size(limit),
             Err(_) => EXECUTOR_POOL,
         };

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::scheduling::gate::{Lease, LimitUpdate, Ticket};
+use crate::domain::scheduling::gate::{Control, Controls, Lease, LimitUpdate, Ticket};
 use crate::platform::rpc;
 
 /// Every command a gate takes; on the wire a variant is `{"<snake_case name>": {…}}`.
@@ -13,6 +13,7 @@ pub enum GateCommand {
     Offer(Offer),
     Release(Release),
     Remove(Remove),
+    Steer(Steer),
 }
 
 /// The queue gate's side of the wire.
@@ -27,6 +28,7 @@ crate::commands!(Gate => GateCommand {
     Offer => Admitted,
     Release => Admitted,
     Remove => Admitted,
+    Steer => GateView,
 });
 
 /// Runs that should wait for a slot (one call per consumer batch and queue).
@@ -36,6 +38,9 @@ pub struct Offer {
     pub gate: String,
     pub tickets: Vec<Ticket>,
     pub limit: Option<LimitUpdate>,
+    /// The total cap the queue declares (`totalConcurrencyLimit`); `None`: no cap.
+    #[serde(default)]
+    pub total_limit: Option<u32>,
 }
 
 /// These attempts ended (run id, lease token): free their slots. The releasing executor
@@ -62,4 +67,23 @@ pub struct Admitted {
     pub count: usize,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hand: Vec<Lease>,
+}
+
+/// An operator's change through the queues API (pause, resume, override, reset), or a
+/// look at the gate; answered with the gate as it is afterwards.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Steer {
+    /// The gate's own name (`<env>:<queue>`): a queue may be steered before its first run.
+    pub gate: String,
+    pub control: Control,
+}
+
+/// A gate as the queues API shows it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct GateView {
+    /// The limit per key its runs set (declared or trigger-set), if any reached it.
+    pub limit: Option<u32>,
+    pub controls: Controls,
+    pub running: u32,
+    pub queued: u64,
 }

@@ -18,6 +18,7 @@ use crate::domain::intake::idempotency::{
 use crate::domain::intake::trigger::RunRequest;
 use crate::domain::run::delivery::{self, REDELIVER_AFTER_MS};
 use crate::domain::run::status::RunStatus;
+use crate::domain::scheduling::gate::priority_ms;
 use crate::platform::meter;
 use crate::platform::rpc::CallError;
 use crate::platform::sql::{exec_in_chunks, insert_rows, opt_i64, rows, transaction, Sql};
@@ -177,6 +178,7 @@ impl RunStore {
                 queued_at: now,
                 expires_at: item.kept_ttl().map(|ttl| ttl.ends(now)),
                 max_duration_secs: attempt_seconds(item.max_duration.map(i64::from)),
+                priority_ms: priority_ms(item.priority),
             })
             .collect();
         let due = transaction(&self.state.storage(), || {

@@ -14,6 +14,7 @@ use crate::domain::basics::time::Millis;
 use crate::domain::config::attempt_seconds;
 use crate::domain::run::delivery::{self, OutboxRow, REDELIVER_AFTER_MS, RETRY_SLACK_MS};
 use crate::domain::run::status::RunStatus;
+use crate::domain::scheduling::gate::priority_ms;
 use crate::platform::meter;
 use crate::platform::sql::{exec_in_chunks, rows};
 use crate::queue::offers::Offers;
@@ -30,6 +31,7 @@ struct ClaimRow {
     retry_at: Option<Millis>,
     expires_at: Option<Millis>,
     max_duration: Option<i64>,
+    priority: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -249,7 +251,7 @@ impl RunStore {
         exec_in_chunks(
             &self.sql(),
             "SELECT id, status, queue, concurrency_key, queue_limit, created_at, queued_at, retry_at,
-                 expires_at, max_duration
+                 expires_at, max_duration, priority
              FROM runs WHERE id IN ({list})",
             &[],
             run_ids,
@@ -283,6 +285,7 @@ impl RunStore {
                 queued_at,
                 expires_at: row.expires_at,
                 max_duration_secs: attempt_seconds(row.max_duration),
+                priority_ms: priority_ms(row.priority),
             });
         }
         self.expire(&expired, now)?;

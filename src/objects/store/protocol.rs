@@ -242,6 +242,10 @@ pub struct ClaimedRun {
     /// The end of its TTL, if any.
     pub expires_at: Option<Millis>,
     pub max_duration_secs: u32,
+    /// Its priority (`options.priority`, seconds) in milliseconds: it waits as if queued
+    /// that much earlier.
+    #[serde(default)]
+    pub priority_ms: u64,
 }
 
 /// What an executor needs to make the call.
