@@ -7,7 +7,8 @@
 //! [vars.TASKS.hello-world]
 //! service = "EXAMPLES"                  # a service binding, or: endpoint = "https://…"
 //! queue = { name = "hello", concurrencyLimit = 10, totalConcurrencyLimit = 50 }
-//! # or gateShards = 4: the gates its keys spread over (not with totalConcurrencyLimit)
+//! # or gateShards = 4: the gates its keys spread over (not with totalConcurrencyLimit);
+//! # throttle = { limit = 5, period = "1s", burst = 0 }: a rate per concurrency key
 //! maxAttempts = 3
 //! maxDuration = 300                     # seconds
 //! ttl = "1h"                            # default TTL of the task's runs
@@ -29,6 +30,7 @@ use crate::domain::api::rate_limit::{parse_rate_limits, RateLimits};
 use crate::domain::basics::duration::parse_duration;
 use crate::domain::basics::shards::MAX_SHARDS;
 use crate::domain::intake::queue_name::{clean_queue_name, default_queue_name};
+use crate::domain::scheduling::gate::Throttle;
 
 /// The seed endpoint's default item limit, and the most it may be raised to.
 pub const DEFAULT_MAX_BATCH_ITEMS: usize = 100;
@@ -55,6 +57,8 @@ pub struct DeclaredQueue {
     pub concurrency_limit: Option<u32>,
     /// The most runs of all its keys at once (`totalConcurrencyLimit`).
     pub total_limit: Option<u32>,
+    /// The rate each of its concurrency keys' runs may start at (`throttle`).
+    pub throttle: Option<Throttle>,
 }
 
 /// The key of the HMAC signature on calls to task endpoints. Never printed.
@@ -171,6 +175,8 @@ pub struct TaskSettings {
     pub gate_shards: Option<u32>,
     /// The queue's total cap over all its keys, if the task declares it.
     pub total_limit: Option<u32>,
+    /// The queue's rate per concurrency key, if the task declares it.
+    pub throttle: Option<Throttle>,
     pub max_attempts: u32,
     pub max_duration_secs: u32,
     pub ttl_ms: Option<u64>,
@@ -199,6 +205,7 @@ struct QueueWire {
     concurrency_limit: Option<u32>,
     total_limit: Option<u32>,
     gate_shards: Option<u32>,
+    throttle: Option<Value>,
 }
 
 #[derive(Default)]
@@ -291,10 +298,12 @@ fn queue_wire(value: &Value) -> Result<QueueWire, String> {
             "concurrencyLimit",
             "totalConcurrencyLimit",
             "gateShards",
+            "throttle",
         ],
         |key, v| {
             match key {
                 "name" => wire.name = typed(v)?,
+                "throttle" => wire.throttle = Some(v.clone()),
                 "gateShards" => wire.gate_shards = typed(v)?,
                 "totalConcurrencyLimit" => wire.total_limit = typed(v)?,
                 _ => wire.concurrency_limit = typed(v)?,
@@ -303,6 +312,39 @@ fn queue_wire(value: &Value) -> Result<QueueWire, String> {
         },
     )?;
     Ok(wire)
+}
+
+/// `queue.throttle = { limit, period, burst }`: `limit` starts per `period` (a duration,
+/// `1s` to `1d`) for each concurrency key, and `burst` (default 0) more at once after a
+/// quiet spell.
+fn throttle_of(value: &Value) -> Result<Throttle, String> {
+    let (mut limit, mut period, mut burst) = (None::<u32>, None::<String>, None::<u32>);
+    read_fields(value, &["limit", "period", "burst"], |key, v| {
+        match key {
+            "limit" => limit = typed(v)?,
+            "period" => period = typed(v)?,
+            _ => burst = typed(v)?,
+        }
+        Ok(())
+    })
+    .map_err(|e| format!("queue.throttle{e}"))?;
+    let limit = limit
+        .filter(|n| (1..=100_000).contains(n))
+        .ok_or("queue.throttle.limit: must be an integer from 1 to 100000")?;
+    let period_ms = period
+        .as_deref()
+        .and_then(parse_duration)
+        .filter(|ms| (1000..=86_400_000).contains(ms))
+        .ok_or("queue.throttle.period: must be a duration from 1s to 1d, like \"1s\" or \"10m\"")?;
+    let burst = burst.unwrap_or(0);
+    if burst > 100_000 {
+        return Err("queue.throttle.burst: must be an integer from 0 to 100000".into());
+    }
+    Ok(Throttle {
+        limit,
+        period_ms,
+        burst,
+    })
 }
 
 fn retry_wire(value: &Value) -> Result<RetryWire, String> {
@@ -355,6 +397,11 @@ impl Config {
     pub fn total_limit(&self, queue: &str) -> Option<u32> {
         self.queues.get(queue).and_then(|q| q.total_limit)
     }
+
+    /// The throttle `queue` declares, if any.
+    pub fn throttle(&self, queue: &str) -> Option<Throttle> {
+        self.queues.get(queue).and_then(|q| q.throttle)
+    }
 }
 
 /// The queues of the declared tasks. Tasks sharing a queue that declare its gates or its
@@ -369,6 +416,7 @@ fn queues_of(
     // Which task declared each queue's gates and cap first.
     let mut shards_by: HashMap<String, &str> = HashMap::new();
     let mut total_by: HashMap<String, &str> = HashMap::new();
+    let mut throttle_by: HashMap<String, &str> = HashMap::new();
     let field = |id: &str, name: &str| {
         format!(
             "TASKS[{}].queue.{name}",
@@ -382,7 +430,23 @@ fn queues_of(
             gate_shards: 1,
             concurrency_limit: None,
             total_limit: None,
+            throttle: None,
         });
+        if let Some(wanted) = task.throttle {
+            match throttle_by.get(&name) {
+                Some(by) if queue.throttle != Some(wanted) => {
+                    return Err(format!(
+                        "{}: differs from task {by:?}'s on the same queue {name:?}",
+                        field(id, "throttle"),
+                    ))
+                }
+                Some(_) => {}
+                None => {
+                    queue.throttle = Some(wanted);
+                    throttle_by.insert(name.clone(), id);
+                }
+            }
+        }
         queue.concurrency_limit = queue.concurrency_limit.or(task.concurrency_limit);
         if let Some(wanted) = task.gate_shards {
             match shards_by.get(&name) {
@@ -512,8 +576,8 @@ fn task_settings(id: &str, wire: TaskWire) -> Result<TaskSettings, String> {
         }
         (None, None) => return Err("endpoint: required (or service, a service binding)".into()),
     };
-    let (queue, concurrency_limit, total_limit, gate_shards) = match wire.queue {
-        None => (None, None, None, None),
+    let (queue, concurrency_limit, total_limit, gate_shards, throttle) = match wire.queue {
+        None => (None, None, None, None, None),
         Some(q) => {
             let name = match q.name {
                 None => None,
@@ -537,7 +601,14 @@ fn task_settings(id: &str, wire: TaskWire) -> Result<TaskSettings, String> {
                     "queue.totalConcurrencyLimit: must be an integer from 0 to 100000".into(),
                 );
             }
-            (name, q.concurrency_limit, q.total_limit, q.gate_shards)
+            let throttle = q.throttle.as_ref().map(throttle_of).transpose()?;
+            (
+                name,
+                q.concurrency_limit,
+                q.total_limit,
+                q.gate_shards,
+                throttle,
+            )
         }
     };
     let max_attempts = wire.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS);
@@ -595,6 +666,7 @@ fn task_settings(id: &str, wire: TaskWire) -> Result<TaskSettings, String> {
         concurrency_limit,
         gate_shards,
         total_limit,
+        throttle,
         max_attempts,
         max_duration_secs,
         ttl_ms,
@@ -750,6 +822,64 @@ mod tests {
             let err = Config::from_raw(raw(tasks)).unwrap_err();
             assert!(err.starts_with(message), "got {err:?}, want {message:?}");
         }
+    }
+
+    #[test]
+    fn a_queue_may_declare_a_throttle_per_key() {
+        let config = Config::from_raw(raw(json!({
+            "a": {"endpoint": "https://x", "queue": {"name": "q", "throttle": {"limit": 5, "period": "1s"}}},
+            "b": {"endpoint": "https://x", "queue": {"name": "q", "throttle": {"limit": 5, "period": "1s", "burst": 0}}},
+        })))
+        .unwrap();
+        let throttle = Throttle {
+            limit: 5,
+            period_ms: 1000,
+            burst: 0,
+        };
+        assert_eq!(config.throttle("q"), Some(throttle));
+        assert_eq!(config.throttle("task/a"), None);
+        for (throttle, message) in [
+            (
+                json!({"period": "1s"}),
+                "queue.throttle.limit: must be an integer from 1 to 100000",
+            ),
+            (
+                json!({"limit": 0, "period": "1s"}),
+                "queue.throttle.limit: must be an integer from 1 to 100000",
+            ),
+            (
+                json!({"limit": 5}),
+                "queue.throttle.period: must be a duration from 1s to 1d",
+            ),
+            (
+                json!({"limit": 5, "period": "2d"}),
+                "queue.throttle.period: must be a duration from 1s to 1d",
+            ),
+            (
+                json!({"limit": 5, "period": 1000}),
+                "queue.throttle.period: invalid type",
+            ),
+            (
+                json!({"limit": 5, "period": "1s", "burst": 100001}),
+                "queue.throttle.burst: must be an integer from 0 to 100000",
+            ),
+            (
+                json!({"limit": 5, "period": "1s", "rate": 1}),
+                "queue.throttle.rate: unknown field",
+            ),
+        ] {
+            let tasks = json!({"t": {"endpoint": "https://x", "queue": {"throttle": throttle}}});
+            let err = Config::from_raw(raw(tasks)).unwrap_err();
+            let message = format!("TASKS[\"t\"].{message}");
+            assert!(err.starts_with(&message), "got {err:?}, want {message:?}");
+        }
+        let differing = json!({
+            "a": {"endpoint": "https://x", "queue": {"name": "q", "throttle": {"limit": 5, "period": "1s"}}},
+            "b": {"endpoint": "https://x", "queue": {"name": "q", "throttle": {"limit": 6, "period": "1s"}}},
+        });
+        assert!(Config::from_raw(raw(differing))
+            .unwrap_err()
+            .starts_with("TASKS[\"b\"].queue.throttle: differs from task \"a\"'s"));
     }
 
     #[test]

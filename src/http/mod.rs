@@ -1,6 +1,6 @@
 //! The edge: the stateless fetch handler. It routes, loads the configuration, admits the
 //! request (`admission`: the API key and the rate limits), and hands it to its handler
-//! (`batches`, `two_step`, `runs`, `packets`, `example`), which reads its body (`body`)
+//! (`batches`, `two_step`, `runs`, `queues`, `packets`, `example`), which reads its body (`body`)
 //! and answers (`respond`); every failure becomes one `{"error"}` response through
 //! `ApiError::render`.
 
@@ -10,6 +10,7 @@ mod body;
 mod example;
 mod incoming;
 mod packets;
+mod queues;
 mod respond;
 pub mod routes;
 mod runs;
@@ -105,6 +106,11 @@ async fn serve(ctx: &Ctx<'_>, route: Route, req: Incoming) -> Result<Response, A
         Route::RetrieveRun { run_id } => runs::retrieve_run(ctx, &req, &run_id).await,
         Route::RetrieveBatch { batch_id } => runs::retrieve_batch(ctx, &batch_id).await,
         Route::CancelRun { run_id } => runs::cancel_run(ctx, &run_id).await,
+        Route::ListQueues => queues::list_queues(ctx, &req).await,
+        Route::RetrieveQueue { queue } => queues::retrieve_queue(ctx, &req, &queue).await,
+        Route::PauseQueue { queue } => queues::pause_queue(ctx, req, &queue).await,
+        Route::OverrideQueue { queue } => queues::override_queue(ctx, req, &queue).await,
+        Route::ResetQueue { queue } => queues::reset_queue(ctx, req, &queue).await,
         Route::ExampleTask { .. }
         | Route::UploadPacket { .. }
         | Route::RunOutput { .. }

@@ -36,6 +36,16 @@ pub enum Route {
     RunOutput { env: String, run_id: String },
     /// `POST /examples/{task}`: the built-in example task endpoint (signed, not keyed).
     ExampleTask { task: String },
+    /// `GET /api/v1/queues` (section 7).
+    ListQueues,
+    /// `GET /api/v1/queues/{queue}` (section 7).
+    RetrieveQueue { queue: String },
+    /// `POST /api/v1/queues/{queue}/pause` (section 7).
+    PauseQueue { queue: String },
+    /// `POST /api/v1/queues/{queue}/concurrency/override` (section 7).
+    OverrideQueue { queue: String },
+    /// `POST /api/v1/queues/{queue}/concurrency/reset` (section 7).
+    ResetQueue { queue: String },
     /// `GET /api/v1/meter`: the operations account, when metering is on (keyed, never
     /// rate-limited or counted itself).
     Meter,
@@ -75,6 +85,31 @@ pub fn route(method: &str, path: &str) -> Result<Route, NoRoute> {
         ),
         ["api", "v1", "runs"] => ("GET", Route::ListRuns),
         ["api", "v1", "meter"] => ("GET", Route::Meter),
+        ["api", "v1", "queues"] => ("GET", Route::ListQueues),
+        ["api", "v1", "queues", queue] => (
+            "GET",
+            Route::RetrieveQueue {
+                queue: decode(queue)?,
+            },
+        ),
+        ["api", "v1", "queues", queue, "pause"] => (
+            "POST",
+            Route::PauseQueue {
+                queue: decode(queue)?,
+            },
+        ),
+        ["api", "v1", "queues", queue, "concurrency", "override"] => (
+            "POST",
+            Route::OverrideQueue {
+                queue: decode(queue)?,
+            },
+        ),
+        ["api", "v1", "queues", queue, "concurrency", "reset"] => (
+            "POST",
+            Route::ResetQueue {
+                queue: decode(queue)?,
+            },
+        ),
         ["api", "v3", "batches"] => ("POST", Route::CreateBatch),
         ["api", "v2", "packets", filename] => (
             "PUT",
@@ -242,6 +277,25 @@ mod tests {
     }
 
     #[test]
+    fn queue_paths_keep_the_sdks_encoded_slash_for_the_handler() {
+        assert_eq!(
+            route("POST", "/api/v1/queues/tenant%252Fa/pause"),
+            Ok(Route::PauseQueue {
+                queue: "tenant%2Fa".into()
+            })
+        );
+        assert_eq!(
+            route("POST", "/api/v1/queues/q/concurrency/reset"),
+            Ok(Route::ResetQueue { queue: "q".into() })
+        );
+        assert_eq!(route("GET", "/api/v1/queues"), Ok(Route::ListQueues));
+        assert_eq!(
+            route("GET", "/api/v1/queues/q/pause"),
+            Err(NoRoute::MethodNotAllowed { allow: "POST" })
+        );
+    }
+
+    #[test]
     fn wrong_methods_list_the_allowed_one() {
         assert_eq!(
             route("GET", "/api/v1/tasks/t/batch"),
@@ -338,6 +392,11 @@ mod tests {
             },
             Route::ExampleTask { task: "x".into() },
             Route::Meter,
+            Route::ListQueues,
+            Route::RetrieveQueue { queue: "x".into() },
+            Route::PauseQueue { queue: "x".into() },
+            Route::OverrideQueue { queue: "x".into() },
+            Route::ResetQueue { queue: "x".into() },
         ];
         for r in every_route {
             // A new variant must be added above: this match has no wildcard.
@@ -358,7 +417,12 @@ mod tests {
                 | Route::StreamBatchItems { .. }
                 | Route::RunOutput { .. }
                 | Route::ExampleTask { .. }
-                | Route::Meter => {}
+                | Route::Meter
+                | Route::ListQueues
+                | Route::RetrieveQueue { .. }
+                | Route::PauseQueue { .. }
+                | Route::OverrideQueue { .. }
+                | Route::ResetQueue { .. } => {}
             }
             assert!(
                 documented.contains(&std::mem::discriminant(&r)),

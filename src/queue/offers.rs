@@ -15,7 +15,7 @@ use crate::domain::basics::names::GateName;
 use crate::domain::basics::shards::gate_shard;
 use crate::domain::config::Config;
 use crate::domain::run::execution::LEASE_MARGIN_MS;
-use crate::domain::scheduling::gate::{LimitUpdate, Ticket};
+use crate::domain::scheduling::gate::{LimitUpdate, Throttle, Ticket};
 use crate::objects::gate::client::QueueGateClient;
 use crate::objects::gate::protocol::Offer;
 use crate::objects::store::protocol::ClaimedRun;
@@ -26,12 +26,14 @@ pub struct Offers {
     by_gate: BTreeMap<String, GateOffer>,
 }
 
-/// What one gate is offered: runs, the newest limit they set, and the queue's total cap.
+/// What one gate is offered: runs, the newest limit they set, and the queue's total cap
+/// and throttle.
 #[derive(Default)]
 struct GateOffer {
     tickets: Vec<Ticket>,
     limit: Option<LimitUpdate>,
     total_limit: Option<u32>,
+    throttle: Option<Throttle>,
 }
 
 impl Offers {
@@ -69,8 +71,11 @@ impl Offers {
             }
         };
         let total_limit = self.config.total_limit(&run.queue);
+        let throttle = self.config.throttle(&run.queue);
         for gate in &gates {
-            self.by_gate.entry(gate.clone()).or_default().total_limit = total_limit;
+            let offer = self.by_gate.entry(gate.clone()).or_default();
+            offer.total_limit = total_limit;
+            offer.throttle = throttle;
         }
         let offer = self.by_gate.entry(own).or_default();
         offer.tickets.push(ticket(store, run));
@@ -90,6 +95,7 @@ impl Offers {
                 tickets: offer.tickets,
                 limit: offer.limit,
                 total_limit: offer.total_limit,
+                throttle: offer.throttle,
             };
             let result = match QueueGateClient::new(env, &gate) {
                 Ok(client) => client.send_within(command, CALL_LIMIT).await.map(drop),

@@ -35,6 +35,10 @@ pub fn cases() -> Vec<(&'static str, Standalone)> {
 }
 
 const TASK: &str = "crash-task";
+/// A task on a queue with a total cap of 2 over its keys and a throttle per key of 5 a
+/// second with a burst of 1.
+const CAPPED: &str = "crash-capped";
+const CAPPED_QUEUE: &str = "stress-capped";
 const FINAL: [&str; 7] = [
     "COMPLETED",
     "CANCELED",
@@ -51,6 +55,18 @@ fn start_worker(name: &str, tasks: &TaskServer) -> Worker {
     let url = tasks.url();
     Worker::start(name, move |config| {
         crate::execution::declare_endpoint_task(config, TASK, &url, 5, 3);
+        crate::execution::declare_endpoint_task(config, CAPPED, &url, 5, 3);
+        config["vars"]["TASKS"][CAPPED]
+            .as_table_mut()
+            .expect("declared")
+            .insert(
+                "queue".into(),
+                toml::Value::Table(toml::toml! {
+                    name = "stress-capped"
+                    totalConcurrencyLimit = 2
+                    throttle = { limit = 5, period = "1s", burst = 1 }
+                }),
+            );
     })
 }
 
@@ -64,9 +80,13 @@ fn trigger(base: &str, items: &[Value]) -> Option<Vec<String>> {
 /// three times in all) when the answer is a 503, which wrangler dev's proxy gives when its
 /// own call to the worker fails under load. The key makes a retry replay, never run twice.
 fn trigger_retrying(base: &str, items: &[Value]) -> Option<Vec<String>> {
+    trigger_task_retrying(base, TASK, items)
+}
+
+fn trigger_task_retrying(base: &str, task: &str, items: &[Value]) -> Option<Vec<String>> {
     let key = unique("stress-batch");
     for attempt in 1..=3 {
-        match trigger_with_key(base, items, Some(&key)) {
+        match trigger_task_with_key(base, task, items, Some(&key)) {
             Ok(runs) => return Some(runs),
             Err(503) if attempt < 3 => thread::sleep(Duration::from_millis(300 * attempt)),
             Err(_) => return None,
@@ -77,6 +97,15 @@ fn trigger_retrying(base: &str, items: &[Value]) -> Option<Vec<String>> {
 
 /// The run ids of a 200, else the answer's status.
 fn trigger_with_key(base: &str, items: &[Value], key: Option<&str>) -> Result<Vec<String>, u16> {
+    trigger_task_with_key(base, TASK, items, key)
+}
+
+fn trigger_task_with_key(
+    base: &str,
+    task: &str,
+    items: &[Value],
+    key: Option<&str>,
+) -> Result<Vec<String>, u16> {
     let authorization = auth(DEV_KEY);
     let mut headers = vec![
         ("authorization", authorization.as_str()),
@@ -85,7 +114,7 @@ fn trigger_with_key(base: &str, items: &[Value], key: Option<&str>) -> Result<Ve
     headers.extend(key.map(|k| ("idempotency-key", k)));
     let answer = request(
         "POST",
-        &format!("{base}/api/v1/tasks/{TASK}/batch"),
+        &format!("{base}/api/v1/tasks/{task}/batch"),
         &headers,
         json!({ "items": items }).to_string().as_bytes(),
     );
@@ -306,6 +335,19 @@ fn limits_hold_under_stress_failures_slow_answers_and_a_kill(
     for chunk in items.chunks(100) {
         ids.extend(trigger_retrying(&w.base, chunk).ok_or("a stress batch was refused")?);
     }
+    // 60 runs on the capped, throttled queue, over 3 keys, some failing once.
+    let capped_items: Vec<Value> = (0..60u64)
+        .map(|i| {
+            let payload = match i % 6 {
+                0 => json!({"failTimes": 1, "sleepMs": 10}),
+                _ => json!({"sleepMs": 50 + (i * 17) % 150}),
+            };
+            json!({"payload": payload, "options": {"concurrencyKey": keys[(i % 3) as usize]}})
+        })
+        .collect();
+    let capped = trigger_task_retrying(&w.base, CAPPED, &capped_items)
+        .ok_or("the capped batch was refused")?;
+    ids.extend(capped.iter().cloned());
     thread::sleep(Duration::from_secs(4));
     w.kill_hard();
     w.restart();
@@ -319,11 +361,44 @@ fn limits_hold_under_stress_failures_slow_answers_and_a_kill(
             )?;
         }
     }
+    let most = tasks.max_in_flight(CAPPED_QUEUE, None);
+    ensure(
+        (1..=2).contains(&most),
+        format!("{CAPPED_QUEUE}: {most} calls in flight at once, total cap 2"),
+    )?;
+    throttle_held(tasks, &capped, 6)?;
     let unique_ids: HashSet<&String> = ids.iter().collect();
     let calls = no_attempt_twice(tasks, &unique_ids)?;
     let completed = statuses.values().filter(|s| *s == "COMPLETED").count();
     println!(
-        "stress: 500 runs, {completed} completed, {calls} calls, limits held on 15 (queue, key) pairs"
+        "stress: 560 runs, {completed} completed, {calls} calls, limits held on 15 (queue, key) pairs, a total cap and a throttle held"
     );
+    Ok(())
+}
+
+/// No key of `runs` had more than `most` calls start within 900 ms (a throttle's period
+/// of 1 s, less the calls' own jitter), across retries and the kill.
+fn throttle_held(tasks: &TaskServer, runs: &[String], most: usize) -> Result<(), Failed> {
+    let mut by_key: std::collections::HashMap<String, Vec<u64>> = Default::default();
+    for run in runs {
+        for call in tasks.calls_of(run) {
+            let body: Value = serde_json::from_slice(&call.body)?;
+            let key = body["concurrencyKey"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            by_key.entry(key).or_default().push(call.started_ms);
+        }
+    }
+    for (key, mut starts) in by_key {
+        starts.sort_unstable();
+        for (i, t) in starts.iter().enumerate() {
+            let within = starts[i..].iter().take_while(|s| **s < t + 900).count();
+            ensure(
+                within <= most,
+                format!("key {key}: {within} calls started within 900 ms of {t}, throttle 5/s + 1"),
+            )?;
+        }
+    }
     Ok(())
 }

@@ -11,6 +11,7 @@ mod hostile;
 mod isolation;
 mod limits;
 mod node_tasks;
+mod queues;
 mod schema;
 mod sdk;
 mod shards;
@@ -69,6 +70,7 @@ fn main() {
     let endpoint = tasks.clone();
     let budget_endpoint = tasks.clone();
     let shards_endpoint = tasks.clone();
+    let queues_endpoint = tasks.clone();
     let groups = vec![
         Group::new("main", main_cases, move |c| {
             execution::declare_task(c, &endpoint)
@@ -95,6 +97,9 @@ fn main() {
         Group::new("fuzzed", schema::cases(), schema::configure),
         Group::new("shards", shards::cases(), move |c| {
             shards::configure(c, &shards_endpoint)
+        }),
+        Group::new("queues", queues::cases(), move |c| {
+            queues::configure(c, &queues_endpoint)
         }),
         // Counts: nothing but the budget's scenarios may run on this worker.
         Group::new("budget", budget::cases(), move |c| {

@@ -4,8 +4,8 @@
 // behaviour; the process exits non-zero if any fails. Run by tests/e2e (sdk_4_…).
 import assert from "node:assert/strict";
 import {
-  configure, tasks, runs, batch, idempotencyKeys, auth,
-  AuthenticationError, BadRequestError, BatchTriggerError,
+  configure, tasks, runs, batch, idempotencyKeys, auth, queues,
+  AuthenticationError, BadRequestError, BatchTriggerError, ApiError,
 } from "@trigger.dev/sdk";
 import { checksThroughTasks, runChecks, unique, until } from "../sdk_checks.mjs";
 
@@ -160,6 +160,44 @@ const checks = {
       return r.status === "COMPLETED" && r;
     });
     assert.deepEqual(done.output, { message: "Hello, Big!" });
+  },
+  async queuesListRetrievePauseResumeOverrideAndReset() {
+    // Every declared task's queue is listed, before any run: `echo-types` has its own.
+    const listed = [];
+    for await (const q of queues.list({ perPage: 2 })) listed.push(q);
+    const echo = listed.find((q) => q.name === "echo-types");
+    assert.ok(echo, `listed: ${listed.map((q) => q.name)}`);
+    assert.equal(echo.type, "task");
+    const byTask = await queues.retrieve({ type: "task", name: "echo-types" });
+    assert.equal(byTask.id, echo.id);
+    assert.equal((await queues.retrieve(echo.id)).name, "echo-types");
+
+    // A queue a trigger names: it exists once a run reached it. Its name has a slash.
+    const name = `sdk4/${unique("queue")}`;
+    const unknown = await queues.retrieve({ type: "custom", name }).then(() => null, (e) => e);
+    assert.ok(unknown instanceof ApiError && unknown.status === 404, String(unknown));
+    const first = await tasks.trigger(TASK, { name: "First" }, { queue: name });
+    const completed = (id) => until(`${id} COMPLETED`, async () => (await runs.retrieve(id)).status === "COMPLETED");
+    await completed(first.id);
+    const paused = await queues.pause({ type: "custom", name });
+    assert.equal(paused.paused, true);
+    assert.equal(paused.name, name);
+    assert.equal(paused.type, "custom");
+    const held = await tasks.trigger(TASK, { name: "Held" }, { queue: name, priority: 30 });
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    assert.equal((await runs.retrieve(held.id)).status, "QUEUED");
+    const waiting = await queues.retrieve({ type: "custom", name });
+    assert.equal(waiting.queued, 1);
+    assert.equal((await queues.resume({ type: "custom", name })).paused, false);
+    await completed(held.id);
+
+    const overridden = await queues.overrideConcurrencyLimit({ type: "custom", name }, 3);
+    assert.equal(overridden.concurrencyLimit, 3);
+    assert.equal(overridden.concurrency.override, 3);
+    assert.ok(overridden.concurrency.overriddenAt instanceof Date);
+    const reset = await queues.resetConcurrencyLimit({ type: "custom", name });
+    assert.equal(reset.concurrency.override, null);
+    assert.equal(reset.concurrencyLimit, reset.concurrency.base);
   },
   ...checksThroughTasks(tasks, runs),
 };

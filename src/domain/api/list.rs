@@ -66,7 +66,7 @@ fn bad(param: &str, reason: &str) -> ApiError {
 }
 
 /// Decodes `%XX` and `+` of one query component.
-fn unescape(text: &str) -> String {
+pub fn unescape(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -860,6 +860,7 @@ mod tests {
             concurrency_limit: Some(4),
             gate_shards: None,
             total_limit: None,
+            throttle: None,
             max_attempts: 3,
             max_duration_secs: 300,
             ttl_ms: Some(60_000),

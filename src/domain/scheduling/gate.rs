@@ -103,6 +103,8 @@ pub struct Changes {
     pub limit_changed: bool,
     /// The controls changed: store them.
     pub controls_changed: bool,
+    /// A key's throttle state changed: store the keys' arrival times.
+    pub throttle_changed: bool,
     /// Run ids of `waiting_added` still waiting at the end of the operation.
     added: HashSet<String>,
 }
@@ -145,6 +147,7 @@ impl Changes {
         self.running_removed.extend(later.running_removed);
         self.limit_changed |= later.limit_changed;
         self.controls_changed |= later.controls_changed;
+        self.throttle_changed |= later.throttle_changed;
     }
 }
 
@@ -182,6 +185,41 @@ pub struct Controls {
     pub total_limit: Option<u32>,
     /// A total cap that wins over the declared one until reset.
     pub total_override: Option<u32>,
+    /// The rate each concurrency key's runs may start at, as the queue declares it.
+    #[serde(default)]
+    pub throttle: Option<Throttle>,
+}
+
+/// A rate per concurrency key: at most `limit + burst` starts in any `period_ms`, spread
+/// evenly (GCRA, the generic cell rate algorithm). Each key has a theoretical arrival
+/// time `tat`; a run may start at `now` when `tat - burst × interval <= now`, and each
+/// start moves `tat` to `max(tat, now) + interval`, `interval` being `period / limit`
+/// rounded up. `burst + 1` runs may start at once after a quiet spell, then one per
+/// interval; runs past the rate wait at the gate, never dropped, and the gate's alarm
+/// admits them when the rate allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Throttle {
+    pub limit: u32,
+    pub period_ms: u64,
+    pub burst: u32,
+}
+
+impl Throttle {
+    /// The time between two starts at the steady rate.
+    pub fn interval(&self) -> Millis {
+        let interval = self.period_ms.div_ceil(u64::from(self.limit.max(1))).max(1);
+        interval.min(i64::MAX as u64) as Millis
+    }
+
+    /// How far before its `tat` a key may start a run.
+    fn tolerance(&self) -> Millis {
+        self.interval().saturating_mul(i64::from(self.burst))
+    }
+
+    /// When a key whose theoretical arrival time is `tat` may start its next run.
+    fn allowed_at(&self, tat: Millis) -> Millis {
+        tat.saturating_sub(self.tolerance())
+    }
 }
 
 impl Controls {
@@ -255,6 +293,9 @@ pub struct GateState {
     controls: Controls,
     /// The key admitted last under a total cap: the next turn starts after it.
     last_turn: Option<String>,
+    /// Each throttled key's theoretical arrival time ([`Throttle`]); a key whose time has
+    /// passed is dropped (it may start `burst + 1` runs, as one never seen).
+    arrivals: HashMap<String, Millis>,
 }
 
 impl GateState {
@@ -267,11 +308,13 @@ impl GateState {
         max_seq: Option<u64>,
         running: Vec<Lease>,
         controls: Controls,
+        arrivals: HashMap<String, Millis>,
     ) -> GateState {
         let mut state = GateState {
             limit,
             limit_set_at,
             controls,
+            arrivals,
             next_seq: max_seq.map_or(0, |s| s + 1),
             ..GateState::default()
         };
@@ -349,13 +392,30 @@ impl GateState {
         changes.settle()
     }
 
-    /// Sets the total cap the queue declares (the configuration's, sent with each offer).
-    pub fn declare_total(&mut self, total: Option<u32>) -> Changes {
+    /// Sets the total cap and the throttle the queue declares (the configuration's, sent
+    /// with each offer).
+    pub fn declare(&mut self, total: Option<u32>, throttle: Option<Throttle>) -> Changes {
         let mut changes = Changes::default();
-        if self.controls.total_limit != total {
+        if self.controls.total_limit != total || self.controls.throttle != throttle {
             self.controls.total_limit = total;
+            self.controls.throttle = throttle;
             changes.controls_changed = true;
         }
+        changes
+    }
+
+    /// The keys' theoretical arrival times, as stored.
+    pub fn arrivals(&self) -> &HashMap<String, Millis> {
+        &self.arrivals
+    }
+
+    /// The alarm's step: forgets waiting runs past their TTL and admits what the throttle
+    /// now allows.
+    pub fn wake(&mut self, now: Millis, stored: &mut impl StoredWaiting) -> Changes {
+        let mut changes = self.drop_expired_waiting(now);
+        let mut admitted = Changes::default();
+        self.admit(now, &mut admitted, stored);
+        changes.merge(admitted.settle());
         changes
     }
 
@@ -541,11 +601,19 @@ impl GateState {
         changes.settle()
     }
 
-    /// When the gate next needs to wake: the earliest lease deadline or TTL in memory.
-    pub fn next_wake(&self) -> Option<Millis> {
+    /// When the gate next needs to wake after `now`: the earliest lease deadline or TTL
+    /// in memory, or when a key with waiting runs that its throttle holds may start one.
+    pub fn next_wake(&self, now: Millis) -> Option<Millis> {
         let leases = self.running.values().map(|l| l.lease_until);
         let ttls = self.waiting.values().filter_map(|w| w.ticket.expires_at);
-        leases.chain(ttls).min()
+        let throttled = self.controls.throttle.iter().flat_map(|throttle| {
+            self.lines
+                .keys()
+                .filter_map(|key| self.arrivals.get(key))
+                .map(|tat| throttle.allowed_at(*tat))
+                .filter(move |at| *at > now)
+        });
+        leases.chain(ttls).chain(throttled).min()
     }
 
     fn insert_waiting(&mut self, w: Waiting) {
@@ -688,7 +756,7 @@ impl GateState {
                 None => true,
                 Some(limit) => self.running_count(key) < limit,
             };
-            if !room {
+            if !room || !self.throttle_allows(key, now) {
                 return false;
             }
             // The oldest waiting run of the key that does not hold a lease already.
@@ -721,7 +789,29 @@ impl GateState {
             *self.running_per_key.entry(key.to_owned()).or_default() += 1;
             self.running.insert(run_id, lease.clone());
             changes.admitted.push(lease);
+            if let Some(throttle) = self.controls.throttle {
+                let tat = self.arrivals.get(key).copied().unwrap_or(now).max(now);
+                self.arrivals
+                    .insert(key.to_owned(), tat.saturating_add(throttle.interval()));
+                changes.throttle_changed = true;
+            }
             return true;
+        }
+    }
+
+    /// Whether `key`'s throttle (if the queue has one) lets it start a run at `now`.
+    /// Arrival times already past are forgotten on the way.
+    fn throttle_allows(&mut self, key: &str, now: Millis) -> bool {
+        let Some(throttle) = self.controls.throttle else {
+            return true;
+        };
+        match self.arrivals.get(key) {
+            None => true,
+            Some(tat) if *tat <= now => {
+                self.arrivals.remove(key);
+                true
+            }
+            Some(tat) => throttle.allowed_at(*tat) <= now,
         }
     }
 
@@ -1112,7 +1202,7 @@ mod tests {
             limit(1),
             10,
         );
-        assert_eq!(gate.next_wake(), Some(50));
+        assert_eq!(gate.next_wake(0), Some(50));
         let changes = gate.release("first", None, 60);
         assert_eq!(ids(&changes.admitted), ["next"]);
         assert!(runs(&changes.waiting_removed).contains(&"late"));
@@ -1125,7 +1215,7 @@ mod tests {
             runs(&other.drop_expired_waiting(50).waiting_removed),
             ["parked"]
         );
-        assert_eq!(other.next_wake(), None);
+        assert_eq!(other.next_wake(0), None);
     }
 
     /// A gate as `QueueGate::load` rebuilds it from `gate`'s table and leases.
@@ -1143,6 +1233,7 @@ mod tests {
             max_seq,
             running,
             gate.controls().clone(),
+            gate.arrivals().clone(),
         );
         Gate {
             state,
@@ -1385,7 +1476,7 @@ mod tests {
         let mut late = ticket("late", "", 0);
         late.expires_at = Some(50);
         gate.offer(vec![late], None, 1);
-        assert_eq!(gate.next_wake(), Some(50));
+        assert_eq!(gate.next_wake(0), Some(50));
         assert_eq!(
             runs(&gate.drop_expired_waiting(50).waiting_removed),
             ["late"]
@@ -1456,7 +1547,7 @@ mod tests {
     #[test]
     fn under_a_total_cap_keys_take_turns_so_a_late_key_waits_at_most_one_turn() {
         let mut gate = Gate::default();
-        gate.state.declare_total(Some(2));
+        gate.state.declare(Some(2), None);
         gate.offer(tickets("a", "a", 1000, 0), limit(10), 1);
         assert_eq!(gate.running_total(), 2);
         // Key b arrives with one run, behind 998 of key a: the next slot is b's.
@@ -1473,7 +1564,7 @@ mod tests {
     #[test]
     fn under_a_total_cap_every_key_gets_its_turn_and_the_cap_is_never_exceeded() {
         let mut gate = Gate::default();
-        gate.state.declare_total(Some(3));
+        gate.state.declare(Some(3), None);
         gate.offer(tickets("a", "a", 200, 0), None, 1);
         gate.offer(tickets("b", "b", 5, 1000), None, 2);
         gate.offer(tickets("c", "c", 2, 2000), None, 3);
@@ -1499,7 +1590,7 @@ mod tests {
     #[test]
     fn a_total_cap_also_holds_each_key_to_its_limit_and_can_be_overridden() {
         let mut gate = Gate::default();
-        gate.state.declare_total(Some(4));
+        gate.state.declare(Some(4), None);
         let mut offered = tickets("a", "a", 10, 0);
         offered.extend(tickets("b", "b", 10, 0));
         gate.offer(offered, limit(1), 1);
@@ -1537,5 +1628,91 @@ mod tests {
         let urgent = 130_000 - priority_ms(Some(60.0)) as Millis;
         gate.offer(vec![ticket("urgent", "", urgent)], None, 1);
         assert_eq!(gate.release_every(2), ["urgent"]);
+    }
+
+    /// Offers `runs` of `key` at `now`, then admits as the alarm would at each of `times`
+    /// (releasing every lease first, so only the throttle holds runs back): when each run
+    /// started.
+    fn throttled_starts(
+        gate: &mut Gate,
+        now: Millis,
+        times: impl Iterator<Item = Millis>,
+    ) -> Vec<Millis> {
+        let mut starts: Vec<Millis> = gate.state.running.values().map(|_| now).collect();
+        for at in times {
+            starts.extend(gate.release_every(at).iter().map(|_| at));
+            let changes = gate.state.wake(at, &mut gate.table);
+            let changes = gate.write(changes);
+            starts.extend(changes.admitted.iter().map(|_| at));
+        }
+        starts
+    }
+
+    #[test]
+    fn a_throttle_spreads_a_keys_runs_and_never_starts_more_than_limit_plus_burst_in_a_period() {
+        for burst in [0, 2] {
+            let throttle = Throttle {
+                limit: 5,
+                period_ms: 1000,
+                burst,
+            };
+            assert_eq!(throttle.interval(), 200);
+            let mut gate = Gate::default();
+            gate.state.declare(None, Some(throttle));
+            let first = gate.offer(tickets("r", "k", 30, 0), None, 0);
+            assert_eq!(
+                first.admitted.len(),
+                burst as usize + 1,
+                "a burst after a quiet spell"
+            );
+            assert!(first.throttle_changed);
+            // The alarm is asked for the next allowed start, never for a time already past.
+            assert_eq!(gate.next_wake(0), Some(200));
+            // A fake clock ticking every 10 ms for 10 s.
+            let starts = throttled_starts(&mut gate, 0, (1..1000).map(|i| i * 10));
+            assert_eq!(starts.len(), 30, "every run starts: never dropped");
+            for (i, t) in starts.iter().enumerate() {
+                let in_period = starts[i..].iter().take_while(|s| **s < t + 1000).count();
+                assert!(
+                    in_period <= 5 + burst as usize,
+                    "{in_period} starts in the period from {t}"
+                );
+            }
+            // 30 runs at 5 per second: the last starts after 5 s (less what the burst saved).
+            let last = *starts.last().unwrap();
+            assert_eq!(last, (29 - i64::from(burst)) * 200, "burst {burst}");
+            assert_eq!(gate.next_wake(last), None, "nothing waits");
+        }
+    }
+
+    #[test]
+    fn a_throttle_is_per_key_and_its_arrival_times_outlive_a_restart() {
+        let throttle = Throttle {
+            limit: 1,
+            period_ms: 1000,
+            burst: 0,
+        };
+        let mut gate = Gate::default();
+        gate.state.declare(None, Some(throttle));
+        let mut offered = tickets("a", "a", 3, 0);
+        offered.extend(tickets("b", "b", 3, 0));
+        let first = gate.offer(offered, None, 0);
+        assert_eq!(first.admitted.len(), 2, "one of each key");
+        gate.release_every(10);
+        let mut gate = restored(gate);
+        assert!(
+            gate.state.wake(999, &mut gate.table).admitted.is_empty(),
+            "not yet: a restart keeps the rate"
+        );
+        let changes = gate.state.wake(1000, &mut gate.table);
+        assert_eq!(gate.write(changes).admitted.len(), 2);
+        // A key quiet for longer than its interval is forgotten: it starts at once.
+        gate.release_every(5000);
+        assert_eq!(
+            gate.offer(vec![ticket("c0", "c", 5000)], None, 5000)
+                .admitted
+                .len(),
+            1
+        );
     }
 }

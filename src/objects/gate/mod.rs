@@ -19,7 +19,9 @@ use futures_util::stream::{self, StreamExt};
 use worker::{console_error, durable_object, DurableObject, Env, Request, Response, Result, State};
 
 use crate::domain::basics::time::Millis;
-use crate::domain::scheduling::gate::{Changes, GateState, Lease, Place, StoredWaiting, Waiting};
+use crate::domain::scheduling::gate::{
+    Changes, Control, GateState, Lease, Place, StoredWaiting, Waiting,
+};
 use crate::domain::scheduling::lease_rows::{LeaseRows, RowWrite};
 use crate::domain::scheduling::pool::{hands, pool_size, split_for_releaser, EXECUTOR_POOL};
 use crate::objects::executor::client::RunExecutorClient;
@@ -89,9 +91,9 @@ impl DurableObject for QueueGate {
         self.migrated.ready()?;
         let now = now();
         let name = self.name()?;
-        self.apply(0, |g, _| g.drop_expired_waiting(now))?;
+        // Runs past their TTL are forgotten; runs a throttle held may start now.
+        let mut admitted = self.apply(0, |g, stored| g.wake(now, stored))?.admitted;
         let expired = self.with_gate(|g| g.expired_leases(now))?;
-        let mut admitted = Vec::new();
         for lease in expired {
             match self.reclaim(&lease).await {
                 Ok(requeue) => {
@@ -133,21 +135,29 @@ impl QueueGate {
                 tickets,
                 limit,
                 total_limit,
+                throttle,
             }) => {
                 self.remember_name(&gate)?;
                 let changes = self.apply(0, |g, stored| {
-                    let mut changes = g.declare_total(total_limit);
+                    let mut changes = g.declare(total_limit, throttle);
                     changes.merge(g.offer(tickets, limit, now, stored));
                     changes
                 })?;
                 (gate, changes, 0)
             }
             GateCommand::Steer(Steer { gate, control }) => {
-                self.remember_name(&gate)?;
+                // A look leaves a gate that never saw its queue as it was: unnamed.
+                let known = if control == Control::Look {
+                    self.known()?
+                } else {
+                    self.remember_name(&gate)?;
+                    true
+                };
                 let changes = self.apply(0, |g, stored| g.control(control, now, stored))?;
                 self.rearm().await?;
                 self.launch(&gate, changes.admitted).await;
                 let view = self.with_gate(|g| GateView {
+                    known,
                     limit: g.limit(),
                     controls: g.controls().clone(),
                     running: g.running_total(),
@@ -188,6 +198,11 @@ impl QueueGate {
         )?;
         *self.name.borrow_mut() = Some(name.to_owned());
         Ok(())
+    }
+
+    /// Whether this gate was ever offered a run or steered (it then knows its name).
+    fn known(&self) -> Result<bool> {
+        Ok(self.name.borrow().is_some() || self.settings()?.iter().any(|r| r.key == "name"))
     }
 
     fn name(&self) -> Result<String> {
@@ -232,6 +247,10 @@ impl QueueGate {
             .map(json)
             .transpose()?
             .unwrap_or_default();
+        let arrivals = setting("arrivals")
+            .map(json)
+            .transpose()?
+            .unwrap_or_default();
         let sql = self.sql();
         // Rows a build before gate step 3 wrote (after a rollback) have no place in line
         // yet: they are put in theirs, from their tickets.
@@ -273,6 +292,7 @@ impl QueueGate {
                 max_seq,
                 running,
                 controls,
+                arrivals,
             ),
             rows: LeaseRows::restore(groups, &singles),
         })
@@ -311,10 +331,13 @@ impl QueueGate {
             return Err(e);
         }
         let (limit, limit_set_at) = (gate.limit(), gate.limit_set_at());
-        let controls = changes
-            .controls_changed
-            .then(|| to_json(gate.controls()))
-            .transpose()?;
+        let mut settings = Vec::new();
+        if changes.controls_changed {
+            settings.push(("controls", to_json(gate.controls())?));
+        }
+        if changes.throttle_changed {
+            settings.push(("arrivals", to_json(gate.arrivals())?));
+        }
         let (taken, handed) = split_for_releaser(changes.admitted.clone(), returns);
         let mut groups = vec![taken];
         groups.extend(
@@ -327,15 +350,13 @@ impl QueueGate {
         let written = changes.clone();
         let result = transaction(&self.state.storage(), move || {
             persist(&sql, &written, &lease_writes, limit, limit_set_at)?;
-            match controls {
-                Some(controls) => sql
-                    .exec(
-                        "INSERT OR REPLACE INTO settings (key, value) VALUES ('controls', ?)",
-                        vec![controls.into()],
-                    )
-                    .map(drop),
-                None => Ok(()),
+            for (key, value) in settings {
+                sql.exec(
+                    "INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)",
+                    vec![key.into(), value.into()],
+                )?;
             }
+            Ok(())
         });
         if let Err(e) = result {
             *slot = None;
@@ -346,7 +367,7 @@ impl QueueGate {
 
     /// Sets the alarm for the gate's next deadline, if it moved earlier.
     async fn rearm(&self) -> Result<()> {
-        match self.with_gate(GateState::next_wake)? {
+        match self.with_gate(|g| g.next_wake(now()))? {
             Some(at) => ensure_alarm(&self.state.storage(), &self.alarm_at, at).await,
             None => Ok(()),
         }

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::scheduling::gate::{Control, Controls, Lease, LimitUpdate, Ticket};
+use crate::domain::scheduling::gate::{Control, Controls, Lease, LimitUpdate, Throttle, Ticket};
 use crate::platform::rpc;
 
 /// Every command a gate takes; on the wire a variant is `{"<snake_case name>": {…}}`.
@@ -41,6 +41,9 @@ pub struct Offer {
     /// The total cap the queue declares (`totalConcurrencyLimit`); `None`: no cap.
     #[serde(default)]
     pub total_limit: Option<u32>,
+    /// The rate per concurrency key the queue declares (`throttle`); `None`: none.
+    #[serde(default)]
+    pub throttle: Option<Throttle>,
 }
 
 /// These attempts ended (run id, lease token): free their slots. The releasing executor
@@ -81,6 +84,9 @@ pub struct Steer {
 /// A gate as the queues API shows it.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct GateView {
+    /// Whether the gate was ever offered a run or steered: a queue no task declares
+    /// exists once its gate is known.
+    pub known: bool,
     /// The limit per key its runs set (declared or trigger-set), if any reached it.
     pub limit: Option<u32>,
     pub controls: Controls,

@@ -1,0 +1,458 @@
+//! The queues API and the gate's controls (docs/API.md section 7): pause and resume,
+//! override and reset, priority, a total cap with keys taking turns; each proven on the
+//! recording task endpoint.
+
+use std::collections::HashMap;
+use std::thread;
+use std::time::Duration;
+
+use libtest_mimic::Failed;
+use serde_json::{json, Value};
+
+use crate::execution::{declare_endpoint_task, trigger_task, wait_status, Case};
+use crate::harness::{eventually, get, request, Worker, DEV_KEY};
+use crate::task_server::TaskServer;
+use crate::{auth, ensure, ensure_eq};
+
+/// A task on its own queue, `task/paused`.
+const PAUSED: &str = "paused";
+/// A task whose queue declares a limit of 1 per key.
+const OVERRIDDEN: &str = "overridden";
+/// A task whose queue declares a limit of 1: priority decides the order.
+const PRIORITY: &str = "prioritised";
+/// A task on the custom queue `tenants/fair`, a total cap of 2 over its keys.
+const FAIR: &str = "fair";
+const FAIR_QUEUE: &str = "tenants/fair";
+/// A task whose queue lets each key start 5 runs a second.
+const THROTTLED: &str = "throttled";
+
+pub fn configure(config: &mut toml::Table, server: &TaskServer) {
+    for task in [PAUSED, OVERRIDDEN, PRIORITY, FAIR, THROTTLED] {
+        declare_endpoint_task(config, task, &server.url(), 3, 30);
+    }
+    set_queue(config, OVERRIDDEN, toml::toml! { concurrencyLimit = 1 });
+    set_queue(config, PRIORITY, toml::toml! { concurrencyLimit = 1 });
+    set_queue(
+        config,
+        FAIR,
+        toml::toml! { name = "tenants/fair" totalConcurrencyLimit = 2 },
+    );
+    set_queue(
+        config,
+        THROTTLED,
+        toml::toml! { throttle = { limit = 5, period = "1s" } },
+    );
+}
+
+fn set_queue(config: &mut toml::Table, task: &str, queue: toml::Table) {
+    config["vars"]["TASKS"][task]
+        .as_table_mut()
+        .expect("a declared task")
+        .insert("queue".into(), toml::Value::Table(queue));
+}
+
+pub fn cases() -> Vec<(&'static str, Case)> {
+    crate::cases![
+        the_list_shows_every_declared_queue_before_its_first_run_page_by_page,
+        a_paused_queue_holds_new_runs_lets_the_running_one_finish_and_drains_on_resume,
+        an_override_from_1_to_5_runs_5_at_once_and_reset_returns_to_1,
+        runs_of_priority_60_start_before_20_runs_triggered_earlier,
+        under_a_total_cap_of_2_a_late_key_with_5_runs_starts_before_the_20th_of_200,
+        a_throttle_of_5_a_second_spreads_30_runs_of_a_key_over_5_seconds,
+        unknown_queues_are_404_and_bad_bodies_are_400_naming_the_field,
+    ]
+}
+
+fn queue_url(w: &Worker, name: &str, kind: &str, action: &str) -> String {
+    // As the SDK encodes a name: `/` as `%2F`, then the whole.
+    let encoded = name.replace('/', "%252F");
+    match action {
+        "" => w.url(&format!("/api/v1/queues/{encoded}?type={kind}")),
+        action => w.url(&format!("/api/v1/queues/{encoded}/{action}")),
+    }
+}
+
+fn retrieve(w: &Worker, name: &str, kind: &str) -> Result<Value, Failed> {
+    let answer = get(&queue_url(w, name, kind, ""), Some(DEV_KEY));
+    ensure_eq(
+        answer.status,
+        200,
+        &format!("retrieve {name}: {}", answer.body),
+    )?;
+    Ok(answer.json())
+}
+
+/// POSTs `body` to the queue's `action`, expects 200, returns the queue.
+fn steer(w: &Worker, name: &str, action: &str, body: Value) -> Result<Value, Failed> {
+    let answer = post(&queue_url(w, name, "", action), &body.to_string());
+    ensure_eq(
+        answer.status,
+        200,
+        &format!("{action} {name}: {}", answer.body),
+    )?;
+    Ok(answer.json())
+}
+
+fn post(url: &str, body: &str) -> crate::harness::Answer {
+    let authorization = auth(DEV_KEY);
+    request(
+        "POST",
+        url,
+        &[
+            ("authorization", &authorization),
+            ("content-type", "application/json"),
+        ],
+        body.as_bytes(),
+    )
+}
+
+fn items(count: usize, payload: Value, options: Value) -> Vec<Value> {
+    (0..count)
+        .map(|_| json!({"payload": payload, "options": options}))
+        .collect()
+}
+
+/// When each run's first call started, by run id.
+fn first_starts(server: &TaskServer, runs: &[String]) -> HashMap<String, u64> {
+    runs.iter()
+        .filter_map(|run| {
+            let started = server.calls_of(run).first()?.started_ms;
+            Some((run.clone(), started))
+        })
+        .collect()
+}
+
+fn wait_all(w: &Worker, runs: &[String], status: &str, limit: Duration) {
+    for run in runs {
+        wait_status(w, run, status, limit);
+    }
+}
+
+fn the_list_shows_every_declared_queue_before_its_first_run_page_by_page(
+    w: &Worker,
+    _: &TaskServer,
+) -> Result<(), Failed> {
+    let answer = get(&w.url("/api/v1/queues?perPage=100"), Some(DEV_KEY));
+    ensure_eq(answer.status, 200, &answer.body)?;
+    let list = answer.json();
+    let data = list["data"].as_array().ok_or("data")?;
+    let names: Vec<(&str, &str)> = data
+        .iter()
+        .map(|q| {
+            (
+                q["name"].as_str().unwrap_or(""),
+                q["type"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    for want in [
+        (PAUSED, "task"),
+        (OVERRIDDEN, "task"),
+        (PRIORITY, "task"),
+        (FAIR_QUEUE, "custom"),
+    ] {
+        ensure(
+            names.contains(&want),
+            format!("{want:?} listed in {names:?}"),
+        )?;
+    }
+    let count = list["pagination"]["count"].as_u64().ok_or("count")?;
+    ensure_eq(count as usize, data.len(), "count")?;
+    let fair = data
+        .iter()
+        .find(|q| q["name"] == FAIR_QUEUE)
+        .ok_or("the fair queue")?;
+    ensure_eq(
+        &fair["totalConcurrencyLimit"],
+        &json!(2),
+        "declared total cap",
+    )?;
+    ensure_eq(&fair["concurrencyLimit"], &Value::Null, "no limit per key")?;
+    // One per page: the second page is the second name, and the page count is the count.
+    let second = get(&w.url("/api/v1/queues?page=2&perPage=1"), Some(DEV_KEY)).json();
+    ensure_eq(&second["data"][0]["name"], &data[1]["name"], "page 2 of 1")?;
+    ensure_eq(&second["pagination"]["totalPages"], &json!(count), "pages")?;
+    ensure_eq(
+        &second["pagination"]["currentPage"],
+        &json!(2),
+        "current page",
+    )?;
+    // Retrieved by id, the same queue.
+    let id = fair["id"].as_str().ok_or("an id")?;
+    let by_id = get(
+        &w.url(&format!("/api/v1/queues/{id}?type=id")),
+        Some(DEV_KEY),
+    );
+    ensure_eq(by_id.status, 200, &by_id.body)?;
+    ensure_eq(&by_id.json()["name"], &json!(FAIR_QUEUE), "by id")
+}
+
+fn a_paused_queue_holds_new_runs_lets_the_running_one_finish_and_drains_on_resume(
+    w: &Worker,
+    server: &TaskServer,
+) -> Result<(), Failed> {
+    let long = trigger_task(w, PAUSED, items(1, json!({"sleepMs": 2000}), json!({})))?;
+    eventually(Duration::from_secs(20), "the long run to start", || {
+        (!server.calls_of(&long[0]).is_empty()).then_some(())
+    });
+    let paused = steer(
+        w,
+        PAUSED,
+        "pause",
+        json!({"type": "task", "action": "pause"}),
+    )?;
+    ensure_eq(&paused["paused"], &json!(true), "paused")?;
+    let held = trigger_task(w, PAUSED, items(5, json!({}), json!({})))?;
+    wait_status(w, &long[0], "COMPLETED", Duration::from_secs(20));
+    thread::sleep(Duration::from_secs(2));
+    for run in &held {
+        ensure(
+            server.calls_of(run).is_empty(),
+            format!("{run} was called while paused"),
+        )?;
+        ensure_eq(
+            crate::execution::run(w, run)["status"].as_str(),
+            Some("QUEUED"),
+            "a held run",
+        )?;
+    }
+    let seen = retrieve(w, PAUSED, "task")?;
+    ensure_eq(
+        (&seen["paused"], &seen["queued"], &seen["running"]),
+        (&json!(true), &json!(5), &json!(0)),
+        "paused, 5 waiting, none running",
+    )?;
+    let resumed = steer(
+        w,
+        PAUSED,
+        "pause",
+        json!({"type": "task", "action": "resume"}),
+    )?;
+    ensure_eq(&resumed["paused"], &json!(false), "resumed")?;
+    wait_all(w, &held, "COMPLETED", Duration::from_secs(30));
+    ensure_eq(
+        &retrieve(w, PAUSED, "task")?["queued"],
+        &json!(0),
+        "drained",
+    )
+}
+
+fn an_override_from_1_to_5_runs_5_at_once_and_reset_returns_to_1(
+    w: &Worker,
+    server: &TaskServer,
+) -> Result<(), Failed> {
+    let queue = format!("task/{OVERRIDDEN}");
+    let before = retrieve(w, OVERRIDDEN, "task")?;
+    ensure_eq(&before["concurrencyLimit"], &json!(1), "the declared limit")?;
+    let raised = steer(
+        w,
+        &queue,
+        "concurrency/override",
+        json!({"type": "custom", "concurrencyLimit": 5}),
+    )?;
+    ensure_eq(
+        (
+            &raised["concurrencyLimit"],
+            &raised["concurrency"]["base"],
+            &raised["concurrency"]["override"],
+        ),
+        (&json!(5), &json!(1), &json!(5)),
+        "current, base, override",
+    )?;
+    ensure(
+        raised["concurrency"]["overriddenAt"].is_string(),
+        "overriddenAt",
+    )?;
+    let wide = trigger_task(
+        w,
+        OVERRIDDEN,
+        items(10, json!({"sleepMs": 1000}), json!({"concurrencyKey": "a"})),
+    )?;
+    wait_all(w, &wide, "COMPLETED", Duration::from_secs(60));
+    ensure_eq(
+        server.max_in_flight(&queue, Some("a")),
+        5,
+        "in flight at once under the override",
+    )?;
+    let reset = steer(w, &queue, "concurrency/reset", json!({"type": "custom"}))?;
+    ensure_eq(
+        (
+            &reset["concurrencyLimit"],
+            &reset["concurrency"]["override"],
+        ),
+        (&json!(1), &Value::Null),
+        "back to the base",
+    )?;
+    let narrow = trigger_task(
+        w,
+        OVERRIDDEN,
+        items(4, json!({"sleepMs": 300}), json!({"concurrencyKey": "b"})),
+    )?;
+    wait_all(w, &narrow, "COMPLETED", Duration::from_secs(60));
+    ensure_eq(
+        server.max_in_flight(&queue, Some("b")),
+        1,
+        "in flight at once after the reset",
+    )
+}
+
+fn runs_of_priority_60_start_before_20_runs_triggered_earlier(
+    w: &Worker,
+    server: &TaskServer,
+) -> Result<(), Failed> {
+    let blocker = trigger_task(w, PRIORITY, items(1, json!({"sleepMs": 3000}), json!({})))?;
+    eventually(Duration::from_secs(20), "the blocker to start", || {
+        (!server.calls_of(&blocker[0]).is_empty()).then_some(())
+    });
+    let plain = trigger_task(w, PRIORITY, items(20, json!({}), json!({})))?;
+    let urgent = trigger_task(w, PRIORITY, items(2, json!({}), json!({"priority": 60})))?;
+    let mut all = plain.clone();
+    all.extend(urgent.iter().cloned());
+    wait_all(w, &all, "COMPLETED", Duration::from_secs(60));
+    let starts = first_starts(server, &all);
+    let first_plain = plain.iter().map(|r| starts[r]).min().ok_or("plain runs")?;
+    for run in &urgent {
+        ensure(
+            starts[run] <= first_plain,
+            format!(
+                "{run} (priority 60) started at {}, a plain run at {first_plain}",
+                starts[run]
+            ),
+        )?;
+    }
+    Ok(())
+}
+
+fn under_a_total_cap_of_2_a_late_key_with_5_runs_starts_before_the_20th_of_200(
+    w: &Worker,
+    server: &TaskServer,
+) -> Result<(), Failed> {
+    let a_options = json!({"concurrencyKey": "a"});
+    let mut a = trigger_task(
+        w,
+        FAIR,
+        items(100, json!({"sleepMs": 100}), a_options.clone()),
+    )?;
+    a.extend(trigger_task(
+        w,
+        FAIR,
+        items(100, json!({"sleepMs": 100}), a_options),
+    )?);
+    let b = trigger_task(
+        w,
+        FAIR,
+        items(5, json!({"sleepMs": 100}), json!({"concurrencyKey": "b"})),
+    )?;
+    let mut all = a.clone();
+    all.extend(b.iter().cloned());
+    wait_all(w, &all, "COMPLETED", Duration::from_secs(120));
+    ensure(
+        server.max_in_flight(FAIR_QUEUE, None) <= 2,
+        format!(
+            "the total cap: {} at once",
+            server.max_in_flight(FAIR_QUEUE, None)
+        ),
+    )?;
+    let starts = first_starts(server, &all);
+    let mut a_starts: Vec<u64> = a.iter().map(|r| starts[r]).collect();
+    a_starts.sort_unstable();
+    let b_last = b.iter().map(|r| starts[r]).max().ok_or("b's runs")?;
+    ensure(
+        b_last <= a_starts[19],
+        format!(
+            "b's last run started at {b_last}, a's 20th at {}",
+            a_starts[19]
+        ),
+    )
+}
+
+fn unknown_queues_are_404_and_bad_bodies_are_400_naming_the_field(
+    w: &Worker,
+    _: &TaskServer,
+) -> Result<(), Failed> {
+    for url in [
+        queue_url(w, "no-such-queue", "custom", ""),
+        queue_url(w, "no-such-task", "task", ""),
+        w.url("/api/v1/queues/queue_zz?type=id"),
+    ] {
+        let answer = get(&url, Some(DEV_KEY));
+        ensure_eq(
+            (answer.status, answer.error()),
+            (404, "Queue not found".to_owned()),
+            &url,
+        )?;
+    }
+    let pause = queue_url(w, PAUSED, "", "pause");
+    let missing = post(
+        &queue_url(w, "no-such-queue", "", "pause"),
+        r#"{"type":"custom","action":"pause"}"#,
+    );
+    ensure_eq(missing.status, 404, "pausing an unknown queue")?;
+    for (url, body, message) in [
+        (
+            &pause,
+            r#"{"type":"task","action":"stop"}"#,
+            "Validation error: action: expected pause or resume",
+        ),
+        (
+            &pause,
+            r#"{"type":"task"}"#,
+            "Validation error: action: required",
+        ),
+        (&pause, "", "Request body is empty"),
+        (
+            &queue_url(w, OVERRIDDEN, "", "concurrency/override"),
+            r#"{"type":"task","concurrencyLimit":-1}"#,
+            "Validation error: concurrencyLimit: expected an integer from 0 to 100000",
+        ),
+    ] {
+        let answer = post(url, body);
+        ensure_eq(
+            (answer.status, answer.error()),
+            (400, message.to_owned()),
+            body,
+        )?;
+    }
+    let bad_type = get(&queue_url(w, PAUSED, "queue", ""), Some(DEV_KEY));
+    ensure_eq(bad_type.status, 400, "type=queue")?;
+    let unkeyed = get(&w.url("/api/v1/queues"), None);
+    ensure_eq(unkeyed.status, 401, "no key")
+}
+
+fn a_throttle_of_5_a_second_spreads_30_runs_of_a_key_over_5_seconds(
+    w: &Worker,
+    server: &TaskServer,
+) -> Result<(), Failed> {
+    let keyed = |key: &str| json!({"concurrencyKey": key});
+    let a = trigger_task(w, THROTTLED, items(30, json!({}), keyed("a")))?;
+    // Another key has its own rate: its runs are not held behind a's.
+    let b = trigger_task(w, THROTTLED, items(3, json!({}), keyed("b")))?;
+    let mut all = a.clone();
+    all.extend(b.iter().cloned());
+    wait_all(w, &all, "COMPLETED", Duration::from_secs(60));
+    let starts = first_starts(server, &all);
+    let mut a_starts: Vec<u64> = a.iter().map(|r| starts[r]).collect();
+    a_starts.sort_unstable();
+    let spread = a_starts[29] - a_starts[0];
+    ensure(
+        spread >= 5000,
+        format!("30 runs at 5 a second started within {spread} ms"),
+    )?;
+    // At most 5 in any second; measured at the endpoint, so a window 100 ms short of the
+    // period absorbs the calls' own jitter.
+    for (i, t) in a_starts.iter().enumerate() {
+        let in_window = a_starts[i..].iter().take_while(|s| **s < t + 900).count();
+        ensure(
+            in_window <= 5,
+            format!("{in_window} runs started within 900 ms of {t}"),
+        )?;
+    }
+    let b_last = b.iter().map(|r| starts[r]).max().ok_or("b's runs")?;
+    ensure(
+        b_last < a_starts[10],
+        format!(
+            "key b's runs waited behind key a's: {b_last} ≥ {}",
+            a_starts[10]
+        ),
+    )
+}
