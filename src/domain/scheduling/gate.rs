@@ -1715,4 +1715,110 @@ mod tests {
             1
         );
     }
+
+    /// What a property test does to a gate.
+    #[derive(Debug, Clone)]
+    enum Op {
+        Offer {
+            key: u8,
+            count: u8,
+        },
+        ReleaseOldest,
+        ReleaseAll,
+        Cancel(u8),
+        Pause,
+        Resume,
+        Override {
+            limit: Option<u32>,
+            total: Option<u32>,
+        },
+        Reset,
+        Restart,
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            4 => (0..3u8, 1..6u8).prop_map(|(key, count)| Op::Offer { key, count }),
+            3 => Just(Op::ReleaseOldest),
+            1 => Just(Op::ReleaseAll),
+            1 => (0..60u8).prop_map(Op::Cancel),
+            1 => Just(Op::Pause),
+            1 => Just(Op::Resume),
+            2 => (proptest::option::of(0..4u32), proptest::option::of(0..5u32))
+                .prop_map(|(limit, total)| Op::Override { limit, total }),
+            1 => Just(Op::Reset),
+            1 => Just(Op::Restart),
+        ]
+    }
+
+    /// Whatever operators do mid-flight (pauses, overrides up and down, resets, cancels,
+    /// restarts), a gate admits no run while paused, none into a key at its limit in
+    /// force, none past its total cap in force, and never two leases for one run.
+    #[test]
+    fn no_admission_ever_exceeds_the_limits_in_force() {
+        use proptest::prelude::*;
+        let strategy = (
+            proptest::option::of(0..4u32),
+            proptest::option::of(1..5u32),
+            proptest::collection::vec(op(), 1..60),
+        );
+        proptest!(ProptestConfig::with_cases(300), |((declared, total, ops) in strategy)| {
+            let mut gate = Gate::default();
+            gate.state.declare(total, None);
+            let mut next = 0u32;
+            let mut now: Millis = 0;
+            let mut first = declared.map(|limit| LimitUpdate { limit, set_at: 0 });
+            for op in ops {
+                now += 10;
+                let changes = match op {
+                    Op::Offer { key, count } => {
+                        let offered = (0..count)
+                            .map(|_| {
+                                next += 1;
+                                ticket(&format!("r{next}"), &format!("k{key}"), now)
+                            })
+                            .collect();
+                        gate.offer(offered, first.take(), now)
+                    }
+                    Op::ReleaseOldest => {
+                        let oldest = gate.state.running.values().min_by_key(|l| l.token).cloned();
+                        match oldest {
+                            Some(l) => gate.release(&l.ticket.run_id, Some(l.token), now),
+                            None => Changes::default(),
+                        }
+                    }
+                    Op::ReleaseAll => {
+                        let ended: Vec<(String, u64)> = gate.state.running.values()
+                            .map(|l| (l.ticket.run_id.clone(), l.token)).collect();
+                        gate.release_all(&ended, now)
+                    }
+                    Op::Cancel(n) => gate.remove(&format!("r{n}"), now),
+                    Op::Pause => gate.control(Control::Pause, now),
+                    Op::Resume => gate.control(Control::Resume, now),
+                    Op::Override { limit, total } => gate.control(Control::Override { limit, total }, now),
+                    Op::Reset => gate.control(Control::Reset, now),
+                    Op::Restart => {
+                        gate = restored(gate);
+                        Changes::default()
+                    }
+                };
+                if changes.admitted.is_empty() {
+                    continue;
+                }
+                prop_assert!(!gate.controls().paused, "admitted while paused");
+                if let Some(total) = gate.controls().total() {
+                    prop_assert!(gate.running_total() <= total, "{} running, cap {total}", gate.running_total());
+                }
+                for lease in &changes.admitted {
+                    let key = &lease.ticket.concurrency_key;
+                    if let Some(limit) = gate.effective_limit() {
+                        prop_assert!(gate.running_count(key) <= limit, "{key}: {} running, limit {limit}", gate.running_count(key));
+                    }
+                }
+                let ids: HashSet<&str> = gate.state.running.keys().map(String::as_str).collect();
+                prop_assert_eq!(ids.len(), gate.state.running.len());
+            }
+        });
+    }
 }
