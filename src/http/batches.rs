@@ -88,7 +88,11 @@ async fn submit(
         apply_task_defaults(item, task, settings);
     }
     ctx.admit(items.len() as u64).await?;
-    let keyed = batch_key.is_some() || items.iter().any(|i| i.idempotency_key.is_some());
+    // A key (idempotency or debounce) has one owner: the task's home store.
+    let keyed = batch_key.is_some()
+        || items
+            .iter()
+            .any(|i| i.idempotency_key.is_some() || i.debounce.is_some());
     let route = trigger_route(task, settings.shards, keyed);
     let store = String::from(StoreName::new(ctx.environment, route));
     let now = crate::platform::runtime::now();

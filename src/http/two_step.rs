@@ -260,7 +260,9 @@ impl Stream<'_, '_> {
             .collect();
         for (task, group) in by_task {
             let shards = self.ctx.config.tasks.get(&task).map_or(1, |t| t.shards);
-            let keyed = group.iter().any(|p| p.item.idempotency_key.is_some());
+            let keyed = group
+                .iter()
+                .any(|p| p.item.idempotency_key.is_some() || p.item.debounce.is_some());
             let route = trigger_route(&task, shards, keyed);
             let store = String::from(StoreName::new(self.ctx.environment, route));
             let indexes: Vec<u32> = group.iter().map(|p| p.index).collect();

@@ -241,6 +241,109 @@ fn another_environments_key_sees_and_changes_nothing_on_any_endpoint(
         },
     );
 
+    // Queues: production's queue of the same name is its own. It shows none of
+    // development's limit or waiting run, and pausing or overriding it changes nothing
+    // of development's.
+    let queue_path = format!("/api/v1/queues/{queue}");
+    let theirs = ok(
+        call(
+            w,
+            PROD_KEY,
+            "GET",
+            &format!("{queue_path}?type=custom"),
+            None,
+        ),
+        "production's queue",
+    )?;
+    ensure_eq(
+        (&theirs["concurrencyLimit"], &theirs["queued"]),
+        (&Value::Null, &json!(0)),
+        "production's queue shows nothing of development's",
+    )?;
+    for (action, body) in [
+        ("pause", json!({"type": "custom", "action": "pause"})),
+        (
+            "concurrency/override",
+            json!({"type": "custom", "concurrencyLimit": 5}),
+        ),
+    ] {
+        ok(
+            call(
+                w,
+                PROD_KEY,
+                "POST",
+                &format!("{queue_path}/{action}"),
+                Some(body),
+            ),
+            action,
+        )?;
+    }
+    let dev_queue = ok(
+        call(
+            w,
+            DEV_KEY,
+            "GET",
+            &format!("{queue_path}?type=custom"),
+            None,
+        ),
+        "the development queue",
+    )?;
+    ensure_eq(
+        (
+            &dev_queue["paused"],
+            &dev_queue["concurrencyLimit"],
+            &dev_queue["queued"],
+        ),
+        (&json!(false), &json!(0), &json!(1)),
+        "the development queue, untouched",
+    )?;
+    // A queue only development's runs reached is not found with production's key.
+    let dev_only = unique("iso-dev-q");
+    ok(
+        call(
+            w,
+            DEV_KEY,
+            "POST",
+            "/api/v1/tasks/hello-world/trigger",
+            Some(json!({"payload": {"name": "dev"}, "options": {"queue": {"name": dev_only}}})),
+        ),
+        "a development run on its own queue",
+    )?;
+    eventually(
+        Duration::from_secs(30),
+        "development's queue to be known",
+        || {
+            let answer = call(
+                w,
+                DEV_KEY,
+                "GET",
+                &format!("/api/v1/queues/{dev_only}?type=custom"),
+                None,
+            );
+            (answer.status == 200).then_some(())
+        },
+    );
+    not_found(
+        call(
+            w,
+            PROD_KEY,
+            "GET",
+            &format!("/api/v1/queues/{dev_only}?type=custom"),
+            None,
+        ),
+        "GET queue",
+    )?;
+    not_found(
+        call(
+            w,
+            PROD_KEY,
+            "POST",
+            &format!("/api/v1/queues/{dev_only}/pause"),
+            Some(json!({"type": "custom", "action": "pause"})),
+        ),
+        "pause queue",
+    )?;
+
     // And development's objects are as they were.
     let after = ok(
         call(w, DEV_KEY, "GET", &format!("/api/v3/runs/{run}"), None),

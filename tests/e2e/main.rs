@@ -153,6 +153,7 @@ fn main() {
         .chain(upgrade::cases())
         .chain(node_tasks::cases())
         .chain(shards::standalone_cases())
+        .chain(queues::standalone_cases())
     {
         let tasks = tasks.clone();
         trials.push(Trial::test(name, move || case(&tasks)));

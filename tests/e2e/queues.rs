@@ -9,6 +9,7 @@ use std::time::Duration;
 use libtest_mimic::Failed;
 use serde_json::{json, Value};
 
+use crate::crash::Standalone;
 use crate::execution::{declare_endpoint_task, trigger_task, wait_status, Case};
 use crate::harness::{eventually, get, request, Worker, DEV_KEY};
 use crate::task_server::TaskServer;
@@ -25,9 +26,11 @@ const FAIR: &str = "fair";
 const FAIR_QUEUE: &str = "tenants/fair";
 /// A task whose queue lets each key start 5 runs a second.
 const THROTTLED: &str = "throttled";
+/// A task triggered with debounce keys.
+const DEBOUNCED: &str = "debounced";
 
 pub fn configure(config: &mut toml::Table, server: &TaskServer) {
-    for task in [PAUSED, OVERRIDDEN, PRIORITY, FAIR, THROTTLED] {
+    for task in [PAUSED, OVERRIDDEN, PRIORITY, FAIR, THROTTLED, DEBOUNCED] {
         declare_endpoint_task(config, task, &server.url(), 3, 30);
     }
     set_queue(config, OVERRIDDEN, toml::toml! { concurrencyLimit = 1 });
@@ -51,6 +54,11 @@ fn set_queue(config: &mut toml::Table, task: &str, queue: toml::Table) {
         .insert("queue".into(), toml::Value::Table(queue));
 }
 
+/// Cases that start workers of their own.
+pub fn standalone_cases() -> Vec<(&'static str, Standalone)> {
+    crate::cases![a_pause_and_an_override_hold_across_a_kill_and_restart]
+}
+
 pub fn cases() -> Vec<(&'static str, Case)> {
     crate::cases![
         the_list_shows_every_declared_queue_before_its_first_run_page_by_page,
@@ -59,6 +67,8 @@ pub fn cases() -> Vec<(&'static str, Case)> {
         runs_of_priority_60_start_before_20_runs_triggered_earlier,
         under_a_total_cap_of_2_a_late_key_with_5_runs_starts_before_the_20th_of_200,
         a_throttle_of_5_a_second_spreads_30_runs_of_a_key_over_5_seconds,
+        debounced_triggers_execute_once_with_the_first_or_the_last_payload,
+        a_busy_debounce_key_runs_by_its_max_delay_and_then_makes_a_new_run,
         unknown_queues_are_404_and_bad_bodies_are_400_naming_the_field,
     ]
 }
@@ -455,4 +465,172 @@ fn a_throttle_of_5_a_second_spreads_30_runs_of_a_key_over_5_seconds(
             a_starts[10]
         ),
     )
+}
+
+/// `POST /api/v1/tasks/{task}/trigger`: (id, isCached).
+fn trigger_one(w: &Worker, task: &str, body: Value) -> Result<(String, bool), Failed> {
+    let answer = post(
+        &w.url(&format!("/api/v1/tasks/{task}/trigger")),
+        &body.to_string(),
+    );
+    ensure_eq(
+        answer.status,
+        200,
+        &format!("trigger {task}: {}", answer.body),
+    )?;
+    let json = answer.json();
+    Ok((
+        json["id"].as_str().ok_or("an id")?.to_owned(),
+        json["isCached"].as_bool().ok_or("isCached")?,
+    ))
+}
+
+/// The payload of a task call (the recorded request body's `payload`).
+fn called_payload(server: &TaskServer, run: &str) -> Result<Value, Failed> {
+    let calls = server.calls_of(run);
+    let call = calls.first().ok_or("no call")?;
+    let body: Value = serde_json::from_slice(&call.body)?;
+    Ok(body["payload"].clone())
+}
+
+fn debounced_triggers_execute_once_with_the_first_or_the_last_payload(
+    w: &Worker,
+    server: &TaskServer,
+) -> Result<(), Failed> {
+    for (mode, kept) in [("leading", 1), ("trailing", 3)] {
+        let key = crate::unique(mode);
+        let debounce = json!({"key": key, "delay": "2s", "mode": mode});
+        let mut ids = Vec::new();
+        for n in 1..=3 {
+            let body = json!({"payload": {"n": n}, "options": {"debounce": debounce, "tags": [format!("n{n}")]}});
+            let (id, cached) = trigger_one(w, DEBOUNCED, body)?;
+            ensure_eq(cached, n > 1, "a later trigger answers the key's run")?;
+            ids.push(id);
+            thread::sleep(Duration::from_millis(300));
+        }
+        ensure(
+            ids.iter().all(|id| *id == ids[0]),
+            format!("one run for the key: {ids:?}"),
+        )?;
+        let delayed = crate::execution::run(w, &ids[0]);
+        ensure_eq(
+            delayed["status"].as_str(),
+            Some("DELAYED"),
+            "waiting out its delay",
+        )?;
+        let done = wait_status(w, &ids[0], "COMPLETED", Duration::from_secs(30));
+        ensure_eq(server.calls_of(&ids[0]).len(), 1, "executed once")?;
+        ensure_eq(called_payload(server, &ids[0])?, json!({"n": kept}), mode)?;
+        ensure_eq(
+            &done["tags"],
+            &json!([format!("n{kept}")]),
+            "the tags of that trigger",
+        )?;
+    }
+    // An idempotency key is checked first: its run answers, debounce or not.
+    let idem = crate::unique("idem");
+    let (first, _) = trigger_one(
+        w,
+        DEBOUNCED,
+        json!({"payload": {}, "options": {"idempotencyKey": idem}}),
+    )?;
+    let with_debounce = json!({"payload": {}, "options": {"idempotencyKey": idem, "debounce": {"key": idem, "delay": "1s"}}});
+    ensure_eq(
+        trigger_one(w, DEBOUNCED, with_debounce)?,
+        (first, true),
+        "the idempotent run",
+    )
+}
+
+fn a_busy_debounce_key_runs_by_its_max_delay_and_then_makes_a_new_run(
+    w: &Worker,
+    server: &TaskServer,
+) -> Result<(), Failed> {
+    let key = crate::unique("busy");
+    let debounce = json!({"key": key, "delay": "2s", "maxDelay": "4s"});
+    let started = crate::task_server::epoch_ms();
+    let mut ids = Vec::new();
+    // A trigger every 500 ms for 8 s: the delay alone would never end.
+    while crate::task_server::epoch_ms() - started < 8000 {
+        let (id, _) = trigger_one(
+            w,
+            DEBOUNCED,
+            json!({"payload": {}, "options": {"debounce": debounce}}),
+        )?;
+        ids.push(id);
+        thread::sleep(Duration::from_millis(500));
+    }
+    let first = ids[0].clone();
+    let done = wait_status(w, &first, "COMPLETED", Duration::from_secs(30));
+    let call = server
+        .calls_of(&first)
+        .first()
+        .ok_or("the first run's call")?
+        .started_ms;
+    ensure(
+        call - started < 7000,
+        format!(
+            "the first run started {} ms after its first trigger: its maxDelay is 4 s",
+            call - started
+        ),
+    )?;
+    ensure(done["status"] == "COMPLETED", "completed")?;
+    let later: std::collections::HashSet<&String> = ids.iter().filter(|id| **id != first).collect();
+    ensure(
+        !later.is_empty() && later.len() <= 2,
+        format!("triggers after it started made a new run for the key: {later:?}"),
+    )
+}
+
+fn a_pause_and_an_override_hold_across_a_kill_and_restart(
+    server: &TaskServer,
+) -> Result<(), Failed> {
+    let mut w = Worker::start("queues-restart", |c| configure(c, server));
+    let overridden = steer(
+        &w,
+        OVERRIDDEN,
+        "concurrency/override",
+        json!({"type": "task", "concurrencyLimit": 3}),
+    )?;
+    ensure_eq(&overridden["concurrencyLimit"], &json!(3), "overridden")?;
+    steer(
+        &w,
+        PAUSED,
+        "pause",
+        json!({"type": "task", "action": "pause"}),
+    )?;
+    let held = trigger_task(&w, PAUSED, items(3, json!({}), json!({})))?;
+    thread::sleep(Duration::from_millis(500));
+    w.kill_hard();
+    w.restart();
+    thread::sleep(Duration::from_secs(2));
+    for run in &held {
+        ensure(
+            server.calls_of(run).is_empty(),
+            format!("{run} ran while paused"),
+        )?;
+    }
+    let paused = retrieve(&w, PAUSED, "task")?;
+    ensure_eq(
+        (&paused["paused"], &paused["queued"]),
+        (&json!(true), &json!(3)),
+        "still paused after the restart, its runs waiting",
+    )?;
+    let limit = retrieve(&w, OVERRIDDEN, "task")?;
+    ensure_eq(
+        (
+            &limit["concurrencyLimit"],
+            &limit["concurrency"]["override"],
+        ),
+        (&json!(3), &json!(3)),
+        "still overridden after the restart",
+    )?;
+    steer(
+        &w,
+        PAUSED,
+        "pause",
+        json!({"type": "task", "action": "resume"}),
+    )?;
+    wait_all(&w, &held, "COMPLETED", Duration::from_secs(60));
+    Ok(())
 }

@@ -199,6 +199,20 @@ const checks = {
     assert.equal(reset.concurrency.override, null);
     assert.equal(reset.concurrencyLimit, reset.concurrency.base);
   },
+  async debouncedTriggersMakeOneRunWithTheLastPayloadWhenTrailing() {
+    const key = unique("debounce");
+    const debounce = { key, delay: "1s", mode: "trailing" };
+    const a = await tasks.trigger(TASK, { name: "First" }, { debounce });
+    const b = await tasks.trigger(TASK, { name: "Last" }, { debounce });
+    assert.equal(b.id, a.id);
+    const done = await until("COMPLETED", async () => {
+      const run = await runs.retrieve(a.id);
+      return run.status === "COMPLETED" && run;
+    });
+    assert.deepEqual(done.output, { message: "Hello, Last!" });
+    const bad = await tasks.trigger(TASK, {}, { debounce: { key, delay: "1h" } }).then(() => null, (e) => e);
+    assert.ok(bad instanceof BadRequestError && /debounce\.delay/.test(bad.message), String(bad));
+  },
   ...checksThroughTasks(tasks, runs),
 };
 

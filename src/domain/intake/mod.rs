@@ -3,6 +3,7 @@
 //! them before anything is stored. Every failure here is a 4xx naming the field.
 
 pub mod batch_items;
+pub mod debounce;
 pub mod idempotency;
 pub mod manage;
 pub mod ndjson;

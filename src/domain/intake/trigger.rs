@@ -15,6 +15,7 @@ use crate::domain::api::error::ApiError;
 use crate::domain::basics::duration::{parse_duration, parse_key_ttl};
 use crate::domain::basics::time::{parse_iso, Millis};
 use crate::domain::config::{RetryPolicy, TaskSettings};
+use crate::domain::intake::debounce::Debounce;
 use crate::domain::intake::idempotency::{IdempotencyKey, KeyError};
 use crate::domain::intake::queue_name::{clean_queue_name, default_queue_name};
 
@@ -95,6 +96,9 @@ pub struct RunRequest {
     pub priority: Option<f64>,
     pub max_duration: Option<u32>,
     pub is_test: bool,
+    /// `options.debounce`: its key's `DELAYED` run takes this trigger instead.
+    #[serde(default)]
+    pub debounce: Option<Debounce>,
 }
 
 #[derive(Deserialize)]
@@ -145,6 +149,8 @@ struct OptionsWire<'a> {
     test: Option<&'a RawValue>,
     #[serde(borrow)]
     payload_type: Option<&'a RawValue>,
+    #[serde(borrow)]
+    debounce: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -273,6 +279,7 @@ pub fn parse_item(raw: &RawValue, path: &str, now: Millis) -> Result<RunRequest,
         priority: None,
         max_duration: None,
         is_test: false,
+        debounce: None,
     };
     let Some(options) = item.options else {
         return Ok(run);
@@ -396,6 +403,17 @@ pub fn parse_item(raw: &RawValue, path: &str, now: Millis) -> Result<RunRequest,
     if let Some(test) = o.test {
         run.is_test = serde_json::from_str::<bool>(test.get())
             .map_err(|_| ApiError::validation(at("test"), "expected a boolean"))?;
+    }
+    if let Some(debounce) = o.debounce {
+        if o.delay.is_some() {
+            return Err(ApiError::validation(
+                at("delay"),
+                "not with debounce: the debounce's delay is the run's",
+            ));
+        }
+        let debounce = Debounce::parse(debounce, at)?;
+        run.delay_until = Some(debounce.first_due(now));
+        run.debounce = Some(debounce);
     }
     if let Some(kind) = o.payload_type {
         run.payload_type = as_string(kind)
@@ -717,11 +735,23 @@ mod tests {
             (json!({"maxDuration": 0}), "maxDuration: expected a positive whole number of seconds"),
             (json!({"test": "yes"}), "test: expected a boolean"),
             (json!({"payloadType": 7}), "payloadType: expected a string of 1 to 255 characters"),
+            (json!({"priority": -1}), "priority: expected a non-negative number"),
+            (json!({"debounce": {"key": "k"}}), "debounce.delay: required"),
+            (json!({"debounce": {"key": "k", "delay": "5s"}, "delay": "1h"}), "delay: not with debounce: the debounce's delay is the run's"),
+            (json!({"debounce": {"key": "k", "delay": "5s", "maxDelay": "2s"}}), "debounce.delay: must be shorter than debounce.maxDelay"),
         ];
         for (options, reason) in cases {
             let expected = format!("Validation error: items[0].options.{reason}");
             assert_eq!(message(one(options.clone())), expected, "{options}");
         }
+    }
+
+    #[test]
+    fn a_debounce_delays_the_run_by_its_delay() {
+        let runs = batch(json!({"items": [{"options": {"debounce": {"key": "k", "delay": "5s", "mode": "trailing"}}}]})).unwrap();
+        assert_eq!(runs[0].delay_until, Some(NOW + 5000));
+        let debounce = runs[0].debounce.as_ref().unwrap();
+        assert_eq!((debounce.key.as_str(), debounce.trailing), ("k", true));
     }
 
     #[test]

@@ -12,6 +12,7 @@ use super::protocol::{ClaimedRun, TriggerBatch, TriggerReply};
 use super::{internal, now, schema, RunStore};
 use crate::domain::basics::time::Millis;
 use crate::domain::config::attempt_seconds;
+use crate::domain::intake::debounce::{decide as decide_debounce, DebounceDecision, HeldDebounce};
 use crate::domain::intake::idempotency::{
     decide_batch_key, plan_items, BatchKeyDecision, HeldBatchKey, HeldKey, ItemOutcome,
 };
@@ -162,6 +163,8 @@ impl RunStore {
             }
         }
 
+        let debounced = self.plan_debounces(&cmd, &mut outcomes, now)?;
+
         let runs: Vec<String> = outcomes.iter().map(|o| o.run_id.clone()).collect();
         let cached: Vec<bool> = outcomes.iter().map(|o| !o.created).collect();
         let ready: Vec<ClaimedRun> = cmd
@@ -182,7 +185,9 @@ impl RunStore {
             })
             .collect();
         let due = transaction(&self.state.storage(), || {
-            write_batch(&sql, &cmd, &outcomes, &runs, now)
+            let due = write_batch(&sql, &cmd, &outcomes, &runs, now)?;
+            write_debounces(&sql, &cmd, &debounced, now)?;
+            Ok(due)
         })?;
         meter::runs_accepted(outcomes.iter().filter(|o| o.created).count());
         let reply = TriggerReply::Triggered {
@@ -192,6 +197,84 @@ impl RunStore {
             ready,
         };
         Ok((reply, due))
+    }
+
+    /// Debounced items (`domain::intake::debounce`) that would create a run: while their
+    /// key's run is `DELAYED`, that run takes the item (its outcome becomes the run,
+    /// cached) and moves; otherwise the new run becomes the key's. Items of one trigger
+    /// with one key meet the same way, the first making the run.
+    fn plan_debounces(
+        &self,
+        cmd: &TriggerBatch,
+        outcomes: &mut [ItemOutcome],
+        now: Millis,
+    ) -> Result<Vec<DebounceWrite>> {
+        #[derive(Deserialize)]
+        struct Row {
+            run_id: String,
+            latest: Millis,
+            status: Option<String>,
+        }
+        let mut keys: HashMap<String, HeldDebounce> = HashMap::new();
+        let mut writes = Vec::new();
+        for (i, (item, outcome)) in cmd.items.iter().zip(outcomes.iter_mut()).enumerate() {
+            let Some(debounce) = item.debounce.as_ref().filter(|_| outcome.created) else {
+                continue;
+            };
+            if !keys.contains_key(&debounce.key) {
+                let stored = self
+                    .sql()
+                    .exec(
+                        "SELECT d.run_id AS run_id, d.latest AS latest, r.status AS status
+                         FROM debounce_keys d LEFT JOIN runs r ON r.id = d.run_id
+                         WHERE d.task = ? AND d.key = ?",
+                        vec![cmd.task.as_str().into(), debounce.key.as_str().into()],
+                    )?
+                    .to_array::<Row>()?
+                    .pop();
+                if let Some(row) = stored {
+                    let delayed = row.status.as_deref().and_then(RunStatus::parse)
+                        == Some(RunStatus::Delayed);
+                    keys.insert(
+                        debounce.key.clone(),
+                        HeldDebounce {
+                            run_id: row.run_id,
+                            latest: row.latest,
+                            delayed,
+                        },
+                    );
+                }
+            }
+            match decide_debounce(keys.get(&debounce.key), debounce, now) {
+                DebounceDecision::Create { latest, .. } => {
+                    keys.insert(
+                        debounce.key.clone(),
+                        HeldDebounce {
+                            run_id: outcome.run_id.clone(),
+                            latest,
+                            delayed: true,
+                        },
+                    );
+                    writes.push(DebounceWrite::Hold {
+                        key: debounce.key.clone(),
+                        run_id: outcome.run_id.clone(),
+                        latest,
+                    });
+                }
+                DebounceDecision::Extend { run_id, due } => {
+                    *outcome = ItemOutcome {
+                        run_id: run_id.clone(),
+                        created: false,
+                    };
+                    writes.push(DebounceWrite::Move {
+                        run_id,
+                        due,
+                        trailing_item: debounce.trailing.then_some(i),
+                    });
+                }
+            }
+        }
+        Ok(writes)
     }
 
     /// The runs earlier deliveries of these items of two-step batch `batch_id` made.
@@ -255,6 +338,107 @@ impl RunStore {
         )?;
         Ok(held)
     }
+}
+
+/// What a debounced trigger writes besides its runs.
+enum DebounceWrite {
+    /// The key now holds this new run, to be pushed back at most until `latest`.
+    Hold {
+        key: String,
+        run_id: String,
+        latest: Millis,
+    },
+    /// The key's `DELAYED` run starts at `due` instead; with `trailing_item`, it takes
+    /// that item's payload and options.
+    Move {
+        run_id: String,
+        due: Millis,
+        trailing_item: Option<usize>,
+    },
+}
+
+/// Writes the debounce keys and moves, after the runs (a move may be of a run this
+/// trigger created). Each move is a delivery at the new time, as a reschedule is; the one
+/// for the old time finds the run still delayed and leaves it.
+fn write_debounces(
+    sql: &Sql,
+    cmd: &TriggerBatch,
+    writes: &[DebounceWrite],
+    now: Millis,
+) -> Result<()> {
+    for write in writes {
+        match write {
+            DebounceWrite::Hold {
+                key,
+                run_id,
+                latest,
+            } => {
+                sql.exec(
+                    "INSERT OR REPLACE INTO debounce_keys (task, key, run_id, latest) VALUES (?, ?, ?, ?)",
+                    vec![
+                        cmd.task.as_str().into(),
+                        key.as_str().into(),
+                        run_id.as_str().into(),
+                        (*latest).into(),
+                    ],
+                )?;
+            }
+            DebounceWrite::Move {
+                run_id,
+                due,
+                trailing_item,
+            } => {
+                let moved = sql
+                    .exec(
+                        "UPDATE runs SET delayed_until = ?, updated_at = ?
+                         WHERE id = ? AND status = 'DELAYED'",
+                        vec![(*due).into(), now.into(), run_id.as_str().into()],
+                    )?
+                    .rows_written();
+                if moved == 0 {
+                    return Err(internal("a debounced run left DELAYED within its trigger"));
+                }
+                if let Some(item) = trailing_item.and_then(|i| cmd.items.get(i)) {
+                    take_trailing(sql, run_id, item)?;
+                }
+                insert_delivery(sql, *due, None, std::slice::from_ref(run_id))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A trailing debounce: the run takes the last trigger's payload (and its type),
+/// metadata, tags, maxAttempts, maxDuration and machine.
+fn take_trailing(sql: &Sql, run_id: &str, item: &RunRequest) -> Result<()> {
+    sql.exec(
+        "DELETE FROM run_chunks WHERE run_id = ? AND part = 'payload'",
+        vec![run_id.into()],
+    )?;
+    let (payload, payload_chunks) = store_text(
+        sql,
+        run_id,
+        "payload",
+        item.payload.as_deref().map(RawValue::get),
+    )?;
+    let tags = serde_json::to_string(&item.tags).map_err(|e| internal(e.to_string()))?;
+    sql.exec(
+        "UPDATE runs SET payload = ?, payload_chunks = ?, payload_type = ?, metadata = ?,
+             tags = ?, max_attempts = ?, max_duration = ?, machine = ?
+         WHERE id = ?",
+        vec![
+            payload,
+            payload_chunks.into(),
+            item.payload_type.as_str().into(),
+            item.metadata.as_deref().map(RawValue::get).into(),
+            tags.into(),
+            opt_i64(item.max_attempts),
+            opt_i64(item.max_duration),
+            item.machine.as_deref().map(RawValue::get).into(),
+            run_id.into(),
+        ],
+    )?;
+    Ok(())
 }
 
 /// Outbox rows to send, as `(seq, runs)`.

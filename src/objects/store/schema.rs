@@ -37,6 +37,10 @@ pub const SCHEMA: Schema = Schema {
             version: 6,
             statements: STEP_6,
         },
+        Step {
+            version: 7,
+            statements: STEP_7,
+        },
     ],
 };
 
@@ -292,6 +296,17 @@ const STEP_6: &[Statement] = &[
         SELECT created_at, min(id), json_group_array(id) FROM runs GROUP BY created_at"),
     Sql("DROP INDEX runs_created"),
 ];
+
+/// Debounce keys (`domain::intake::debounce`): a key's run, and the latest its start may
+/// be pushed to. Written only by debounced triggers (one row when a key makes a run);
+/// a key whose run left `DELAYED` is replaced by the next run it makes.
+const STEP_7: &[Statement] = &[Sql("CREATE TABLE debounce_keys (
+        task TEXT NOT NULL,
+        key TEXT NOT NULL,
+        run_id TEXT NOT NULL,
+        latest INTEGER NOT NULL,
+        PRIMARY KEY (task, key)
+    ) WITHOUT ROWID")];
 
 /// Rows of `payload`/`context` text beyond this size are split into `run_chunks`.
 pub const CHUNK_BYTES: usize = 512 * 1024;
