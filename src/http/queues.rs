@@ -2,6 +2,8 @@
 //! reset a queue's limits. A queue is its gates (`gateShards` of them): a look asks each,
 //! a change goes to each, and the view sums their counts (`domain::api::queues`).
 
+use std::collections::BTreeSet;
+
 use futures_util::future::join_all;
 use worker::Response;
 
@@ -11,24 +13,30 @@ use crate::domain::api::queues::{
     parse_list_page, parse_override_body, parse_pause_body, parse_reset_body, resolve, type_param,
     GateFigures, QueueItem, MAX_QUEUE_BODY_BYTES,
 };
-use crate::domain::basics::names::GateName;
+use crate::domain::basics::names::{GateName, StoreName};
+use crate::domain::basics::shards::store_routes;
 use crate::domain::scheduling::gate::Control;
 use crate::objects::gate::client::QueueGateClient;
 use crate::objects::gate::protocol::Steer;
+use crate::objects::store::client::RunStoreClient;
+use crate::objects::store::protocol::ListQueues;
 
 const NOT_FOUND: ApiError = ApiError::NotFound("Queue not found");
 
-/// `GET /api/v1/queues?page=&perPage=`: the queues of the declared tasks, by name, each
+/// `GET /api/v1/queues?page=&perPage=`: the queues of the declared tasks and every queue a
+/// run was triggered on (each store of each declared task names its own), by name, each
 /// with its gates' live counts.
 pub async fn list_queues(ctx: &Ctx<'_>, req: &Incoming) -> Result<Response, ApiError> {
     let page = parse_list_page(query_of(req))?;
-    let names: Vec<&String> = ctx.config.queues.keys().collect();
+    let mut names: BTreeSet<String> = ctx.config.queues.keys().cloned().collect();
+    names.extend(triggered_queues(ctx).await?);
     let count = names.len();
     let shown = names
         .into_iter()
         .skip((page.page - 1).saturating_mul(page.per_page))
         .take(page.per_page);
     let looks = shown.map(|name| async move {
+        let name = name.as_str();
         let gates = steer(ctx, name, Control::Look).await?;
         Ok::<_, ApiError>(item(ctx, name, &gates))
     });
@@ -107,15 +115,45 @@ async fn change(
     json_response(200, &item(ctx, &name, &gates))
 }
 
+/// Every queue a run of a declared task was triggered on: each store of each declared
+/// task names its own.
+async fn triggered_queues(ctx: &Ctx<'_>) -> Result<BTreeSet<String>, ApiError> {
+    let mut stores: Vec<StoreName> = ctx
+        .config
+        .tasks
+        .iter()
+        .flat_map(|(task, settings)| store_routes(task, settings.shards))
+        .map(|route| StoreName::new(ctx.environment, route))
+        .collect();
+    stores.sort_unstable();
+    stores.dedup();
+    let asks = stores.iter().map(|store| async move {
+        Ok::<_, ApiError>(
+            RunStoreClient::new(ctx.env, store.as_str())?
+                .send(ListQueues {})
+                .await?,
+        )
+    });
+    let mut names = BTreeSet::new();
+    for listed in join_all(asks).await {
+        names.extend(listed?);
+    }
+    Ok(names)
+}
+
 fn named(queue: &str, kind: Option<&str>) -> Result<String, ApiError> {
     resolve(queue, kind)?.ok_or(NOT_FOUND)
 }
 
-/// The gates of a queue that exists: declared by a task, or known to its gates (a run
-/// was offered to it, or it was steered).
+/// The gates of a queue that exists: declared by a task, known to its gates (a run was
+/// offered to it, or it was steered), or named by a trigger (a delayed run's queue, say,
+/// before its gate sees a run).
 async fn existing(ctx: &Ctx<'_>, name: &str) -> Result<Vec<(bool, GateFigures)>, ApiError> {
     let gates = steer(ctx, name, Control::Look).await?;
-    if ctx.config.queues.contains_key(name) || gates.iter().any(|(known, _)| *known) {
+    if ctx.config.queues.contains_key(name)
+        || gates.iter().any(|(known, _)| *known)
+        || triggered_queues(ctx).await?.contains(name)
+    {
         Ok(gates)
     } else {
         Err(NOT_FOUND)

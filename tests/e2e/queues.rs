@@ -61,7 +61,7 @@ pub fn standalone_cases() -> Vec<(&'static str, Standalone)> {
 
 pub fn cases() -> Vec<(&'static str, Case)> {
     crate::cases![
-        the_list_shows_every_declared_queue_before_its_first_run_page_by_page,
+        the_list_shows_every_declared_queue_before_its_first_run_and_every_queue_a_trigger_named,
         a_paused_queue_holds_new_runs_lets_the_running_one_finish_and_drains_on_resume,
         an_override_from_1_to_5_runs_5_at_once_and_reset_returns_to_1,
         runs_of_priority_60_start_before_20_runs_triggered_earlier,
@@ -138,10 +138,21 @@ fn wait_all(w: &Worker, runs: &[String], status: &str, limit: Duration) {
     }
 }
 
-fn the_list_shows_every_declared_queue_before_its_first_run_page_by_page(
+fn the_list_shows_every_declared_queue_before_its_first_run_and_every_queue_a_trigger_named(
     w: &Worker,
     _: &TaskServer,
 ) -> Result<(), Failed> {
+    // A queue only a trigger names, whose run is delayed: no gate has seen it yet.
+    let named = crate::unique("named-by-a-trigger");
+    let delayed = trigger_task(
+        w,
+        PRIORITY,
+        items(
+            1,
+            json!({}),
+            json!({"queue": {"name": named}, "delay": "1h"}),
+        ),
+    )?;
     let answer = get(&w.url("/api/v1/queues?perPage=100"), Some(DEV_KEY));
     ensure_eq(answer.status, 200, &answer.body)?;
     let list = answer.json();
@@ -160,12 +171,20 @@ fn the_list_shows_every_declared_queue_before_its_first_run_page_by_page(
         (OVERRIDDEN, "task"),
         (PRIORITY, "task"),
         (FAIR_QUEUE, "custom"),
+        (named.as_str(), "custom"),
     ] {
         ensure(
             names.contains(&want),
             format!("{want:?} listed in {names:?}"),
         )?;
     }
+    let found = retrieve(w, &named, "custom")?;
+    ensure_eq(
+        &found["queued"],
+        &json!(0),
+        "a delayed run waits at no gate yet",
+    )?;
+    crate::execution::cancel(w, &delayed[0])?;
     let count = list["pagination"]["count"].as_u64().ok_or("count")?;
     ensure_eq(count as usize, data.len(), "count")?;
     let fair = data

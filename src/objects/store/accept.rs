@@ -457,6 +457,7 @@ fn write_batch(
     // batch of 100 runs is about 40 statements instead of 300.
     let (mut run_rows, mut key_rows, mut outbox_rows) = (Vec::new(), Vec::new(), Vec::new());
     let mut limits: Vec<(&str, u32)> = Vec::new();
+    let mut queues: Vec<&str> = Vec::new();
     for (item, outcome) in cmd.items.iter().zip(outcomes) {
         if !outcome.created {
             continue;
@@ -472,6 +473,7 @@ fn write_batch(
                 expires_at.into(),
             ]);
         }
+        queues.push(item.queue.as_deref().unwrap_or_default());
         if let Some(limit) = item.queue_limit {
             // The last item's limit for a queue wins, as if each were written in turn.
             let queue = item.queue.as_deref().unwrap_or_default();
@@ -507,6 +509,21 @@ fn write_batch(
              updated_at = excluded.updated_at",
         3,
         limit_rows,
+    )?;
+    // Every queue a run was triggered on is listed (`GET /api/v1/queues`): a row the first
+    // time a name comes, nothing written after.
+    queues.sort_unstable();
+    queues.dedup();
+    let queue_rows = queues
+        .into_iter()
+        .flat_map(|queue| [queue.into(), SqlStorageValue::Null, now.into()])
+        .collect();
+    insert_rows(
+        sql,
+        "INSERT OR IGNORE INTO queues (name, concurrency_limit, updated_at) VALUES",
+        "",
+        3,
+        queue_rows,
     )?;
     let mut due = Vec::new();
     for (due_at, runs) in delivery::deliveries(outbox_rows) {

@@ -34,8 +34,8 @@ use crate::platform::runtime::{ensure_alarm, internal, now};
 use crate::platform::sql::{Migrated, Sql};
 use protocol::{
     Acknowledge, Cancel, Claim, CreateBatch, FinishAttempts, GetBatch, GetRun, LeaseExpired,
-    ListRuns, RecordBatchItems, Replay, Reschedule, ResetIdempotencyKey, StartAttempts, Store,
-    StoreCommand, TriggerBatch, TriggerReply,
+    ListQueues, ListRuns, RecordBatchItems, Replay, Reschedule, ResetIdempotencyKey, StartAttempts,
+    Store, StoreCommand, TriggerBatch, TriggerReply,
 };
 
 /// The queue binding that carries run references to the consumer.
@@ -146,6 +146,7 @@ impl RunStore {
             StoreCommand::ListRuns(c) => {
                 answer::<ListRuns>(&self.list_runs(&c.filter, &c.page, c.limit)?)
             }
+            StoreCommand::ListQueues(ListQueues {}) => answer::<ListQueues>(&self.queue_names()?),
         }
     }
 

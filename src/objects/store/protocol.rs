@@ -33,6 +33,7 @@ pub enum StoreCommand {
     CreateBatch(CreateBatch),
     RecordBatchItems(RecordBatchItems),
     ListRuns(ListRuns),
+    ListQueues(ListQueues),
 }
 
 /// The run store's side of the wire.
@@ -59,6 +60,7 @@ crate::commands!(Store => StoreCommand {
     CreateBatch => BatchCreated,
     RecordBatchItems => RecordReply,
     ListRuns => Vec<RunRecord>,
+    ListQueues => Vec<String>,
 });
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -157,6 +159,11 @@ pub struct ListRuns {
     pub page: Page,
     pub limit: usize,
 }
+
+/// The names of the queues this store's runs were triggered on (`GET /api/v1/queues`
+/// lists them beside the declared ones).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ListQueues {}
 
 /// Create a batch and its runs atomically (docs/API.md section 2).
 #[derive(Debug, Serialize, Deserialize)]

@@ -11,7 +11,7 @@ use crate::domain::api::view::{BatchRecord, ItemError, RunRecord};
 use crate::domain::basics::time::Millis;
 use crate::domain::run::execution::{batch_status, processing_status};
 use crate::domain::run::status::RunStatus;
-use crate::platform::sql::exec_in_chunks;
+use crate::platform::sql::{exec_in_chunks, rows};
 use worker::SqlStorageValue;
 
 #[derive(Deserialize)]
@@ -65,6 +65,14 @@ struct ChunkRow {
 }
 
 impl RunStore {
+    /// The queues this store's runs were triggered on, by name.
+    pub(super) fn queue_names(&self) -> Result<Vec<String>> {
+        rows(&self.sql(), "SELECT name FROM queues ORDER BY name", vec![])?
+            .into_iter()
+            .map(|mut v| v.text())
+            .collect()
+    }
+
     pub(super) fn load_batch(&self, batch_id: &str) -> Result<Option<BatchRecord>> {
         let sql = self.sql();
         let Some(r) = sql
