@@ -36,6 +36,16 @@ pub enum Route {
     RunOutput { env: String, run_id: String },
     /// `POST /examples/{task}`: the built-in example task endpoint (signed, not keyed).
     ExampleTask { task: String },
+    /// `GET /api/v1/runs/{runId}/result` (section 4).
+    RunResult { run_id: String },
+    /// `GET /api/v1/batches/{batchId}/results` (section 4).
+    BatchResults { batch_id: String },
+    /// `GET /api/v1/runs/{runId}/metadata` (section 5).
+    GetMetadata { run_id: String },
+    /// `PUT /api/v1/runs/{runId}/metadata` (section 5).
+    UpdateMetadata { run_id: String },
+    /// `POST /api/v1/runs/{runId}/tags` (section 5).
+    AddTags { run_id: String },
     /// `GET /api/v1/queues` (section 7).
     ListQueues,
     /// `GET /api/v1/queues/{queue}` (section 7).
@@ -86,6 +96,32 @@ pub fn route(method: &str, path: &str) -> Result<Route, NoRoute> {
         ["api", "v1", "runs"] => ("GET", Route::ListRuns),
         ["api", "v1", "meter"] => ("GET", Route::Meter),
         ["api", "v1", "queues"] => ("GET", Route::ListQueues),
+        ["api", "v1", "runs", id, "metadata"] => {
+            let run_id = decode(id)?;
+            let route = match method {
+                "PUT" => Route::UpdateMetadata { run_id },
+                _ => Route::GetMetadata { run_id },
+            };
+            ("GET, PUT", route)
+        }
+        ["api", "v1", "runs", id, "result"] => (
+            "GET",
+            Route::RunResult {
+                run_id: decode(id)?,
+            },
+        ),
+        ["api", "v1", "batches", id, "results"] => (
+            "GET",
+            Route::BatchResults {
+                batch_id: decode(id)?,
+            },
+        ),
+        ["api", "v1", "runs", id, "tags"] => (
+            "POST",
+            Route::AddTags {
+                run_id: decode(id)?,
+            },
+        ),
         ["api", "v1", "queues", queue] => (
             "GET",
             Route::RetrieveQueue {
@@ -194,7 +230,8 @@ pub fn route(method: &str, path: &str) -> Result<Route, NoRoute> {
         ),
         _ => return Err(NoRoute::NotFound),
     };
-    if method == allow || (allow == "GET" && method == "HEAD") {
+    let mut allowed = allow.split(", ");
+    if allowed.any(|m| m == method || (m == "GET" && method == "HEAD")) {
         Ok(route)
     } else {
         Err(NoRoute::MethodNotAllowed { allow })
@@ -351,7 +388,8 @@ mod tests {
                 );
                 documented.push(std::mem::discriminant(&routed.unwrap()));
                 for other in ["GET", "POST", "PUT", "DELETE"] {
-                    if other != method {
+                    // Every method the document does not give this path is a 405.
+                    if item.get(other.to_lowercase()).is_none() {
                         assert!(
                             matches!(route(other, &path), Err(NoRoute::MethodNotAllowed { .. })),
                             "{other} {template} should be 405"
@@ -392,6 +430,13 @@ mod tests {
             },
             Route::ExampleTask { task: "x".into() },
             Route::Meter,
+            Route::RunResult { run_id: "x".into() },
+            Route::BatchResults {
+                batch_id: "x".into(),
+            },
+            Route::GetMetadata { run_id: "x".into() },
+            Route::UpdateMetadata { run_id: "x".into() },
+            Route::AddTags { run_id: "x".into() },
             Route::ListQueues,
             Route::RetrieveQueue { queue: "x".into() },
             Route::PauseQueue { queue: "x".into() },
@@ -418,6 +463,11 @@ mod tests {
                 | Route::RunOutput { .. }
                 | Route::ExampleTask { .. }
                 | Route::Meter
+                | Route::RunResult { .. }
+                | Route::BatchResults { .. }
+                | Route::GetMetadata { .. }
+                | Route::UpdateMetadata { .. }
+                | Route::AddTags { .. }
                 | Route::ListQueues
                 | Route::RetrieveQueue { .. }
                 | Route::PauseQueue { .. }

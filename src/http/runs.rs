@@ -1,4 +1,5 @@
-//! `GET /api/v3/runs/{runId}` and `GET /api/v1/batches/{batchId}` (docs/API.md section 4).
+//! Reading and managing runs and batches (docs/API.md sections 4 and 5): retrieve, list,
+//! cancel, replay, reschedule, key resets, metadata and tags.
 
 use futures_util::future::join_all;
 use worker::Response;
@@ -7,7 +8,7 @@ use super::{json_response, origin_of, query_of, read_body, text_response, Ctx, I
 use crate::domain::api::auth::Environment;
 use crate::domain::api::error::ApiError;
 use crate::domain::api::list::{merge_pages, parse_list_query, Cursor};
-use crate::domain::api::view::{BatchRecord, BatchView, RunRecord, RunView};
+use crate::domain::api::view::{execution_result, BatchRecord, BatchView, RunRecord, RunView};
 use crate::domain::basics::ids::{BatchId, RunId, StoreRoute};
 use crate::domain::basics::names::GateName;
 use crate::domain::basics::names::StoreName;
@@ -18,13 +19,15 @@ use crate::domain::intake::manage::{
 };
 use crate::domain::intake::packets::{output_query, verify_output, OUTPUT_URL_TTL_MS};
 use crate::domain::run::answer::SUPERJSON;
+use crate::domain::run::metadata::{parse_tags_body, parse_update};
 use crate::domain::run::status::{RunStatus, StatusVocabulary};
 use crate::objects::gate::client::QueueGateClient;
 use crate::objects::gate::protocol::Remove;
 use crate::objects::store::client::RunStoreClient;
 use crate::objects::store::protocol::{
-    BatchReply, Cancel, CancelReply, GetBatch, GetRun, KeyReset, ListRuns, Replay, ReplayReply,
-    Reschedule, RescheduleReply, ResetIdempotencyKey, RunReply,
+    AddTags, BatchReply, Cancel, CancelReply, GetBatch, GetMetadata, GetResults, GetRun, KeyReset,
+    ListRuns, MetadataReply, Replay, ReplayReply, Reschedule, RescheduleReply, ResetIdempotencyKey,
+    RunReply, TagsReply, UpdateMetadata,
 };
 
 pub async fn retrieve_run(
@@ -313,6 +316,130 @@ pub async fn reset_idempotency_key(
         KeyReset { removed: false } => Err(ApiError::NotFound("Idempotency key not found")),
     }
 }
+
+/// `GET /api/v1/runs/{runId}/result` (section 4): the run's execution result once it has
+/// finished; 404 before (the SDK reads that as "no result yet").
+pub async fn run_result(ctx: &Ctx<'_>, run_id: &str) -> Result<Response, ApiError> {
+    const NOT_FOUND: ApiError = ApiError::NotFound("Run not found or not finished");
+    let (store, _) = owner(ctx, RunId::parse(run_id).map(|id| id.route()), NOT_FOUND)?;
+    let runs = store
+        .send(GetResults {
+            run_ids: vec![run_id.to_owned()],
+        })
+        .await?;
+    let result = runs.first().and_then(execution_result).ok_or(NOT_FOUND)?;
+    json_response(200, &result)
+}
+
+/// `GET /api/v1/batches/{batchId}/results` (section 4): `{id, items}`, the execution
+/// results of the batch's finished runs in batch order, one call per store that holds
+/// some of them.
+pub async fn batch_results(ctx: &Ctx<'_>, batch_id: &str) -> Result<Response, ApiError> {
+    let batch = load_batch(ctx, batch_id).await?;
+    let mut by_store: std::collections::BTreeMap<StoreName, Vec<String>> = Default::default();
+    for run in &batch.runs {
+        if let Some(id) = RunId::parse(run) {
+            let store = StoreName::new(ctx.environment, id.route());
+            by_store.entry(store).or_default().push(run.clone());
+        }
+    }
+    let asks = by_store.iter().map(|(store, run_ids)| async move {
+        Ok::<_, ApiError>(
+            RunStoreClient::new(ctx.env, store.as_str())?
+                .send(GetResults {
+                    run_ids: run_ids.clone(),
+                })
+                .await?,
+        )
+    });
+    let mut finished = std::collections::HashMap::new();
+    for runs in join_all(asks).await {
+        for run in runs? {
+            finished.insert(run.id.clone(), run);
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    let items: Vec<serde_json::Value> = batch
+        .runs
+        .iter()
+        .filter(|id| seen.insert(id.as_str()))
+        .filter_map(|id| finished.get(id).and_then(execution_result))
+        .collect();
+    json_response(200, &serde_json::json!({ "id": batch.id, "items": items }))
+}
+
+/// `GET /api/v1/runs/{runId}/metadata` (section 5) → `{"metadata": {…}}`.
+pub async fn get_metadata(ctx: &Ctx<'_>, run_id: &str) -> Result<Response, ApiError> {
+    const NOT_FOUND: ApiError = ApiError::NotFound("Run not found");
+    let (store, _) = owner(ctx, RunId::parse(run_id).map(|id| id.route()), NOT_FOUND)?;
+    let reply = store
+        .send(GetMetadata {
+            run_id: run_id.to_owned(),
+        })
+        .await?;
+    metadata_answer(reply, NOT_FOUND)
+}
+
+/// `PUT /api/v1/runs/{runId}/metadata` (section 5), `{metadata?, operations?}` →
+/// `{"metadata": {…}}` as it is after the change.
+pub async fn update_metadata(
+    ctx: &Ctx<'_>,
+    req: Incoming,
+    run_id: &str,
+) -> Result<Response, ApiError> {
+    const NOT_FOUND: ApiError = ApiError::NotFound("Run not found");
+    let body = read_body(&req, MAX_METADATA_BODY_BYTES).await?;
+    let update = parse_update(&body)?;
+    let (store, _) = owner(ctx, RunId::parse(run_id).map(|id| id.route()), NOT_FOUND)?;
+    let reply = store
+        .send(UpdateMetadata {
+            run_id: run_id.to_owned(),
+            update,
+        })
+        .await?;
+    metadata_answer(reply, NOT_FOUND)
+}
+
+fn metadata_answer(reply: MetadataReply, not_found: ApiError) -> Result<Response, ApiError> {
+    match reply {
+        MetadataReply::Metadata(text) => {
+            let metadata: serde_json::Value = text
+                .as_deref()
+                .and_then(|t| serde_json::from_str(t).ok())
+                .filter(serde_json::Value::is_object)
+                .unwrap_or_else(|| serde_json::json!({}));
+            json_response(200, &serde_json::json!({ "metadata": metadata }))
+        }
+        MetadataReply::NotFound => Err(not_found),
+        MetadataReply::Refused { path, reason } => Err(ApiError::Validation { path, reason }),
+    }
+}
+
+/// `POST /api/v1/runs/{runId}/tags` (section 5), `{"tags": string | string[]}` →
+/// `{"message": "Successfully set N new tags."}`.
+pub async fn add_tags(ctx: &Ctx<'_>, req: Incoming, run_id: &str) -> Result<Response, ApiError> {
+    const NOT_FOUND: ApiError = ApiError::NotFound("Run not found");
+    let body = read_body(&req, MAX_MANAGE_BODY_BYTES).await?;
+    let tags = parse_tags_body(&body)?;
+    let (store, _) = owner(ctx, RunId::parse(run_id).map(|id| id.route()), NOT_FOUND)?;
+    let reply = store
+        .send(AddTags {
+            run_id: run_id.to_owned(),
+            tags,
+        })
+        .await?;
+    match reply {
+        TagsReply::Tags { added, .. } => json_response(
+            200,
+            &serde_json::json!({ "message": format!("Successfully set {added} new tags.") }),
+        ),
+        TagsReply::NotFound => Err(NOT_FOUND),
+        TagsReply::Refused { path, reason } => Err(ApiError::Validation { path, reason }),
+    }
+}
+
+/// The largest metadata body read: the metadata's own limit and room for operations.
+const MAX_METADATA_BODY_BYTES: usize = 2 * crate::domain::run::metadata::MAX_METADATA_BYTES;
 
 /// The store that owns an id in the caller's environment (an id names its store's
 /// route), or `not_found` for a malformed id (`None`).

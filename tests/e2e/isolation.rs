@@ -103,9 +103,33 @@ fn another_environments_key_sees_and_changes_nothing_on_any_endpoint(
         format!("/api/v2/batches/{batch_id}"),
         format!("/api/v1/batches/{two_step_id}"),
         format!("/api/v2/batches/{two_step_id}"),
+        format!("/api/v1/batches/{batch_id}/results"),
+        format!("/api/v1/runs/{run}/result"),
+        format!("/api/v1/runs/{run}/metadata"),
     ] {
         not_found(call(w, PROD_KEY, "GET", &path, None), &path)?;
     }
+    // Metadata and tags: not found, nothing written.
+    not_found(
+        call(
+            w,
+            PROD_KEY,
+            "PUT",
+            &format!("/api/v1/runs/{run}/metadata"),
+            Some(json!({"metadata": {"theirs": true}})),
+        ),
+        "PUT metadata",
+    )?;
+    not_found(
+        call(
+            w,
+            PROD_KEY,
+            "POST",
+            &format!("/api/v1/runs/{run}/tags"),
+            Some(json!({"tags": ["theirs"]})),
+        ),
+        "POST tags",
+    )?;
     for filter in [
         format!("filter[tag]={tag}"),
         format!("filter[batch]={batch_id}"),
@@ -358,6 +382,12 @@ fn another_environments_key_sees_and_changes_nothing_on_any_endpoint(
         after["delayedUntil"].clone(),
         before["delayedUntil"].clone(),
         "its delayedUntil",
+    )?;
+    ensure_eq(after["tags"].clone(), before["tags"].clone(), "its tags")?;
+    ensure_eq(
+        after.get("metadata").cloned(),
+        before.get("metadata").cloned(),
+        "its metadata",
     )?;
     let again = ok(
         call(

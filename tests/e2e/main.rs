@@ -12,6 +12,7 @@ mod isolation;
 mod limits;
 mod node_tasks;
 mod queues;
+mod run_manage;
 mod schema;
 mod sdk;
 mod shards;
@@ -66,6 +67,7 @@ fn main() {
     .chain(two_step::cases())
     .chain(isolation::cases())
     .chain(sdk::cases())
+    .chain(run_manage::cases())
     .collect();
     let endpoint = tasks.clone();
     let budget_endpoint = tasks.clone();

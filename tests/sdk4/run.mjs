@@ -7,6 +7,7 @@ import {
   configure, tasks, runs, batch, idempotencyKeys, auth, queues,
   AuthenticationError, BadRequestError, BatchTriggerError, ApiError,
 } from "@trigger.dev/sdk";
+import { apiClientManager } from "@trigger.dev/core/v3";
 import { checksThroughTasks, runChecks, unique, until } from "../sdk_checks.mjs";
 
 configure({ baseURL: process.env.TRIGGER_API_URL, accessToken: process.env.TRIGGER_SECRET_KEY });
@@ -212,6 +213,25 @@ const checks = {
     assert.deepEqual(done.output, { message: "Hello, Last!" });
     const bad = await tasks.trigger(TASK, {}, { debounce: { key, delay: "1h" } }).then(() => null, (e) => e);
     assert.ok(bad instanceof BadRequestError && /debounce\.delay/.test(bad.message), String(bad));
+  },
+  async metadataAndTagsThroughTheSdksOwnClient() {
+    // SDK 4.x sends these from inside a run (`metadata.*`, `tags.add`); its client is the same.
+    const client = apiClientManager.clientOrThrow();
+    const handle = await tasks.trigger(TASK, { n: 1 }, { delay: "1h", metadata: { step: "queued" } });
+    const changed = await client.updateRunMetadata(handle.id, {
+      operations: [
+        { type: "set", key: "step", value: "working" },
+        { type: "increment", key: "$.progress.done", value: 2 },
+      ],
+    });
+    assert.deepEqual(changed.metadata, { step: "working", progress: { done: 2 } });
+    assert.deepEqual((await client.getRunMetadata(handle.id)).metadata, changed.metadata);
+    const tag = unique("added");
+    await client.addTags(handle.id, { tags: [tag] });
+    const run = await runs.retrieve(handle.id);
+    assert.ok(run.tags.includes(tag), String(run.tags));
+    assert.deepEqual(run.metadata, changed.metadata);
+    await runs.cancel(handle.id);
   },
   ...checksThroughTasks(tasks, runs),
 };

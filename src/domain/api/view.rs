@@ -267,6 +267,58 @@ impl<'a> BatchView<'a> {
     }
 }
 
+/// `GET /api/v1/runs/{runId}/result` (section 4): Trigger.dev's execution result of a
+/// finished run, `None` while it has not finished. A completed run's `output` is its JSON
+/// (or superjson document) as text; a failed one's error is a `BUILT_IN_ERROR` of its
+/// reported name, message and stack; a cancelled one is `TASK_RUN_CANCELLED`; an expired
+/// one never started (`UNSPECIFIED_ERROR`, saying so).
+pub fn execution_result(run: &RunRecord) -> Option<serde_json::Value> {
+    use serde_json::json;
+    if !run.status.is_final() {
+        return None;
+    }
+    let mut result = match run.status {
+        RunStatus::Completed => {
+            let mut ok = json!({
+                "ok": true,
+                "outputType": run.output_type.as_deref().unwrap_or("application/json"),
+            });
+            if let Some(output) = &run.output {
+                ok["output"] = json!(output.get());
+            }
+            ok
+        }
+        RunStatus::Canceled => json!({
+            "ok": false,
+            "error": {"type": "INTERNAL_ERROR", "code": "TASK_RUN_CANCELLED", "message": "The run was cancelled"},
+        }),
+        RunStatus::Expired => json!({
+            "ok": false,
+            "error": {"type": "INTERNAL_ERROR", "code": "UNSPECIFIED_ERROR", "message": "The run expired: its TTL passed before it started"},
+        }),
+        _ => {
+            let reported: serde_json::Value = run
+                .error
+                .as_deref()
+                .and_then(|e| serde_json::from_str(e.get()).ok())
+                .unwrap_or_default();
+            let text = |field: &str| reported[field].as_str().unwrap_or_default().to_owned();
+            json!({
+                "ok": false,
+                "error": {
+                    "type": "BUILT_IN_ERROR",
+                    "name": if text("name").is_empty() { "Error".to_owned() } else { text("name") },
+                    "message": text("message"),
+                    "stackTrace": text("stackTrace"),
+                },
+            })
+        }
+    };
+    result["id"] = json!(run.id);
+    result["taskIdentifier"] = json!(run.task);
+    Some(result)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -416,5 +468,31 @@ mod tests {
         assert_eq!(json["runCount"], 2);
         assert_eq!(json["runs"], json!(["run_a", "run_a"]));
         assert_eq!(json["idempotencyKey"], "k");
+    }
+
+    #[test]
+    fn a_finished_run_has_an_execution_result_and_an_unfinished_one_none() {
+        let mut run = record(RunStatus::Executing);
+        assert_eq!(execution_result(&run), None);
+        run.status = RunStatus::Completed;
+        run.output = Some(RawValue::from_string(r#"{"a": 1}"#.into()).unwrap());
+        let ok = execution_result(&run).unwrap();
+        assert_eq!(ok["ok"], true);
+        assert_eq!(ok["output"], r#"{"a": 1}"#);
+        assert_eq!(ok["outputType"], "application/json");
+        assert_eq!(ok["taskIdentifier"], run.task.as_str());
+        run.status = RunStatus::Failed;
+        run.error =
+            Some(RawValue::from_string(r#"{"name":"TypeError","message":"boom"}"#.into()).unwrap());
+        let failed = execution_result(&run).unwrap();
+        assert_eq!(
+            failed["error"],
+            serde_json::json!({"type": "BUILT_IN_ERROR", "name": "TypeError", "message": "boom", "stackTrace": ""})
+        );
+        run.status = RunStatus::Canceled;
+        assert_eq!(
+            execution_result(&run).unwrap()["error"]["code"],
+            "TASK_RUN_CANCELLED"
+        );
     }
 }

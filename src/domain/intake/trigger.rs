@@ -511,7 +511,7 @@ pub fn parse_delay(raw: &RawValue, now: Millis) -> Option<Option<Millis>> {
     Some((until > now).then_some(until))
 }
 
-fn parse_tags(raw: &RawValue, path: &str) -> Result<Vec<String>, ApiError> {
+pub fn parse_tags(raw: &RawValue, path: &str) -> Result<Vec<String>, ApiError> {
     let list: Vec<Value> = match serde_json::from_str::<Value>(raw.get()) {
         Ok(Value::String(one)) => vec![Value::String(one)],
         Ok(Value::Array(many)) => many,

@@ -5,4 +5,5 @@
 pub mod answer;
 pub mod delivery;
 pub mod execution;
+pub mod metadata;
 pub mod status;

@@ -4,10 +4,12 @@
 use serde::Deserialize;
 use worker::Result;
 
-use super::protocol::{KeyReset, ReplayReply, RescheduleReply, RunReply};
+use super::protocol::{KeyReset, MetadataReply, ReplayReply, RescheduleReply, RunReply, TagsReply};
 use super::{now, RunStore};
+use crate::domain::api::error::ApiError;
 use crate::domain::basics::time::Millis;
 use crate::domain::run::delivery::REDELIVER_AFTER_MS;
+use crate::domain::run::metadata::{merged_tags, updated, Update};
 use crate::domain::run::status::RunStatus;
 
 #[derive(Deserialize)]
@@ -119,5 +121,96 @@ impl RunStore {
         Ok(KeyReset {
             removed: removed > 0,
         })
+    }
+
+    /// The run's metadata as stored.
+    pub(super) fn metadata(&self, run_id: &str) -> Result<MetadataReply> {
+        #[derive(Deserialize)]
+        struct Row {
+            metadata: Option<String>,
+        }
+        let row = self
+            .sql()
+            .exec(
+                "SELECT metadata FROM runs WHERE id = ?",
+                vec![run_id.into()],
+            )?
+            .to_array::<Row>()?
+            .pop();
+        Ok(match row {
+            Some(row) => MetadataReply::Metadata(row.metadata),
+            None => MetadataReply::NotFound,
+        })
+    }
+
+    /// Applies `update` to the run's metadata: read, changed and written with no await
+    /// between, so concurrent updates apply one after the other, none lost. Any status:
+    /// a task reports progress while it executes.
+    pub(super) fn update_metadata(&self, run_id: &str, update: &Update) -> Result<MetadataReply> {
+        let current = match self.metadata(run_id)? {
+            MetadataReply::Metadata(current) => current,
+            other => return Ok(other),
+        };
+        let next = match updated(current.as_deref(), update) {
+            Ok(next) => next,
+            Err(e) => return Ok(refused_metadata(e)),
+        };
+        self.sql().exec(
+            "UPDATE runs SET metadata = ?, updated_at = ? WHERE id = ?",
+            vec![next.as_str().into(), now().into(), run_id.into()],
+        )?;
+        Ok(MetadataReply::Metadata(Some(next)))
+    }
+
+    /// Adds `tags` to the run's, each once, within the per-run limit.
+    pub(super) fn add_tags(&self, run_id: &str, tags: &[String]) -> Result<TagsReply> {
+        #[derive(Deserialize)]
+        struct Row {
+            tags: String,
+        }
+        let Some(row) = self
+            .sql()
+            .exec("SELECT tags FROM runs WHERE id = ?", vec![run_id.into()])?
+            .to_array::<Row>()?
+            .pop()
+        else {
+            return Ok(TagsReply::NotFound);
+        };
+        let current: Vec<String> = serde_json::from_str(&row.tags).unwrap_or_default();
+        let merged = match merged_tags(&current, tags) {
+            Ok(merged) => merged,
+            Err(ApiError::Validation { path, reason }) => {
+                return Ok(TagsReply::Refused { path, reason })
+            }
+            Err(e) => {
+                return Ok(TagsReply::Refused {
+                    path: "tags".into(),
+                    reason: e.message(),
+                })
+            }
+        };
+        let added = merged.len() - current.len();
+        if added > 0 {
+            let text =
+                serde_json::to_string(&merged).map_err(|e| super::internal(e.to_string()))?;
+            self.sql().exec(
+                "UPDATE runs SET tags = ?, updated_at = ? WHERE id = ?",
+                vec![text.into(), now().into(), run_id.into()],
+            )?;
+        }
+        Ok(TagsReply::Tags {
+            tags: merged,
+            added,
+        })
+    }
+}
+
+fn refused_metadata(e: ApiError) -> MetadataReply {
+    match e {
+        ApiError::Validation { path, reason } => MetadataReply::Refused { path, reason },
+        other => MetadataReply::Refused {
+            path: "metadata".into(),
+            reason: other.message(),
+        },
     }
 }

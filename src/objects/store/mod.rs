@@ -33,9 +33,10 @@ use crate::platform::rpc::{answer, CallError};
 use crate::platform::runtime::{ensure_alarm, internal, now};
 use crate::platform::sql::{Migrated, Sql};
 use protocol::{
-    Acknowledge, Cancel, Claim, CreateBatch, FinishAttempts, GetBatch, GetRun, LeaseExpired,
-    ListQueues, ListRuns, RecordBatchItems, Replay, Reschedule, ResetIdempotencyKey, StartAttempts,
-    Store, StoreCommand, TriggerBatch, TriggerReply,
+    Acknowledge, AddTags, Cancel, Claim, CreateBatch, FinishAttempts, GetBatch, GetMetadata,
+    GetResults, GetRun, LeaseExpired, ListQueues, ListRuns, RecordBatchItems, Replay, Reschedule,
+    ResetIdempotencyKey, StartAttempts, Store, StoreCommand, TriggerBatch, TriggerReply,
+    UpdateMetadata,
 };
 
 /// The queue binding that carries run references to the consumer.
@@ -147,6 +148,12 @@ impl RunStore {
                 answer::<ListRuns>(&self.list_runs(&c.filter, &c.page, c.limit)?)
             }
             StoreCommand::ListQueues(ListQueues {}) => answer::<ListQueues>(&self.queue_names()?),
+            StoreCommand::GetMetadata(c) => answer::<GetMetadata>(&self.metadata(&c.run_id)?),
+            StoreCommand::UpdateMetadata(c) => {
+                answer::<UpdateMetadata>(&self.update_metadata(&c.run_id, &c.update)?)
+            }
+            StoreCommand::AddTags(c) => answer::<AddTags>(&self.add_tags(&c.run_id, &c.tags)?),
+            StoreCommand::GetResults(c) => answer::<GetResults>(&self.finished_runs(&c.run_ids)?),
         }
     }
 

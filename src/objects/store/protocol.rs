@@ -10,6 +10,7 @@ use crate::domain::api::view::{BatchRecord, RunRecord};
 use crate::domain::basics::time::Millis;
 use crate::domain::intake::idempotency::IdempotencyKey;
 use crate::domain::intake::trigger::RunRequest;
+use crate::domain::run::metadata::Update;
 use crate::domain::run::status::RunStatus;
 use crate::platform::rpc;
 
@@ -34,6 +35,10 @@ pub enum StoreCommand {
     RecordBatchItems(RecordBatchItems),
     ListRuns(ListRuns),
     ListQueues(ListQueues),
+    GetMetadata(GetMetadata),
+    UpdateMetadata(UpdateMetadata),
+    AddTags(AddTags),
+    GetResults(GetResults),
 }
 
 /// The run store's side of the wire.
@@ -61,6 +66,10 @@ crate::commands!(Store => StoreCommand {
     RecordBatchItems => RecordReply,
     ListRuns => Vec<RunRecord>,
     ListQueues => Vec<String>,
+    GetMetadata => MetadataReply,
+    UpdateMetadata => MetadataReply,
+    AddTags => TagsReply,
+    GetResults => Vec<RunRecord>,
 });
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -164,6 +173,55 @@ pub struct ListRuns {
 /// lists them beside the declared ones).
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ListQueues {}
+
+/// The finished runs among `run_ids`, in their order, without payloads: their execution
+/// results (docs/API.md section 4).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct GetResults {
+    pub run_ids: Vec<String>,
+}
+
+/// A run's metadata (docs/API.md section 5).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct GetMetadata {
+    pub run_id: String,
+}
+
+/// Changes a run's metadata, in one step of its store (`domain::run::metadata`).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct UpdateMetadata {
+    pub run_id: String,
+    pub update: Update,
+}
+
+/// The run's metadata as stored (JSON text; `None`: none), or why not.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MetadataReply {
+    Metadata(Option<String>),
+    NotFound,
+    /// The change cannot apply: a validation error's field and reason.
+    Refused {
+        path: String,
+        reason: String,
+    },
+}
+
+/// Adds tags to a run (docs/API.md section 5).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AddTags {
+    pub run_id: String,
+    pub tags: Vec<String>,
+}
+
+/// The run's tags afterwards and how many were new, or why not.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TagsReply {
+    Tags { tags: Vec<String>, added: usize },
+    NotFound,
+    Refused { path: String, reason: String },
+}
 
 /// Create a batch and its runs atomically (docs/API.md section 2).
 #[derive(Debug, Serialize, Deserialize)]

@@ -186,6 +186,25 @@ impl RunStore {
             .map_or(BatchReply::NotFound, BatchReply::Batch))
     }
 
+    /// The finished runs among `run_ids`, in their order, without their payloads.
+    pub(super) fn finished_runs(&self, run_ids: &[String]) -> Result<Vec<RunRecord>> {
+        let sql = self.sql();
+        let mut runs = Vec::new();
+        for run_id in run_ids {
+            let row = sql
+                .exec(schema::SELECT_RUN, vec![run_id.as_str().into()])?
+                .to_array::<RunRow>()?
+                .into_iter()
+                .next();
+            if let Some(record) = row.map(|row| self.record(row, None)).transpose()? {
+                if record.status.is_final() {
+                    runs.push(record);
+                }
+            }
+        }
+        Ok(runs)
+    }
+
     pub(super) fn get_run(&self, run_id: &str) -> Result<RunReply> {
         let sql = self.sql();
         let Some(row) = sql
