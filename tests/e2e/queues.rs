@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use crate::crash::Standalone;
 use crate::execution::{declare_endpoint_task, trigger_task, wait_status, Case};
 use crate::harness::{eventually, get, request, Worker, DEV_KEY};
-use crate::task_server::TaskServer;
+use crate::task_server::{most_started_within, TaskServer};
 use crate::{auth, ensure, ensure_eq};
 
 /// A task on its own queue, `task/paused`.
@@ -467,15 +467,13 @@ fn a_throttle_of_5_a_second_spreads_30_runs_of_a_key_over_5_seconds(
         spread >= 5000,
         format!("30 runs at 5 a second started within {spread} ms"),
     )?;
-    // At most 5 in any second; measured at the endpoint, so a window 100 ms short of the
-    // period absorbs the calls' own jitter.
-    for (i, t) in a_starts.iter().enumerate() {
-        let in_window = a_starts[i..].iter().take_while(|s| **s < t + 900).count();
-        ensure(
-            in_window <= 5,
-            format!("{in_window} runs started within 900 ms of {t}"),
-        )?;
-    }
+    // The gate admits a key's runs at least 200 ms apart (its unit and property tests hold
+    // it to that exactly), so 5 of them span 800 ms: no 5 calls within 500 ms.
+    let (most, from) = most_started_within(&a_starts, 500);
+    ensure(
+        most < 5,
+        format!("{most} runs started within 500 ms of {from}"),
+    )?;
     let b_last = b.iter().map(|r| starts[r]).max().ok_or("b's runs")?;
     ensure(
         b_last < a_starts[10],

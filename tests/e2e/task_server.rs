@@ -45,6 +45,27 @@ pub fn epoch_ms() -> u64 {
         .as_millis() as u64
 }
 
+/// A throttle seen from the endpoint: the most calls of `starts` (their start times, any
+/// order) that began within `window_ms` of one another, and when the first of them began.
+///
+/// A call arrives some time after the gate admitted its run, and on a loaded machine that
+/// delay varies by a few hundred milliseconds; a check therefore takes a window well
+/// inside the throttle's spacing, so only a throttle that fails (not the calls' jitter)
+/// crowds it.
+pub fn most_started_within(starts: &[u64], window_ms: u64) -> (usize, u64) {
+    let mut sorted = starts.to_vec();
+    sorted.sort_unstable();
+    (0..sorted.len())
+        .map(|i| {
+            let within = sorted[i..]
+                .iter()
+                .take_while(|s| **s < sorted[i] + window_ms);
+            (within.count(), sorted[i])
+        })
+        .max_by_key(|(count, _)| *count)
+        .unwrap_or((0, 0))
+}
+
 impl TaskServer {
     pub fn start() -> TaskServer {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the task server");
