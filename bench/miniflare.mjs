@@ -56,6 +56,7 @@ const options =
           QUEUE_GATE: { className: "QueueGate", useSQLite: true },
           RUN_EXECUTOR: { className: "RunExecutor", useSQLite: true },
           RATE_LIMITER: { className: "RateLimiter", useSQLite: true },
+          SCHEDULER: { className: "Scheduler", useSQLite: true },
         },
         queueProducers: { RUNS: "trigger-edge-runs", DEAD_LETTERS: "trigger-edge-runs-dead" },
         queueConsumers: {

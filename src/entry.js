@@ -31,3 +31,4 @@ export const RunStore = object(rust.RunStore);
 export const QueueGate = object(rust.QueueGate);
 export const RunExecutor = object(rust.RunExecutor);
 export const RateLimiter = object(rust.RateLimiter);
+export const Scheduler = object(rust.Scheduler);

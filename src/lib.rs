@@ -7,7 +7,7 @@
 //! - [`http`]: the stateless edge. Routes a request, admits it (API key, rate limits),
 //!   reads and validates the body with the core, and calls the object that owns it.
 //! - [`objects`]: the Durable Objects (`RunStore`, `QueueGate`, `RunExecutor`,
-//!   `RateLimiter`), each with its protocol, typed client and schema.
+//!   `RateLimiter`, `Scheduler`), each with its protocol, typed client and schema.
 //! - [`queue`]: the queue stage, from a store's outbox to a gate: the consumer and the
 //!   grouped offers.
 //! - [`platform`]: glue every adapter shares: calls between objects, the runtime's clock
@@ -22,11 +22,14 @@ pub mod objects;
 pub mod platform;
 pub mod queue;
 
-use worker::{event, web_sys, Context, Env, MessageBatch, Response};
+use worker::{
+    event, web_sys, Context, Env, MessageBatch, Response, ScheduleContext, ScheduledEvent,
+};
 
 pub use objects::executor::RunExecutor;
 pub use objects::gate::QueueGate;
 pub use objects::limiter::RateLimiter;
+pub use objects::scheduler::Scheduler;
 pub use objects::store::RunStore;
 
 #[event(start)]
@@ -47,4 +50,20 @@ async fn queue(
 ) -> worker::Result<()> {
     queue::consumer::consume(batch, env).await;
     Ok(())
+}
+
+/// The Cron Trigger (`[triggers] crons` in wrangler.toml, every minute once deployed):
+/// wakes the scheduler of each environment with declared schedules, so that they start
+/// after a deploy without waiting for a request. The schedules' own timing is their
+/// scheduler's alarm, to the second.
+#[event(scheduled)]
+async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
+    let Ok(config) = platform::settings::config(&env) else {
+        return;
+    };
+    for environment in config.keys.environments() {
+        if !config.declared_schedules(environment).is_empty() {
+            http::schedules::wake(&env, environment.slug()).await;
+        }
+    }
 }

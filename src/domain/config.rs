@@ -24,12 +24,13 @@ use std::collections::{BTreeMap, HashMap};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::domain::api::auth::ApiKeys;
+use crate::domain::api::auth::{ApiKeys, Environment};
 use crate::domain::api::error::ApiError;
 use crate::domain::api::rate_limit::{parse_rate_limits, RateLimits};
 use crate::domain::basics::duration::parse_duration;
 use crate::domain::basics::shards::MAX_SHARDS;
 use crate::domain::intake::queue_name::{clean_queue_name, default_queue_name};
+use crate::domain::schedule::cron::CronSchedule;
 use crate::domain::scheduling::gate::Throttle;
 
 /// The seed endpoint's default item limit, and the most it may be raised to.
@@ -183,6 +184,29 @@ pub struct TaskSettings {
     pub retry: RetryPolicy,
     /// The stores the task's runs spread over, 1 to [`MAX_SHARDS`].
     pub shards: u32,
+    /// The task's declared cron schedule, if any (`schedule = { cron, timezone,
+    /// environments }`).
+    pub schedule: Option<DeclaredSchedule>,
+}
+
+/// A schedule written in the task's declaration: Trigger.dev's `schedules.task({cron})`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeclaredSchedule {
+    /// A five-field expression, already checked.
+    pub cron: String,
+    /// An IANA zone name (`UTC` unless given); the worker checks it against the runtime's
+    /// zones when it loads the configuration.
+    pub timezone: String,
+    /// The environments it runs in; `None`: every environment with a key.
+    pub environments: Option<Vec<Environment>>,
+}
+
+impl DeclaredSchedule {
+    pub fn runs_in(&self, environment: Environment) -> bool {
+        self.environments
+            .as_ref()
+            .is_none_or(|list| list.contains(&environment))
+    }
 }
 
 /// A task's declaration as written, before its rules are checked.
@@ -197,6 +221,7 @@ struct TaskWire {
     ttl: Option<Value>,
     retry: Option<RetryWire>,
     shards: Option<u32>,
+    schedule: Option<Value>,
 }
 
 #[derive(Default)]
@@ -270,6 +295,7 @@ fn task_wire(value: &Value) -> Result<TaskWire, String> {
         "ttl",
         "retry",
         "shards",
+        "schedule",
     ];
     let mut wire = TaskWire::default();
     read_fields(value, FIELDS, |key, v| {
@@ -282,6 +308,7 @@ fn task_wire(value: &Value) -> Result<TaskWire, String> {
             "maxDuration" => wire.max_duration = typed(v)?,
             "ttl" => wire.ttl = Some(v.clone()).filter(|v| !v.is_null()),
             "shards" => wire.shards = typed(v)?,
+            "schedule" => wire.schedule = Some(v.clone()).filter(|v| !v.is_null()),
             _ => wire.retry = Some(retry_wire(v)?),
         }
         Ok(())
@@ -401,6 +428,16 @@ impl Config {
     /// The throttle `queue` declares, if any.
     pub fn throttle(&self, queue: &str) -> Option<Throttle> {
         self.queues.get(queue).and_then(|q| q.throttle)
+    }
+
+    /// The schedules the tasks declare for `environment`, by task id.
+    pub fn declared_schedules(&self, environment: Environment) -> Vec<(&str, &DeclaredSchedule)> {
+        let mut ids: Vec<&String> = self.tasks.keys().collect();
+        ids.sort_unstable();
+        ids.into_iter()
+            .filter_map(|task| Some((task.as_str(), self.tasks[task].schedule.as_ref()?)))
+            .filter(|(_, schedule)| schedule.runs_in(environment))
+            .collect()
     }
 }
 
@@ -660,6 +697,7 @@ fn task_settings(id: &str, wire: TaskWire) -> Result<TaskSettings, String> {
     if !(1..=MAX_SHARDS).contains(&shards) {
         return Err(format!("shards: must be an integer from 1 to {MAX_SHARDS}"));
     }
+    let schedule = wire.schedule.as_ref().map(schedule_of).transpose()?;
     Ok(TaskSettings {
         target,
         queue,
@@ -672,6 +710,44 @@ fn task_settings(id: &str, wire: TaskWire) -> Result<TaskSettings, String> {
         ttl_ms,
         retry,
         shards,
+        schedule,
+    })
+}
+
+/// `schedule = "<cron>"` or `schedule = { cron, timezone, environments }`, as
+/// `schedules.task({ cron })` takes it.
+fn schedule_of(value: &Value) -> Result<DeclaredSchedule, String> {
+    let (mut cron, mut timezone, mut environments) = (None::<String>, None::<String>, None);
+    match value {
+        Value::String(text) => cron = Some(text.clone()),
+        _ => read_fields(value, &["cron", "timezone", "environments"], |key, v| {
+            match key {
+                "cron" => cron = typed(v)?,
+                "timezone" => timezone = typed(v)?,
+                _ => environments = Some(typed::<Vec<String>>(v)?),
+            }
+            Ok(())
+        })
+        .map_err(|e| format!("schedule{e}"))?,
+    }
+    let cron = cron.ok_or("schedule.cron: required")?;
+    CronSchedule::parse(&cron).map_err(|e| format!("schedule.cron: {e}"))?;
+    let environments = environments
+        .map(|names| {
+            names
+                .iter()
+                .map(|name| {
+                    Environment::from_kind(name).ok_or_else(|| {
+                        format!("schedule.environments: {name:?} is not one of DEVELOPMENT, STAGING, PRODUCTION, PREVIEW")
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .transpose()?;
+    Ok(DeclaredSchedule {
+        cron: cron.trim().to_owned(),
+        timezone: timezone.unwrap_or_else(|| "UTC".into()),
+        environments,
     })
 }
 
@@ -820,6 +896,42 @@ mod tests {
             (json!({"a": {"endpoint": "https://x", "queue": {"name": "q", "totalConcurrencyLimit": 4}}, "b": {"endpoint": "https://x", "queue": {"name": "q", "gateShards": 2}}}), "TASKS[\"a\"].queue.totalConcurrencyLimit: a total cap needs the queue at one gate, and \"q\" has gateShards = 2"),
         ] {
             let err = Config::from_raw(raw(tasks)).unwrap_err();
+            assert!(err.starts_with(message), "got {err:?}, want {message:?}");
+        }
+    }
+
+    #[test]
+    fn a_task_may_declare_a_schedule_for_some_environments() {
+        let config = Config::from_raw(raw(json!({
+            "hourly": {"endpoint": "https://x", "schedule": "0 * * * *"},
+            "report": {"endpoint": "https://x", "schedule": {"cron": " 0 9 * * 1-5 ", "timezone": "Europe/London", "environments": ["PRODUCTION"]}},
+            "plain": {"endpoint": "https://x"},
+        })))
+        .unwrap();
+        let dev: Vec<&str> = config
+            .declared_schedules(Environment::Development)
+            .iter()
+            .map(|(t, _)| *t)
+            .collect();
+        assert_eq!(dev, ["hourly"]);
+        let prod = config.declared_schedules(Environment::Production);
+        assert_eq!(
+            prod.iter().map(|(t, _)| *t).collect::<Vec<_>>(),
+            ["hourly", "report"]
+        );
+        assert_eq!(prod[0].1.timezone, "UTC");
+        assert_eq!(
+            (prod[1].1.cron.as_str(), prod[1].1.timezone.as_str()),
+            ("0 9 * * 1-5", "Europe/London")
+        );
+        for (schedule, message) in [
+            (json!({"timezone": "UTC"}), "TASKS[\"t\"].schedule.cron: required"),
+            (json!("0 * * * * *"), "TASKS[\"t\"].schedule.cron: CRON expressions with seconds are not allowed"),
+            (json!({"cron": "99 * * * *"}), "TASKS[\"t\"].schedule.cron: Invalid CRON expression"),
+            (json!({"cron": "* * * * *", "environments": ["prod"]}), "TASKS[\"t\"].schedule.environments: \"prod\" is not one of DEVELOPMENT, STAGING, PRODUCTION, PREVIEW"),
+            (json!({"cron": "* * * * *", "tz": "UTC"}), "TASKS[\"t\"].schedule.tz: unknown field `tz`"),
+        ] {
+            let err = error_of(json!({"t": {"endpoint": "https://x", "schedule": schedule}}));
             assert!(err.starts_with(message), "got {err:?}, want {message:?}");
         }
     }

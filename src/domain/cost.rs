@@ -114,6 +114,7 @@ pub struct Account {
     pub gate: ObjectOps,
     pub executor: ObjectOps,
     pub limiter: ObjectOps,
+    pub scheduler: ObjectOps,
     pub queue: QueueOps,
     pub worker: WorkerOps,
     /// The SQLite databases' sizes, summed over the objects this isolate served.
@@ -207,6 +208,7 @@ impl Account {
             gate: self.gate.since(&before.gate),
             executor: self.executor.since(&before.executor),
             limiter: self.limiter.since(&before.limiter),
+            scheduler: self.scheduler.since(&before.scheduler),
             queue: QueueOps {
                 messages_sent: d(self.queue.messages_sent, before.queue.messages_sent),
                 messages_received: d(self.queue.messages_received, before.queue.messages_received),
@@ -225,12 +227,13 @@ impl Account {
     }
 
     /// Each object kind's operations, by name.
-    pub fn objects(&self) -> [(&'static str, &ObjectOps); 4] {
+    pub fn objects(&self) -> [(&'static str, &ObjectOps); 5] {
         [
             ("store", &self.store),
             ("gate", &self.gate),
             ("executor", &self.executor),
             ("limiter", &self.limiter),
+            ("scheduler", &self.scheduler),
         ]
     }
 

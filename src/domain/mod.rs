@@ -5,6 +5,8 @@
 //!   into validated run requests, idempotency decisions, queue names, offloaded payloads.
 //! - [`run`]: a run's life once accepted. Statuses and their vocabularies, transitions,
 //!   retry backoff, the signed task call, getting runs onto the queue.
+//! - [`schedule`]: cron schedules: when they tick (in a time zone) and the run a tick
+//!   triggers.
 //! - [`scheduling`]: who runs when. The gate's admission state machine per queue.
 //! - [`api`]: what callers see and are allowed. API keys and environments, rate limits,
 //!   the one error type, the read views, list queries, request URLs and body pacing.
@@ -21,4 +23,5 @@ pub mod intake;
 #[cfg(test)]
 mod properties;
 pub mod run;
+pub mod schedule;
 pub mod scheduling;

@@ -1,6 +1,6 @@
 //! The edge: the stateless fetch handler. It routes, loads the configuration, admits the
 //! request (`admission`: the API key and the rate limits), and hands it to its handler
-//! (`batches`, `two_step`, `runs`, `queues`, `packets`, `example`), which reads its body (`body`)
+//! (`batches`, `two_step`, `runs`, `queues`, `schedules`, `packets`, `example`), which reads its body (`body`)
 //! and answers (`respond`); every failure becomes one `{"error"}` response through
 //! `ApiError::render`.
 
@@ -14,6 +14,7 @@ mod queues;
 mod respond;
 pub mod routes;
 mod runs;
+pub mod schedules;
 mod two_step;
 
 use std::cell::Cell;
@@ -60,6 +61,8 @@ async fn dispatch(req: Incoming, env: &Env, context: &Context) -> Result<Respons
         Route::RunOutput { env: slug, run_id } => {
             return runs::read_output(&config, env, &req, slug, run_id).await;
         }
+        // A public list, as on Trigger.dev.
+        Route::Timezones => return schedules::timezones(&req),
         _ => {}
     }
     let environment = authenticate(&req, &config)?;
@@ -76,6 +79,7 @@ async fn dispatch(req: Incoming, env: &Env, context: &Context) -> Result<Respons
     if !route.charges_items() {
         ctx.admit(0).await?;
     }
+    schedules::wake_once(&ctx);
     let result = serve(&ctx, route, req).await;
     // Every admitted request shows its environment's request bucket, as Trigger.dev does.
     let Some(figures) = ctx.rate.get() else {
@@ -116,9 +120,18 @@ async fn serve(ctx: &Ctx<'_>, route: Route, req: Incoming) -> Result<Response, A
         Route::PauseQueue { queue } => queues::pause_queue(ctx, req, &queue).await,
         Route::OverrideQueue { queue } => queues::override_queue(ctx, req, &queue).await,
         Route::ResetQueue { queue } => queues::reset_queue(ctx, req, &queue).await,
+        Route::CreateSchedule => schedules::create_schedule(ctx, req).await,
+        Route::ListSchedules => schedules::list_schedules(ctx, &req).await,
+        Route::RetrieveSchedule { id } => schedules::retrieve_schedule(ctx, &id).await,
+        Route::UpdateSchedule { id } => schedules::update_schedule(ctx, req, &id).await,
+        Route::DeleteSchedule { id } => schedules::delete_schedule(ctx, &id).await,
+        Route::ActivateSchedule { id, active } => {
+            schedules::activate_schedule(ctx, &id, active).await
+        }
         Route::ExampleTask { .. }
         | Route::UploadPacket { .. }
         | Route::RunOutput { .. }
+        | Route::Timezones
         | Route::Meter => {
             unreachable!("served before admission")
         }

@@ -56,6 +56,20 @@ pub enum Route {
     OverrideQueue { queue: String },
     /// `POST /api/v1/queues/{queue}/concurrency/reset` (section 7).
     ResetQueue { queue: String },
+    /// `POST /api/v1/schedules` (section 8).
+    CreateSchedule,
+    /// `GET /api/v1/schedules` (section 8).
+    ListSchedules,
+    /// `GET /api/v1/schedules/{scheduleId}` (section 8).
+    RetrieveSchedule { id: String },
+    /// `PUT /api/v1/schedules/{scheduleId}` (section 8).
+    UpdateSchedule { id: String },
+    /// `DELETE /api/v1/schedules/{scheduleId}` (section 8).
+    DeleteSchedule { id: String },
+    /// `POST /api/v1/schedules/{scheduleId}/activate` and `…/deactivate` (section 8).
+    ActivateSchedule { id: String, active: bool },
+    /// `GET /api/v1/timezones` (section 8).
+    Timezones,
     /// `GET /api/v1/meter`: the operations account, when metering is on (keyed, never
     /// rate-limited or counted itself).
     Meter,
@@ -96,6 +110,27 @@ pub fn route(method: &str, path: &str) -> Result<Route, NoRoute> {
         ["api", "v1", "runs"] => ("GET", Route::ListRuns),
         ["api", "v1", "meter"] => ("GET", Route::Meter),
         ["api", "v1", "queues"] => ("GET", Route::ListQueues),
+        ["api", "v1", "timezones"] => ("GET", Route::Timezones),
+        ["api", "v1", "schedules"] => match method {
+            "POST" => ("GET, POST", Route::CreateSchedule),
+            _ => ("GET, POST", Route::ListSchedules),
+        },
+        ["api", "v1", "schedules", id] => {
+            let id = decode(id)?;
+            let route = match method {
+                "PUT" => Route::UpdateSchedule { id },
+                "DELETE" => Route::DeleteSchedule { id },
+                _ => Route::RetrieveSchedule { id },
+            };
+            ("GET, PUT, DELETE", route)
+        }
+        ["api", "v1", "schedules", id, action @ ("activate" | "deactivate")] => (
+            "POST",
+            Route::ActivateSchedule {
+                id: decode(id)?,
+                active: *action == "activate",
+            },
+        ),
         ["api", "v1", "runs", id, "metadata"] => {
             let run_id = decode(id)?;
             let route = match method {
@@ -333,6 +368,38 @@ mod tests {
     }
 
     #[test]
+    fn schedule_paths_route_by_method() {
+        assert_eq!(
+            route("POST", "/api/v1/schedules"),
+            Ok(Route::CreateSchedule)
+        );
+        assert_eq!(route("GET", "/api/v1/schedules"), Ok(Route::ListSchedules));
+        assert_eq!(
+            route("DELETE", "/api/v1/schedules/sched_1"),
+            Ok(Route::DeleteSchedule {
+                id: "sched_1".into()
+            })
+        );
+        assert_eq!(
+            route("POST", "/api/v1/schedules/sched_1/deactivate"),
+            Ok(Route::ActivateSchedule {
+                id: "sched_1".into(),
+                active: false
+            })
+        );
+        assert_eq!(
+            route("POST", "/api/v1/schedules/sched_1"),
+            Err(NoRoute::MethodNotAllowed {
+                allow: "GET, PUT, DELETE"
+            })
+        );
+        assert_eq!(
+            route("GET", "/api/v1/schedules/sched_1/pause"),
+            Err(NoRoute::NotFound)
+        );
+    }
+
+    #[test]
     fn wrong_methods_list_the_allowed_one() {
         assert_eq!(
             route("GET", "/api/v1/tasks/t/batch"),
@@ -399,6 +466,16 @@ mod tests {
             }
         }
         let every_route = [
+            Route::CreateSchedule,
+            Route::ListSchedules,
+            Route::RetrieveSchedule { id: "x".into() },
+            Route::UpdateSchedule { id: "x".into() },
+            Route::DeleteSchedule { id: "x".into() },
+            Route::ActivateSchedule {
+                id: "x".into(),
+                active: true,
+            },
+            Route::Timezones,
             Route::TriggerBatch { task: "x".into() },
             Route::RetrieveRun { run_id: "x".into() },
             Route::RetrieveBatch {
@@ -472,7 +549,14 @@ mod tests {
                 | Route::RetrieveQueue { .. }
                 | Route::PauseQueue { .. }
                 | Route::OverrideQueue { .. }
-                | Route::ResetQueue { .. } => {}
+                | Route::ResetQueue { .. }
+                | Route::CreateSchedule
+                | Route::ListSchedules
+                | Route::RetrieveSchedule { .. }
+                | Route::UpdateSchedule { .. }
+                | Route::DeleteSchedule { .. }
+                | Route::ActivateSchedule { .. }
+                | Route::Timezones => {}
             }
             assert!(
                 documented.contains(&std::mem::discriminant(&r)),

@@ -9,6 +9,7 @@
 //! - [`executor`]: `RunExecutor`, a small pool per gate: admitted attempts and the call to
 //!   the task's endpoint.
 //! - [`limiter`]: `RateLimiter`, one environment's rate-limit buckets (memory only).
+//! - [`scheduler`]: `Scheduler`, one environment's cron schedules, fired by its alarm.
 //! - [`group_commit`]: callers' items sent together, one flush at a time (the store's
 //!   triggers, the executor's starts and reports).
 
@@ -16,4 +17,5 @@ pub mod executor;
 pub mod gate;
 pub mod group_commit;
 pub mod limiter;
+pub mod scheduler;
 pub mod store;

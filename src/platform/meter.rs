@@ -25,6 +25,7 @@ pub enum Object {
     Gate,
     Executor,
     Limiter,
+    Scheduler,
 }
 
 thread_local! {
@@ -60,6 +61,7 @@ fn object(account: &mut Account, kind: Object) -> &mut ObjectOps {
         Object::Gate => &mut account.gate,
         Object::Executor => &mut account.executor,
         Object::Limiter => &mut account.limiter,
+        Object::Scheduler => &mut account.scheduler,
     }
 }
 

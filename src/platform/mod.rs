@@ -9,3 +9,4 @@ pub mod rpc;
 pub mod runtime;
 pub mod settings;
 pub mod sql;
+pub mod zones;

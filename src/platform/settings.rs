@@ -32,5 +32,25 @@ fn load(env: &Env) -> Result<Config, ConfigError> {
         signing_secret: secret("TASK_SIGNING_SECRET"),
         rate_limits: json_var("RATE_LIMITS"),
     })
+    .and_then(zones_known)
     .map_err(ConfigError)
+}
+
+/// Declared schedules' time zones must be ones the runtime knows (the rest of the
+/// configuration is checked by `domain::config`, which has no zone data).
+fn zones_known(config: Config) -> Result<Config, String> {
+    let mut ids: Vec<&String> = config.tasks.keys().collect();
+    ids.sort_unstable();
+    for task in ids {
+        if let Some(schedule) = &config.tasks[task].schedule {
+            if crate::platform::zones::Zone::named(&schedule.timezone).is_none() {
+                let task = serde_json::to_string(task).unwrap_or_default();
+                return Err(format!(
+                    "TASKS[{task}].schedule.timezone: {:?} is not an IANA time zone",
+                    schedule.timezone
+                ));
+            }
+        }
+    }
+    Ok(config)
 }

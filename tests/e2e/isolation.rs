@@ -368,6 +368,85 @@ fn another_environments_key_sees_and_changes_nothing_on_any_endpoint(
         "pause queue",
     )?;
 
+    // A development schedule: production neither sees nor changes it, and a production
+    // create with the same deduplication key makes production's own.
+    let dedup = unique("isolated");
+    let schedule = ok(
+        call(
+            w,
+            DEV_KEY,
+            "POST",
+            "/api/v1/schedules",
+            Some(json!({"task": "hello-world", "cron": "0 0 1 1 *", "deduplicationKey": dedup})),
+        ),
+        "a development schedule",
+    )?;
+    let schedule_path = format!("/api/v1/schedules/{}", schedule["id"].as_str().ok_or("id")?);
+    for (method, path, body) in [
+        ("GET", schedule_path.clone(), None),
+        (
+            "PUT",
+            schedule_path.clone(),
+            Some(json!({"task": "hello-world", "cron": "* * * * *"})),
+        ),
+        ("POST", format!("{schedule_path}/deactivate"), None),
+        ("DELETE", schedule_path.clone(), None),
+    ] {
+        not_found(
+            call(w, PROD_KEY, method, &path, body),
+            &format!("{method} {path}"),
+        )?;
+    }
+    let listed = ok(
+        call(w, PROD_KEY, "GET", "/api/v1/schedules?perPage=100", None),
+        "prod's schedules",
+    )?;
+    ensure(
+        !listed["data"]
+            .as_array()
+            .ok_or("data")?
+            .iter()
+            .any(|s| s["id"] == schedule["id"]),
+        "production lists development's schedule",
+    )?;
+    let theirs = ok(
+        call(
+            w,
+            PROD_KEY,
+            "POST",
+            "/api/v1/schedules",
+            Some(json!({"task": "hello-world", "cron": "0 0 1 1 *", "deduplicationKey": dedup})),
+        ),
+        "production's schedule with the same key",
+    )?;
+    ensure(
+        theirs["id"] != schedule["id"],
+        "the same key made production its own",
+    )?;
+    ok(
+        call(
+            w,
+            PROD_KEY,
+            "DELETE",
+            &format!("/api/v1/schedules/{}", theirs["id"].as_str().ok_or("id")?),
+            None,
+        ),
+        "delete production's",
+    )?;
+    let mine = ok(
+        call(w, DEV_KEY, "GET", &schedule_path, None),
+        "development's schedule",
+    )?;
+    ensure_eq(
+        (&mine["active"], &mine["generator"]["expression"]),
+        (&json!(true), &json!("0 0 1 1 *")),
+        "development's schedule unchanged",
+    )?;
+    ok(
+        call(w, DEV_KEY, "DELETE", &schedule_path, None),
+        "delete development's",
+    )?;
+
     // And development's objects are as they were.
     let after = ok(
         call(w, DEV_KEY, "GET", &format!("/api/v3/runs/{run}"), None),

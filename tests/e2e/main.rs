@@ -13,6 +13,7 @@ mod limits;
 mod node_tasks;
 mod queues;
 mod run_manage;
+mod schedules;
 mod schema;
 mod sdk;
 mod shards;
@@ -73,6 +74,7 @@ fn main() {
     let budget_endpoint = tasks.clone();
     let shards_endpoint = tasks.clone();
     let queues_endpoint = tasks.clone();
+    let schedules_endpoint = tasks.clone();
     let groups = vec![
         Group::new("main", main_cases, move |c| {
             execution::declare_task(c, &endpoint)
@@ -104,6 +106,9 @@ fn main() {
             queues::configure(c, &queues_endpoint)
         }),
         // Counts: nothing but the budget's scenarios may run on this worker.
+        Group::new("schedules", schedules::cases(), move |c| {
+            schedules::configure(c, &schedules_endpoint)
+        }),
         Group::new("budget", budget::cases(), move |c| {
             budget::configure(c, &budget_endpoint)
         })
@@ -156,6 +161,7 @@ fn main() {
         .chain(node_tasks::cases())
         .chain(shards::standalone_cases())
         .chain(queues::standalone_cases())
+        .chain(schedules::standalone_cases())
     {
         let tasks = tasks.clone();
         trials.push(Trial::test(name, move || case(&tasks)));

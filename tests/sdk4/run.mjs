@@ -4,7 +4,7 @@
 // behaviour; the process exits non-zero if any fails. Run by tests/e2e (sdk_4_…).
 import assert from "node:assert/strict";
 import {
-  configure, tasks, runs, batch, idempotencyKeys, auth, queues,
+  configure, tasks, runs, batch, idempotencyKeys, auth, queues, schedules,
   AuthenticationError, BadRequestError, BatchTriggerError, ApiError,
 } from "@trigger.dev/sdk";
 import { apiClientManager } from "@trigger.dev/core/v3";
@@ -232,6 +232,45 @@ const checks = {
     assert.ok(run.tags.includes(tag), String(run.tags));
     assert.deepEqual(run.metadata, changed.metadata);
     await runs.cancel(handle.id);
+  },
+  async schedulesCreateListRetrieveUpdateDeactivateActivateAndDelete() {
+    const deduplicationKey = unique("schedule");
+    // Once a year: nothing fires while the test runs.
+    const created = await schedules.create({
+      task: TASK, cron: "0 9 1 1 *", deduplicationKey, externalId: "user_1", timezone: "Asia/Tokyo",
+    });
+    assert.match(created.id, /^sched_/);
+    assert.equal(created.type, "IMPERATIVE");
+    assert.equal(created.active, true);
+    assert.equal(created.generator.expression, "0 9 1 1 *");
+    assert.ok(created.generator.description.length > 0);
+    assert.equal(created.externalId, "user_1");
+    // 09:00 in Tokyo (UTC+9, no DST) is 00:00Z.
+    assert.ok(created.nextRun instanceof Date && created.nextRun.toISOString().endsWith("T00:00:00.000Z"), String(created.nextRun));
+    // The same key again updates the same schedule.
+    const again = await schedules.create({ task: TASK, cron: "0 10 1 1 *", deduplicationKey, timezone: "Asia/Tokyo" });
+    assert.equal(again.id, created.id);
+    assert.equal(again.generator.expression, "0 10 1 1 *");
+    const listed = [];
+    for await (const s of schedules.list({ perPage: 2 })) listed.push(s);
+    assert.ok(listed.some((s) => s.id === created.id), `listed: ${listed.map((s) => s.id)}`);
+    assert.equal((await schedules.retrieve(created.id)).generator.expression, "0 10 1 1 *");
+    const updated = await schedules.update(created.id, { task: TASK, cron: "30 8 * * 1", timezone: "Europe/London" });
+    assert.equal(updated.timezone, "Europe/London");
+    const off = await schedules.deactivate(created.id);
+    assert.equal(off.active, false);
+    assert.equal(off.nextRun ?? null, null);
+    assert.equal((await schedules.activate(created.id)).active, true);
+    assert.deepEqual(await schedules.del(created.id), { id: created.id });
+    const gone = await schedules.retrieve(created.id).then(() => null, (e) => e);
+    assert.ok(gone instanceof ApiError && gone.status === 404, String(gone));
+    const bad = await schedules.create({ task: TASK, cron: "* * * * * *", deduplicationKey }).then(() => null, (e) => e);
+    assert.ok(bad instanceof ApiError && bad.status === 422 && /seconds/.test(bad.message), String(bad));
+    const { timezones } = await schedules.timezones();
+    assert.equal(timezones[0], "UTC");
+    assert.ok(timezones.includes("America/New_York") && timezones.includes("Asia/Tokyo"));
+    const withoutUtc = await schedules.timezones({ excludeUtc: true });
+    assert.ok(!withoutUtc.timezones.includes("UTC"));
   },
   ...checksThroughTasks(tasks, runs),
 };

@@ -65,6 +65,11 @@ impl Environment {
         }
     }
 
+    /// The environment of a Trigger.dev type name (`PRODUCTION`…).
+    pub fn from_kind(kind: &str) -> Option<Environment> {
+        Environment::ALL.into_iter().find(|e| e.kind() == kind)
+    }
+
     pub fn from_slug(slug: &str) -> Option<Environment> {
         Environment::ALL.into_iter().find(|e| e.slug() == slug)
     }
@@ -92,6 +97,14 @@ pub struct ApiKeys {
 }
 
 impl ApiKeys {
+    /// The environments some key opens, each once.
+    pub fn environments(&self) -> Vec<Environment> {
+        Environment::ALL
+            .into_iter()
+            .filter(|e| self.keys.iter().any(|(_, k)| k == e))
+            .collect()
+    }
+
     /// Reads a comma-separated list of keys. Errors name the entry by position, never by
     /// content: the text is a secret.
     pub fn parse(list: &str) -> Result<ApiKeys, String> {

@@ -109,6 +109,14 @@ fn new_id(kind: IdKind, route: StoreRoute, now: Millis) -> String {
     id
 }
 
+/// A fresh schedule id: `sched_` and 20 random characters (a schedule lives in its
+/// environment's scheduler, so its id needs no route).
+pub fn schedule_id() -> String {
+    let mut id = String::from("sched_");
+    fill_random(&mut id, 20);
+    id
+}
+
 /// Appends `count` uniformly random characters of [`ALPHABET`].
 fn fill_random(out: &mut String, count: usize) {
     // Rejection sampling keeps every character equally likely: 238 = 7 × 34.

@@ -7,7 +7,7 @@
 //!   for a queue of several gates (`gateShards`, `domain::basics::shards`) `<env>:<queue>`
 //!   for its shard 0 and `<env>:<queue>@<n>` for the others;
 //! - a run executor is `<gate>#<n>` ([`executor_name`]): one of its gate's pool;
-//! - a rate limiter is `<env>`, the environment's slug.
+//! - a rate limiter is `<env>`, the environment's slug, and so is a scheduler.
 //!
 //! Queue names hold only `[a-zA-Z0-9_\-/]` (`domain::intake::queue_name`) and slugs only
 //! letters, so `:`, `@` and `#` always separate the parts.

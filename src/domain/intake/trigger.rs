@@ -896,6 +896,7 @@ mod tests {
             ttl_ms: Some(60_000),
             retry: RetryPolicy::default(),
             shards: 1,
+            schedule: None,
         };
         let mut plain = one(json!({})).unwrap();
         apply_task_defaults(&mut plain, "t", &settings);
