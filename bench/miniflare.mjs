@@ -57,6 +57,7 @@ const options =
           RUN_EXECUTOR: { className: "RunExecutor", useSQLite: true },
           RATE_LIMITER: { className: "RateLimiter", useSQLite: true },
           SCHEDULER: { className: "Scheduler", useSQLite: true },
+          BULK_ACTIONS: { className: "BulkActions", useSQLite: true },
         },
         queueProducers: { RUNS: "trigger-edge-runs", DEAD_LETTERS: "trigger-edge-runs-dead" },
         queueConsumers: {

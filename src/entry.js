@@ -32,3 +32,4 @@ export const QueueGate = object(rust.QueueGate);
 export const RunExecutor = object(rust.RunExecutor);
 export const RateLimiter = object(rust.RateLimiter);
 export const Scheduler = object(rust.Scheduler);
+export const BulkActions = object(rust.BulkActions);

@@ -7,7 +7,7 @@
 //! - [`http`]: the stateless edge. Routes a request, admits it (API key, rate limits),
 //!   reads and validates the body with the core, and calls the object that owns it.
 //! - [`objects`]: the Durable Objects (`RunStore`, `QueueGate`, `RunExecutor`,
-//!   `RateLimiter`, `Scheduler`), each with its protocol, typed client and schema.
+//!   `RateLimiter`, `Scheduler`, `BulkActions`), each with its protocol, typed client and schema.
 //! - [`queue`]: the queue stage, from a store's outbox to a gate: the consumer and the
 //!   grouped offers.
 //! - [`platform`]: glue every adapter shares: calls between objects, the runtime's clock
@@ -26,6 +26,7 @@ use worker::{
     event, web_sys, Context, Env, MessageBatch, Response, ScheduleContext, ScheduledEvent,
 };
 
+pub use objects::bulk::BulkActions;
 pub use objects::executor::RunExecutor;
 pub use objects::gate::QueueGate;
 pub use objects::limiter::RateLimiter;

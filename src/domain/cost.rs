@@ -115,6 +115,7 @@ pub struct Account {
     pub executor: ObjectOps,
     pub limiter: ObjectOps,
     pub scheduler: ObjectOps,
+    pub bulk: ObjectOps,
     pub queue: QueueOps,
     pub worker: WorkerOps,
     /// The SQLite databases' sizes, summed over the objects this isolate served.
@@ -209,6 +210,7 @@ impl Account {
             executor: self.executor.since(&before.executor),
             limiter: self.limiter.since(&before.limiter),
             scheduler: self.scheduler.since(&before.scheduler),
+            bulk: self.bulk.since(&before.bulk),
             queue: QueueOps {
                 messages_sent: d(self.queue.messages_sent, before.queue.messages_sent),
                 messages_received: d(self.queue.messages_received, before.queue.messages_received),
@@ -227,13 +229,14 @@ impl Account {
     }
 
     /// Each object kind's operations, by name.
-    pub fn objects(&self) -> [(&'static str, &ObjectOps); 5] {
+    pub fn objects(&self) -> [(&'static str, &ObjectOps); 6] {
         [
             ("store", &self.store),
             ("gate", &self.gate),
             ("executor", &self.executor),
             ("limiter", &self.limiter),
             ("scheduler", &self.scheduler),
+            ("bulk", &self.bulk),
         ]
     }
 

@@ -1,12 +1,14 @@
 //! The edge: the stateless fetch handler. It routes, loads the configuration, admits the
 //! request (`admission`: the API key and the rate limits), and hands it to its handler
-//! (`batches`, `two_step`, `runs`, `queues`, `schedules`, `packets`, `example`), which reads its body (`body`)
+//! (`batches`, `two_step`, `runs`, `bulk`, `queues`, `schedules`, `packets`,
+//! `example`), which reads its body (`body`)
 //! and answers (`respond`); every failure becomes one `{"error"}` response through
 //! `ApiError::render`.
 
 mod admission;
 mod batches;
 mod body;
+mod bulk;
 mod example;
 mod incoming;
 mod packets;
@@ -120,6 +122,10 @@ async fn serve(ctx: &Ctx<'_>, route: Route, req: Incoming) -> Result<Response, A
         Route::PauseQueue { queue } => queues::pause_queue(ctx, req, &queue).await,
         Route::OverrideQueue { queue } => queues::override_queue(ctx, req, &queue).await,
         Route::ResetQueue { queue } => queues::reset_queue(ctx, req, &queue).await,
+        Route::CreateBulkAction => bulk::create_bulk_action(ctx, req).await,
+        Route::ListBulkActions => bulk::list_bulk_actions(ctx, &req).await,
+        Route::RetrieveBulkAction { id } => bulk::retrieve_bulk_action(ctx, &id).await,
+        Route::AbortBulkAction { id } => bulk::abort_bulk_action(ctx, &id).await,
         Route::CreateSchedule => schedules::create_schedule(ctx, req).await,
         Route::ListSchedules => schedules::list_schedules(ctx, &req).await,
         Route::RetrieveSchedule { id } => schedules::retrieve_schedule(ctx, &id).await,

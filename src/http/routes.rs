@@ -56,6 +56,14 @@ pub enum Route {
     OverrideQueue { queue: String },
     /// `POST /api/v1/queues/{queue}/concurrency/reset` (section 7).
     ResetQueue { queue: String },
+    /// `POST /api/v1/bulk-actions` (section 5).
+    CreateBulkAction,
+    /// `GET /api/v1/bulk-actions` (section 5).
+    ListBulkActions,
+    /// `GET /api/v1/bulk-actions/{bulkActionId}` (section 5).
+    RetrieveBulkAction { id: String },
+    /// `POST /api/v1/bulk-actions/{bulkActionId}/abort` (section 5).
+    AbortBulkAction { id: String },
     /// `POST /api/v1/schedules` (section 8).
     CreateSchedule,
     /// `GET /api/v1/schedules` (section 8).
@@ -111,6 +119,14 @@ pub fn route(method: &str, path: &str) -> Result<Route, NoRoute> {
         ["api", "v1", "meter"] => ("GET", Route::Meter),
         ["api", "v1", "queues"] => ("GET", Route::ListQueues),
         ["api", "v1", "timezones"] => ("GET", Route::Timezones),
+        ["api", "v1", "bulk-actions"] => match method {
+            "POST" => ("GET, POST", Route::CreateBulkAction),
+            _ => ("GET, POST", Route::ListBulkActions),
+        },
+        ["api", "v1", "bulk-actions", id] => ("GET", Route::RetrieveBulkAction { id: decode(id)? }),
+        ["api", "v1", "bulk-actions", id, "abort"] => {
+            ("POST", Route::AbortBulkAction { id: decode(id)? })
+        }
         ["api", "v1", "schedules"] => match method {
             "POST" => ("GET, POST", Route::CreateSchedule),
             _ => ("GET, POST", Route::ListSchedules),
@@ -466,6 +482,10 @@ mod tests {
             }
         }
         let every_route = [
+            Route::CreateBulkAction,
+            Route::ListBulkActions,
+            Route::RetrieveBulkAction { id: "x".into() },
+            Route::AbortBulkAction { id: "x".into() },
             Route::CreateSchedule,
             Route::ListSchedules,
             Route::RetrieveSchedule { id: "x".into() },
@@ -556,7 +576,11 @@ mod tests {
                 | Route::UpdateSchedule { .. }
                 | Route::DeleteSchedule { .. }
                 | Route::ActivateSchedule { .. }
-                | Route::Timezones => {}
+                | Route::Timezones
+                | Route::CreateBulkAction
+                | Route::ListBulkActions
+                | Route::RetrieveBulkAction { .. }
+                | Route::AbortBulkAction { .. } => {}
             }
             assert!(
                 documented.contains(&std::mem::discriminant(&r)),

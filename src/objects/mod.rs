@@ -10,9 +10,12 @@
 //!   the task's endpoint.
 //! - [`limiter`]: `RateLimiter`, one environment's rate-limit buckets (memory only).
 //! - [`scheduler`]: `Scheduler`, one environment's cron schedules, fired by its alarm.
+//! - [`bulk`]: `BulkActions`, one environment's bulk cancels and replays, a page per
+//!   store at a time by its alarm.
 //! - [`group_commit`]: callers' items sent together, one flush at a time (the store's
 //!   triggers, the executor's starts and reports).
 
+pub mod bulk;
 pub mod executor;
 pub mod gate;
 pub mod group_commit;

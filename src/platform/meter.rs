@@ -26,6 +26,7 @@ pub enum Object {
     Executor,
     Limiter,
     Scheduler,
+    Bulk,
 }
 
 thread_local! {
@@ -62,6 +63,7 @@ fn object(account: &mut Account, kind: Object) -> &mut ObjectOps {
         Object::Executor => &mut account.executor,
         Object::Limiter => &mut account.limiter,
         Object::Scheduler => &mut account.scheduler,
+        Object::Bulk => &mut account.bulk,
     }
 }
 

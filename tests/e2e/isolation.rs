@@ -447,6 +447,69 @@ fn another_environments_key_sees_and_changes_nothing_on_any_endpoint(
         "delete development's",
     )?;
 
+    // Bulk actions: production's cancel by the development run's tag and by its id
+    // reaches production's runs only; development's action is unseen.
+    for body in [
+        json!({"action": "cancel", "filter": {"tag": tag}}),
+        json!({"action": "cancel", "runIds": [run]}),
+    ] {
+        let created = call(w, PROD_KEY, "POST", "/api/v1/bulk-actions", Some(body));
+        ensure_eq(created.status, 202, &created.body)?;
+        let id = created.json()["id"].as_str().ok_or("id")?.to_owned();
+        let finished = eventually(Duration::from_secs(30), "production's bulk action", || {
+            let a = call(
+                w,
+                PROD_KEY,
+                "GET",
+                &format!("/api/v1/bulk-actions/{id}"),
+                None,
+            )
+            .json();
+            (a["status"] == "COMPLETED").then_some(a)
+        });
+        ensure_eq(
+            finished["counts"]["success"].as_u64(),
+            Some(0),
+            "production's bulk cancel cancelled nothing",
+        )?;
+    }
+    let dev_bulk = call(
+        w,
+        DEV_KEY,
+        "POST",
+        "/api/v1/bulk-actions",
+        Some(json!({"action": "cancel", "filter": {"tag": unique("iso-none")}})),
+    );
+    ensure_eq(dev_bulk.status, 202, &dev_bulk.body)?;
+    let dev_bulk = dev_bulk.json()["id"].as_str().ok_or("id")?.to_owned();
+    for (method, path) in [
+        ("GET", format!("/api/v1/bulk-actions/{dev_bulk}")),
+        ("POST", format!("/api/v1/bulk-actions/{dev_bulk}/abort")),
+    ] {
+        not_found(
+            call(w, PROD_KEY, method, &path, None),
+            &format!("{method} {path}"),
+        )?;
+    }
+    let listed = ok(
+        call(
+            w,
+            PROD_KEY,
+            "GET",
+            "/api/v1/bulk-actions?page[size]=100",
+            None,
+        ),
+        "production's bulk actions",
+    )?;
+    ensure(
+        !listed["data"]
+            .as_array()
+            .ok_or("data")?
+            .iter()
+            .any(|a| a["id"] == dev_bulk.as_str()),
+        "production lists development's bulk action",
+    )?;
+
     // And development's objects are as they were.
     let after = ok(
         call(w, DEV_KEY, "GET", &format!("/api/v3/runs/{run}"), None),

@@ -4,6 +4,7 @@
 //! effects of the queue consumer.
 
 mod budget;
+mod bulk;
 mod crash;
 mod execution;
 mod harness;
@@ -75,6 +76,7 @@ fn main() {
     let shards_endpoint = tasks.clone();
     let queues_endpoint = tasks.clone();
     let schedules_endpoint = tasks.clone();
+    let bulk_endpoint = tasks.clone();
     let groups = vec![
         Group::new("main", main_cases, move |c| {
             execution::declare_task(c, &endpoint)
@@ -109,6 +111,10 @@ fn main() {
         Group::new("schedules", schedules::cases(), move |c| {
             schedules::configure(c, &schedules_endpoint)
         }),
+        Group::new("bulk", bulk::cases(), move |c| {
+            bulk::configure(c, &bulk_endpoint)
+        })
+        .one_at_a_time(),
         Group::new("budget", budget::cases(), move |c| {
             budget::configure(c, &budget_endpoint)
         })
@@ -162,6 +168,7 @@ fn main() {
         .chain(shards::standalone_cases())
         .chain(queues::standalone_cases())
         .chain(schedules::standalone_cases())
+        .chain(bulk::standalone_cases())
     {
         let tasks = tasks.clone();
         trials.push(Trial::test(name, move || case(&tasks)));

@@ -233,6 +233,33 @@ const checks = {
     assert.deepEqual(run.metadata, changed.metadata);
     await runs.cancel(handle.id);
   },
+  async bulkCancelByTagAndBulkReplayByIdsThroughRunsBulk() {
+    const tag = unique("bulk");
+    const delayed = await tasks.batchTrigger(TASK, [1, 2, 3].map((n) => ({ payload: { name: `B${n}` }, options: { delay: "1h", tags: [tag] } })));
+    const ids = (await runsOf(delayed.batchId));
+    const { id } = await runs.bulk.cancel({ filter: { tag, status: ["DELAYED"] }, name: "sdk4 cleanup" });
+    assert.match(id, /^bulk_/);
+    const done = await until("the bulk cancel to finish", async () => {
+      const a = await runs.bulk.retrieve(id);
+      return a.status !== "PENDING" && a;
+    });
+    assert.equal(done.status, "COMPLETED");
+    assert.equal(done.type, "CANCEL");
+    assert.deepEqual(done.counts, { total: 3, success: 3, failure: 0 });
+    assert.ok(done.createdAt instanceof Date && done.completedAt instanceof Date);
+    for (const run of ids) assert.equal((await runs.retrieve(run)).status, "CANCELED");
+    const replay = await runs.bulk.replay({ runIds: [ids[0]] });
+    const replayed = await until("the bulk replay to finish", async () => {
+      const a = await runs.bulk.retrieve(replay.id);
+      return a.status !== "PENDING" && a;
+    });
+    assert.deepEqual(replayed.counts, { total: 1, success: 1, failure: 0 });
+    // Newest first, a page of one at a time.
+    const listed = [];
+    for await (const a of runs.bulk.list({ limit: 1 })) listed.push(a.id);
+    assert.ok(listed.indexOf(replay.id) >= 0 && listed.indexOf(replay.id) < listed.indexOf(id), String(listed));
+    assert.deepEqual(await runs.bulk.abort(replay.id), { id: replay.id });
+  },
   async schedulesCreateListRetrieveUpdateDeactivateActivateAndDelete() {
     const deduplicationKey = unique("schedule");
     // Once a year: nothing fires while the test runs.

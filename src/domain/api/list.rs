@@ -116,8 +116,14 @@ fn instant(param: &str, value: &str) -> Result<Millis, ApiError> {
 
 /// Status names of either vocabulary, as the SDKs send them in `filter[status]`.
 fn statuses(value: &str) -> Result<Vec<RunStatus>, ApiError> {
+    statuses_named(list(value), "filter[status]")
+}
+
+/// The statuses `names` (either vocabulary) stand for; an unknown name is refused at
+/// `param`.
+pub fn statuses_named(names: Vec<String>, param: &str) -> Result<Vec<RunStatus>, ApiError> {
     let mut out = Vec::new();
-    for name in list(value) {
+    for name in names {
         let matched: &[RunStatus] = match name.as_str() {
             // 4.x names for what this worker records under 3.x names.
             "PENDING_VERSION" | "WAITING_FOR_DEPLOY" => &[],
@@ -129,7 +135,7 @@ fn statuses(value: &str) -> Result<Vec<RunStatus>, ApiError> {
                     out.push(s);
                     continue;
                 }
-                None => return Err(bad("filter[status]", &format!("unknown status {other}"))),
+                None => return Err(bad(param, &format!("unknown status {other}"))),
             },
         };
         out.extend_from_slice(matched);

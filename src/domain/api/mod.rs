@@ -5,6 +5,7 @@
 //! of its body).
 
 pub mod auth;
+pub mod bulk;
 pub mod error;
 pub mod http_body;
 pub mod list;

@@ -117,6 +117,14 @@ pub fn schedule_id() -> String {
     id
 }
 
+/// A fresh bulk action id: `bulk_` and 20 random characters (an action lives in its
+/// environment's bulk actions object, so its id needs no route).
+pub fn bulk_id() -> String {
+    let mut id = String::from("bulk_");
+    fill_random(&mut id, 20);
+    id
+}
+
 /// Appends `count` uniformly random characters of [`ALPHABET`].
 fn fill_random(out: &mut String, count: usize) {
     // Rejection sampling keeps every character equally likely: 238 = 7 × 34.

@@ -33,7 +33,7 @@ use crate::platform::rpc;
 use crate::platform::rpc::{answer, CallError, CALL_LIMIT};
 use crate::platform::runtime::{ensure_alarm, internal, now};
 use crate::platform::sql::{rows, transaction, Migrated, Sql, Values};
-use protocol::{Admitted, Gate, GateCommand, GateView, Offer, Release, Remove, Steer};
+use protocol::{Admitted, Gate, GateCommand, GateView, Offer, Release, Remove, RemoveRuns, Steer};
 
 /// Hands to executors a gate keeps in flight at once.
 const LAUNCH_CONCURRENCY: usize = 32;
@@ -173,6 +173,16 @@ impl QueueGate {
             }
             GateCommand::Remove(Remove { run_id }) => {
                 let changes = self.apply(0, |g, stored| g.remove(&run_id, now, stored))?;
+                (self.name()?, changes, 0)
+            }
+            GateCommand::RemoveRuns(RemoveRuns { run_ids }) => {
+                let changes = self.apply(0, |g, stored| {
+                    let mut changes = Changes::default();
+                    for run_id in &run_ids {
+                        changes.merge(g.remove(run_id, now, stored));
+                    }
+                    changes
+                })?;
                 (self.name()?, changes, 0)
             }
         };

@@ -13,6 +13,7 @@ pub enum GateCommand {
     Offer(Offer),
     Release(Release),
     Remove(Remove),
+    RemoveRuns(RemoveRuns),
     Steer(Steer),
 }
 
@@ -28,6 +29,7 @@ crate::commands!(Gate => GateCommand {
     Offer => Admitted,
     Release => Admitted,
     Remove => Admitted,
+    RemoveRuns => Admitted,
     Steer => GateView,
 });
 
@@ -60,6 +62,12 @@ pub struct Release {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Remove {
     pub run_id: String,
+}
+
+/// These runs were cancelled together (a bulk action's page): forget each.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RemoveRuns {
+    pub run_ids: Vec<String>,
 }
 
 /// The answer to every gate command: how many runs this call admitted. Those in `hand`

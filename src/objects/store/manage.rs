@@ -34,14 +34,33 @@ impl RunStore {
     /// `run_id`; it has no idempotency key and belongs to no batch.
     pub(super) async fn replay(&self, run_id: &str, new_run_id: &str) -> Result<ReplayReply> {
         let now = now();
-        let Some(row) = self.status_and_ttl(run_id)? else {
+        let Some(expires_at) = self.copy_run(run_id, new_run_id, now)? else {
             return Ok(ReplayReply::NotFound);
         };
+        self.ensure_alarm(redelivery_alarm(expires_at, now)).await?;
+        let sql = self.sql();
+        let runs = vec![new_run_id.to_owned()];
+        super::accept::insert_listing(&sql, now, &runs)?;
+        let seq = super::accept::insert_delivery(&sql, now, Some(now), &runs)?;
+        self.send(vec![(seq, runs)]).await;
+        Ok(ReplayReply::Replayed {
+            id: new_run_id.to_owned(),
+        })
+    }
+
+    /// Writes `new_run_id`, a fresh `QUEUED` copy of `run_id` (see [`RunStore::replay`]),
+    /// without listing or delivering it; `None` when `run_id` is not here, else when the
+    /// copy expires (its TTL counted from `now`).
+    pub(super) fn copy_run(
+        &self,
+        run_id: &str,
+        new_run_id: &str,
+        now: Millis,
+    ) -> Result<Option<Option<Millis>>> {
+        let Some(row) = self.status_and_ttl(run_id)? else {
+            return Ok(None);
+        };
         let expires_at = row.ttl_ms.map(|ttl| now.saturating_add(ttl));
-        self.ensure_alarm(expires_at.map_or(now + REDELIVER_AFTER_MS, |e| {
-            e.min(now + REDELIVER_AFTER_MS)
-        }))
-        .await?;
         let sql = self.sql();
         sql.exec(
             "INSERT INTO runs (id, task, status, payload, payload_chunks, payload_type, context,
@@ -66,13 +85,7 @@ impl RunStore {
              SELECT ?, part, seq, data FROM run_chunks WHERE run_id = ?",
             vec![new_run_id.into(), run_id.into()],
         )?;
-        let runs = vec![new_run_id.to_owned()];
-        super::accept::insert_listing(&sql, now, &runs)?;
-        let seq = super::accept::insert_delivery(&sql, now, Some(now), &runs)?;
-        self.send(vec![(seq, runs)]).await;
-        Ok(ReplayReply::Replayed {
-            id: new_run_id.to_owned(),
-        })
+        Ok(Some(expires_at))
     }
 
     /// Moves a `DELAYED` run to `delay_until` (now or later).
@@ -213,4 +226,12 @@ fn refused_metadata(e: ApiError) -> MetadataReply {
             reason: other.message(),
         },
     }
+}
+
+/// When a store that just made queued runs (expiring at `expires_at`, if ever) must wake:
+/// by their expiry, and by the redelivery check if the queue does not deliver them.
+pub(super) fn redelivery_alarm(expires_at: Option<Millis>, now: Millis) -> Millis {
+    expires_at.map_or(now + REDELIVER_AFTER_MS, |e| {
+        e.min(now + REDELIVER_AFTER_MS)
+    })
 }

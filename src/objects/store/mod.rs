@@ -12,6 +12,7 @@
 
 mod accept;
 mod batches;
+mod bulk;
 pub mod client;
 mod delivery;
 mod lifecycle;
@@ -33,10 +34,10 @@ use crate::platform::rpc::{answer, CallError};
 use crate::platform::runtime::{ensure_alarm, internal, now};
 use crate::platform::sql::{Migrated, Sql};
 use protocol::{
-    Acknowledge, AddTags, Cancel, Claim, CreateBatch, FinishAttempts, GetBatch, GetMetadata,
-    GetResults, GetRun, LeaseExpired, ListQueues, ListRuns, RecordBatchItems, Replay, Reschedule,
-    ResetIdempotencyKey, StartAttempts, Store, StoreCommand, TriggerBatch, TriggerReply,
-    UpdateMetadata,
+    Acknowledge, AddTags, BulkStep, Cancel, Claim, CreateBatch, FinishAttempts, GetBatch,
+    GetMetadata, GetResults, GetRun, LeaseExpired, ListQueues, ListRuns, RecordBatchItems, Replay,
+    Reschedule, ResetIdempotencyKey, StartAttempts, Store, StoreCommand, TriggerBatch,
+    TriggerReply, UpdateMetadata,
 };
 
 /// The queue binding that carries run references to the consumer.
@@ -154,6 +155,7 @@ impl RunStore {
             }
             StoreCommand::AddTags(c) => answer::<AddTags>(&self.add_tags(&c.run_id, &c.tags)?),
             StoreCommand::GetResults(c) => answer::<GetResults>(&self.finished_runs(&c.run_ids)?),
+            StoreCommand::BulkStep(c) => answer::<BulkStep>(&self.bulk_step(c).await?),
         }
     }
 

@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use crate::domain::api::bulk::{BulkKind, StepCounts};
 use crate::domain::api::list::{Page, RunFilter};
 use crate::domain::api::view::{BatchRecord, RunRecord};
 use crate::domain::basics::time::Millis;
@@ -39,6 +40,7 @@ pub enum StoreCommand {
     UpdateMetadata(UpdateMetadata),
     AddTags(AddTags),
     GetResults(GetResults),
+    BulkStep(BulkStep),
 }
 
 /// The run store's side of the wire.
@@ -70,7 +72,31 @@ crate::commands!(Store => StoreCommand {
     UpdateMetadata => MetadataReply,
     AddTags => TagsReply,
     GetResults => Vec<RunRecord>,
+    BulkStep => BulkStepReply,
 });
+
+/// The next page of a bulk action's runs in this store (`domain::api::bulk`): acted on,
+/// with the store's own cursor and counts for the action, in one transaction.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct BulkStep {
+    pub bulk_id: String,
+    pub kind: BulkKind,
+    /// The runs a filter selects here, or (`None`) the ids given.
+    pub filter: Option<RunFilter>,
+    #[serde(default)]
+    pub run_ids: Vec<String>,
+    /// Runs to act on in this step, at most.
+    pub limit: usize,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct BulkStepReply {
+    pub counts: StepCounts,
+    /// Runs cancelled while they waited at a gate or held a slot there: (queue,
+    /// concurrency key, run id), for the caller to free at their gates.
+    #[serde(default)]
+    pub removals: Vec<(String, Option<String>, String)>,
+}
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct GetRun {

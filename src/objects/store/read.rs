@@ -284,40 +284,7 @@ impl RunStore {
         page: &Page,
         limit: usize,
     ) -> Result<Vec<RunRecord>> {
-        let mut clauses: Vec<String> = Vec::new();
-        let mut params: Vec<SqlStorageValue> = Vec::new();
-        let mut any_of = |template: &str, values: &[String], clauses: &mut Vec<String>| {
-            if !values.is_empty() {
-                let list = crate::platform::sql::placeholders(values.len());
-                clauses.push(template.replace("{list}", &list));
-                params.extend(values.iter().map(|v| SqlStorageValue::from(v.as_str())));
-            }
-        };
-        let statuses: Vec<String> = filter
-            .statuses
-            .iter()
-            .map(|s| s.as_str().to_owned())
-            .collect();
-        any_of("status IN ({list})", &statuses, &mut clauses);
-        any_of("task IN ({list})", &filter.tasks, &mut clauses);
-        any_of("queue IN ({list})", &filter.queues, &mut clauses);
-        any_of(
-            "EXISTS (SELECT 1 FROM json_each(runs.tags) WHERE json_each.value IN ({list}))",
-            &filter.tags,
-            &mut clauses,
-        );
-        if let Some(batch) = &filter.batch {
-            clauses.push("batch_id = ?".into());
-            params.push(batch.as_str().into());
-        }
-        if let Some(from) = filter.created_from {
-            clauses.push("listing.at >= ?".into());
-            params.push(from.into());
-        }
-        if let Some(to) = filter.created_to {
-            clauses.push("listing.at <= ?".into());
-            params.push(to.into());
-        }
+        let (mut clauses, mut params) = filter_clauses(filter);
         let order = match page {
             Page::First => "DESC",
             Page::After(c) => {
@@ -365,6 +332,68 @@ impl RunStore {
 }
 
 /// Stored JSON text back as raw JSON.
+/// The `WHERE` clauses (over `listing`, `json_each(listing.ids) AS listed` and `runs`)
+/// and their parameters that select the runs `filter` matches.
+fn filter_clauses(filter: &RunFilter) -> (Vec<String>, Vec<SqlStorageValue>) {
+    let mut clauses: Vec<String> = Vec::new();
+    let mut params: Vec<SqlStorageValue> = Vec::new();
+    let mut any_of = |template: &str, values: &[String], clauses: &mut Vec<String>| {
+        if !values.is_empty() {
+            let list = crate::platform::sql::placeholders(values.len());
+            clauses.push(template.replace("{list}", &list));
+            params.extend(values.iter().map(|v| SqlStorageValue::from(v.as_str())));
+        }
+    };
+    let statuses: Vec<String> = filter
+        .statuses
+        .iter()
+        .map(|s| s.as_str().to_owned())
+        .collect();
+    any_of("status IN ({list})", &statuses, &mut clauses);
+    any_of("task IN ({list})", &filter.tasks, &mut clauses);
+    any_of("queue IN ({list})", &filter.queues, &mut clauses);
+    any_of(
+        "EXISTS (SELECT 1 FROM json_each(runs.tags) WHERE json_each.value IN ({list}))",
+        &filter.tags,
+        &mut clauses,
+    );
+    if let Some(batch) = &filter.batch {
+        clauses.push("batch_id = ?".into());
+        params.push(batch.as_str().into());
+    }
+    if let Some(from) = filter.created_from {
+        clauses.push("listing.at >= ?".into());
+        params.push(from.into());
+    }
+    if let Some(to) = filter.created_to {
+        clauses.push("listing.at <= ?".into());
+        params.push(to.into());
+    }
+    (clauses, params)
+}
+
+impl RunStore {
+    /// How many runs `filter` matches here.
+    pub(super) fn count_runs(&self, filter: &RunFilter) -> Result<u64> {
+        let (clauses, params) = filter_clauses(filter);
+        let condition = if clauses.is_empty() {
+            "1 = 1".to_owned()
+        } else {
+            clauses.join(" AND ")
+        };
+        let query = format!(
+            "SELECT COUNT(*) FROM listing, json_each(listing.ids) AS listed, runs
+             WHERE runs.id = listed.value AND {condition}"
+        );
+        let count = rows(&self.sql(), &query, params)?
+            .pop()
+            .map(|mut r| r.int())
+            .transpose()?
+            .unwrap_or(0);
+        Ok(count as u64)
+    }
+}
+
 pub(super) fn raw(text: Option<String>) -> Result<Option<Box<RawValue>>> {
     text.map(|t| RawValue::from_string(t).map_err(|e| internal(format!("stored JSON: {e}"))))
         .transpose()

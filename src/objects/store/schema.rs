@@ -41,6 +41,10 @@ pub const SCHEMA: Schema = Schema {
             version: 7,
             statements: STEP_7,
         },
+        Step {
+            version: 8,
+            statements: STEP_8,
+        },
     ],
 };
 
@@ -308,6 +312,18 @@ const STEP_7: &[Statement] = &[Sql("CREATE TABLE debounce_keys (
         PRIMARY KEY (task, key)
     ) WITHOUT ROWID")];
 
+/// Bulk actions' progress in this store (`domain::api::bulk`): where the action's walk
+/// over its runs here got to, and its counts, written in the transaction that acts on a
+/// page. One row per action that reached the store.
+const STEP_8: &[Statement] = &[Sql("CREATE TABLE bulk_progress (
+        bulk_id TEXT PRIMARY KEY,
+        cursor TEXT,
+        total INTEGER NOT NULL,
+        success INTEGER NOT NULL,
+        failure INTEGER NOT NULL,
+        done INTEGER NOT NULL
+    ) WITHOUT ROWID")];
+
 /// Rows of `payload`/`context` text beyond this size are split into `run_chunks`.
 pub const CHUNK_BYTES: usize = 512 * 1024;
 
@@ -359,6 +375,7 @@ mod tests {
                 "6e798e06cb1866a6",
                 "64c8470e29e9e43c",
                 "545563e2b927c656",
+                "166dfc6e7f3ce422",
             ],
         );
     }
