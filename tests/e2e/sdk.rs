@@ -1,6 +1,7 @@
 //! The official Trigger.dev SDKs, unchanged, against the worker: `tests/sdk3/run.mjs`
 //! (SDK 3.2.1) and `tests/sdk4/run.mjs` (SDK 4.x) run their checks with node and print
-//! `ok <check>` or `FAILED <check>: <why>` for each.
+//! `ok <check>` or `FAILED <check>: <why>` for each; so does `tests/dashboard/run.mjs`,
+//! the dashboard in Chromium.
 
 use std::path::Path;
 use std::process::Command;
@@ -15,6 +16,7 @@ pub fn cases() -> Vec<(&'static str, Case)> {
     crate::cases![
         sdk_3_2_triggers_reads_lists_and_manages_runs,
         sdk_4_batches_in_two_steps_offloads_large_payloads_and_manages_runs,
+        the_dashboard_in_chromium_signs_in_lists_filters_and_steers_runs_queues_and_schedules,
     ]
 }
 
@@ -49,4 +51,11 @@ fn sdk_4_batches_in_two_steps_offloads_large_payloads_and_manages_runs(
     } else {
         Err("the SDK never offloaded a payload through /api/v2/packets".into())
     }
+}
+
+fn the_dashboard_in_chromium_signs_in_lists_filters_and_steers_runs_queues_and_schedules(
+    w: &Worker,
+    _tasks: &TaskServer,
+) -> Result<(), Failed> {
+    run_script(w, "dashboard")
 }

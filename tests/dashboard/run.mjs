@@ -1,0 +1,186 @@
+// The dashboard in a real browser: Debian's Chromium driven by playwright-core, against
+// the worker tests/e2e started (TRIGGER_API_URL, TRIGGER_SECRET_KEY). Prints `ok <check>`
+// or `FAILED <check>: <why>` for each and exits non-zero if any failed. Screenshots go to
+// tests/dashboard/screenshots/ (git-ignored).
+import assert from "node:assert/strict";
+import fs from "node:fs";
+import path from "node:path";
+import { chromium } from "playwright-core";
+
+const base = process.env.TRIGGER_API_URL;
+const key = process.env.TRIGGER_SECRET_KEY;
+const shots = path.join(path.dirname(new URL(import.meta.url).pathname), "screenshots");
+fs.mkdirSync(shots, { recursive: true });
+const unique = (prefix) => `${prefix}-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 7)}`;
+const XSS = `<img src=x onerror=alert(1)></script>`;
+
+async function call(method, p, body) {
+  const response = await fetch(`${base}${p}`, {
+    method,
+    headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const json = await response.json();
+  if (!response.ok) throw new Error(`${method} ${p}: ${response.status} ${JSON.stringify(json)}`);
+  return json;
+}
+
+async function until(what, check, ms = 30_000) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const value = await check();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+});
+const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+const page = await context.newPage();
+const dialogs = [];
+page.on("dialog", async (dialog) => {
+  dialogs.push(dialog.message());
+  await dialog.dismiss();
+});
+const pageErrors = [];
+page.on("pageerror", (e) => pageErrors.push(e.message));
+
+async function signIn(withKey) {
+  await page.goto(`${base}/dashboard/`);
+  await page.getByLabel("API key").fill(withKey);
+  await page.getByRole("button", { name: "Sign in" }).click();
+}
+
+const checks = {
+  async aWrongKeyIsRefusedAndThePageCallsNothingWithoutOne() {
+    const requests = [];
+    page.on("request", (r) => requests.push(r.url()));
+    const response = await page.goto(`${base}/dashboard/`);
+    const csp = response.headers()["content-security-policy"] ?? "";
+    assert.match(csp, /default-src 'self'/);
+    assert.match(csp, /frame-ancestors 'none'/);
+    await page.getByLabel("API key").waitFor();
+    assert.ok(!requests.some((u) => u.includes("/api/")), `called ${requests.filter((u) => u.includes("/api/"))}`);
+    await signIn("tr_dev_not-a-key-of-this-worker");
+    await page.getByText("That API key was refused.").waitFor();
+    assert.equal(await page.evaluate(() => sessionStorage.length), 0);
+    await page.screenshot({ path: path.join(shots, "refused.png") });
+  },
+  async signedInTheRunsOfABatchAppearWithoutReloading() {
+    await signIn(key);
+    await page.getByRole("heading", { name: "Runs" }).waitFor();
+    assert.equal(await page.locator("#environment").textContent(), "Development");
+    const tag = unique("dash");
+    const batch = await call("POST", "/api/v1/tasks/hello-world/batch", {
+      items: [1, 2, 3].map((n) => ({ payload: { name: `Dash ${n}` }, options: { tags: [tag] } })),
+    });
+    for (const run of batch.runs) await page.getByRole("link", { name: run }).waitFor({ timeout: 20_000 });
+    await page.screenshot({ path: path.join(shots, "runs.png") });
+    checks.tag = tag;
+    checks.batch = batch;
+  },
+  async filteringByTagAndByStatusKeepsTheFiltersInTheUrl() {
+    const { tag, batch } = checks;
+    await page.getByLabel("Tag").fill(tag);
+    await page.getByRole("button", { name: "Filter" }).click();
+    await until("the tag in the URL", async () => page.url().includes(`tag=${tag}`));
+    await until("only the batch's runs", async () => (await page.locator("tbody tr").count()) === 3);
+    for (const run of batch.runs) await until(`${run} COMPLETED`, async () => (await call("GET", `/api/v3/runs/${run}`)).status === "COMPLETED");
+    await page.getByLabel("Status").selectOption("COMPLETED");
+    await page.getByRole("button", { name: "Filter" }).click();
+    await until("the status in the URL", async () => page.url().includes("status=COMPLETED"));
+    await until("three completed runs", async () => (await page.locator("tbody .status.ok").count()) === 3);
+    // The shared URL opens the same view.
+    const shared = page.url();
+    await page.goto(shared);
+    await until("the same three runs", async () => (await page.locator("tbody tr").count()) === 3);
+    await page.getByLabel("Status").selectOption("FAILED");
+    await page.getByRole("button", { name: "Filter" }).click();
+    await page.getByText("No runs.").waitFor();
+  },
+  async aRunShowsItsOutputAndHostileTextRendersAsText() {
+    const hostile = await call("POST", "/api/v1/tasks/hello-world/trigger", {
+      payload: { name: XSS },
+      options: { tags: [XSS.slice(0, 60)], metadata: { note: XSS } },
+    });
+    await until("the hostile run to complete", async () => (await call("GET", `/api/v3/runs/${hostile.id}`)).status === "COMPLETED");
+    await page.goto(`${base}/dashboard/?view=run&id=${hostile.id}`);
+    await page.getByRole("heading", { name: hostile.id }).waitFor();
+    const text = await page.locator("main").innerText();
+    assert.ok(text.includes(`Hello, ${XSS}!`), "the output, as text");
+    assert.ok(text.includes(XSS), "the payload and metadata, as text");
+    await page.goto(`${base}/dashboard/?view=runs&tag=${encodeURIComponent(XSS.slice(0, 60))}`);
+    await page.getByRole("link", { name: hostile.id }).waitFor();
+    assert.equal(await page.locator("img").count(), 0, "no image element was made");
+    assert.deepEqual(dialogs, [], "no dialog opened");
+    assert.deepEqual(pageErrors, [], "no script error");
+    await page.screenshot({ path: path.join(shots, "hostile.png") });
+  },
+  async aDelayedRunIsCancelledFromThePage() {
+    const delayed = await call("POST", "/api/v1/tasks/hello-world/trigger", { payload: { name: "Later" }, options: { delay: "1h" } });
+    await page.goto(`${base}/dashboard/?view=run&id=${delayed.id}`);
+    await page.locator("main .status", { hasText: "DELAYED" }).waitFor();
+    await page.getByRole("button", { name: "Cancel" }).click();
+    await page.getByRole("button", { name: "Yes, cancel" }).click();
+    await page.locator("main .status", { hasText: "CANCELED" }).waitFor();
+    assert.equal((await call("GET", `/api/v3/runs/${delayed.id}`)).status, "CANCELED");
+    await page.screenshot({ path: path.join(shots, "cancelled.png") });
+  },
+  async aQueuePausedFromThePageHoldsItsRunsUntilResumed() {
+    const queue = unique("dash/q");
+    const first = await call("POST", "/api/v1/tasks/hello-world/trigger", { payload: { name: "First" }, options: { queue: { name: queue } } });
+    await until("the queue's first run", async () => (await call("GET", `/api/v3/runs/${first.id}`)).status === "COMPLETED");
+    await page.goto(`${base}/dashboard/?view=queues`);
+    await page.getByRole("button", { name: `Pause ${queue}` }).click();
+    await page.getByRole("button", { name: `Resume ${queue}` }).waitFor();
+    const held = await call("POST", "/api/v1/tasks/hello-world/trigger", { payload: { name: "Held" }, options: { queue: { name: queue } } });
+    await new Promise((r) => setTimeout(r, 1500));
+    assert.equal((await call("GET", `/api/v3/runs/${held.id}`)).status, "QUEUED");
+    await page.screenshot({ path: path.join(shots, "queues.png") });
+    await page.getByRole("button", { name: `Resume ${queue}` }).click();
+    await page.getByRole("button", { name: `Pause ${queue}` }).waitFor();
+    await until("the held run to complete", async () => (await call("GET", `/api/v3/runs/${held.id}`)).status === "COMPLETED");
+  },
+  async theSchedulesViewShowsAndSwitchesASchedule() {
+    const made = await call("POST", "/api/v1/schedules", { task: "hello-world", cron: "0 0 1 1 *", deduplicationKey: unique("dash") });
+    await page.goto(`${base}/dashboard/?view=schedules`);
+    const row = page.locator("tr", { hasText: made.id });
+    await row.waitFor();
+    await row.getByRole("button", { name: "Deactivate" }).click();
+    await page.locator("tr", { hasText: made.id }).getByRole("button", { name: "Activate" }).waitFor();
+    assert.equal((await call("GET", `/api/v1/schedules/${made.id}`)).active, false);
+    await call("DELETE", `/api/v1/schedules/${made.id}`);
+  },
+  async atAPhonesWidthTheRunsViewStillShowsItsRuns() {
+    await page.setViewportSize({ width: 390, height: 800 });
+    await page.goto(`${base}/dashboard/?view=runs&tag=${checks.tag}`);
+    await page.getByRole("link", { name: checks.batch.runs[0] }).waitFor();
+    await page.screenshot({ path: path.join(shots, "phone.png") });
+    await page.setViewportSize({ width: 1280, height: 800 });
+  },
+  async signingOutForgetsTheKey() {
+    await page.goto(`${base}/dashboard/?view=runs`);
+    await page.getByRole("button", { name: "Sign out" }).click();
+    await page.getByLabel("API key").waitFor();
+    assert.equal(await page.evaluate(() => sessionStorage.getItem("trigger-edge.apiKey")), null);
+  },
+};
+
+let failed = 0;
+for (const [name, check] of Object.entries(checks)) {
+  if (typeof check !== "function") continue;
+  try {
+    await check();
+    console.log(`ok ${name}`);
+  } catch (err) {
+    failed += 1;
+    console.log(`FAILED ${name}: ${err?.stack ?? err}`);
+    await page.screenshot({ path: path.join(shots, `failed-${name}.png`) }).catch(() => {});
+  }
+}
+await browser.close();
+process.exit(failed === 0 ? 0 : 1);
