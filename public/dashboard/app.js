@@ -3,8 +3,8 @@
 // this origin. Everything the API answers is put on the page as text (textContent),
 // never as markup, so a payload or tag holding HTML shows its characters and runs nothing.
 import {
-  FILTERS, decodedPayload, environmentOf, filtersFrom, formatDuration, formatTime,
-  listQuery, pretty, statusTone,
+  FILTERS, countByStatus, decodedPayload, environmentOf, filtersFrom, formatDuration,
+  formatTime, listQuery, pretty, statusTone,
 } from "./format.js";
 
 const KEY = "trigger-edge.apiKey";
@@ -326,7 +326,7 @@ async function runView(params) {
     ["Task", run.taskIdentifier],
     ["Queue", run.queue ?? "—"],
     ["Concurrency key", run.concurrencyKey ?? "—"],
-    ["Batch", run.batchId ?? "—"],
+    ["Batch", run.batchId ? el("a", { href: pageUrl({ view: "batch", id: run.batchId }), text: run.batchId }) : "—"],
     ["Idempotency key", run.idempotencyKey ?? "—"],
     ["Tags", (run.tags ?? []).join(", ") || "—"],
     ["Created", formatTime(run.createdAt)],
@@ -348,6 +348,74 @@ async function runView(params) {
     ...block("Output", run.output),
     ...block("Error", run.error),
     ...block("Metadata", run.metadata),
+  );
+}
+
+// ---------------------------------------------------------------------------------------
+// A batch.
+
+async function batchView(params) {
+  const id = params.get("id") ?? "";
+  const batch = await api("GET", `/api/v2/batches/${encodeURIComponent(id)}`);
+  // Its runs' statuses, from the list filtered by the batch, a page of 100 at a time.
+  const runs = [];
+  let after;
+  do {
+    const page = await api("GET", `/api/v1/runs?${listQuery({ batch: batch.id }, { size: 100, after })}`);
+    runs.push(...page.data);
+    after = page.pagination?.next;
+  } while (after && runs.length < 1000);
+  const counts = countByStatus(runs);
+  const errors = batch.processing?.errors ?? [];
+  show(
+    el("p", {}, el("a", { href: pageUrl({ view: "runs", batch: batch.id }), text: "← Its runs in the list" })),
+    el("h1", { text: batch.id }),
+    el(
+      "dl",
+      {},
+      ...[
+        ["Status", statusBadge(batch.status)],
+        ["Runs", batch.runCount],
+        ["Idempotency key", batch.idempotencyKey ?? "—"],
+        ["Created", formatTime(batch.createdAt)],
+        ["Processed", formatTime(batch.processing?.completedAt)],
+      ].flatMap(([k, v]) => [el("dt", { text: k }), el("dd", {}, v)]),
+    ),
+    el("h2", { text: "Runs by status" }),
+    el("div", { class: "bar" }, ...counts.map(([status, n]) => el("span", {}, statusBadge(status), ` ${n}`))),
+    el("h2", { text: "Runs" }),
+    el(
+      "div",
+      { class: "table-wrap" },
+      el(
+        "table",
+        {},
+        el("thead", {}, el("tr", {}, ...["Run", "Status", "Created", "Duration"].map((h) => el("th", { scope: "col", text: h })))),
+        el(
+          "tbody",
+          {},
+          ...runs.map((run) =>
+            el(
+              "tr",
+              {},
+              el("td", {}, el("a", { href: pageUrl({ view: "run", id: run.id }), text: run.id })),
+              el("td", {}, statusBadge(run.status)),
+              el("td", { text: formatTime(run.createdAt) }),
+              el("td", { text: formatDuration(run.durationMs) }),
+            ),
+          ),
+        ),
+      ),
+    ),
+    el("h2", { text: "Processing errors" }),
+    errors.length === 0
+      ? el("p", { class: "note", text: "None." })
+      : el(
+          "table",
+          {},
+          el("thead", {}, el("tr", {}, ...["Item", "Task", "Error", "Code"].map((h) => el("th", { scope: "col", text: h })))),
+          el("tbody", {}, ...errors.map((e) => el("tr", {}, el("td", { text: e.index }), el("td", { text: e.taskIdentifier }), el("td", { class: "wrap", text: e.error }), el("td", { text: e.errorCode ?? "—" })))),
+        ),
   );
 }
 
@@ -462,9 +530,10 @@ async function render() {
   if (!sessionStorage.getItem(KEY)) return signIn();
   const params = new URLSearchParams(location.search);
   const view = params.get("view") ?? "runs";
-  signedIn(view === "run" ? "runs" : view);
+  signedIn(view === "run" || view === "batch" ? "runs" : view);
   try {
     if (view === "run") await runView(params);
+    else if (view === "batch") await batchView(params);
     else if (view === "queues") await queuesView();
     else if (view === "schedules") await schedulesView();
     else await runsView(params);

@@ -113,3 +113,10 @@ export function pretty(value) {
   if (value === undefined || value === null) return "—";
   return typeof value === "string" ? value : JSON.stringify(value, null, 2);
 }
+
+/** `[status, count]` of `runs`, most frequent first (then by name). */
+export function countByStatus(runs) {
+  const counts = new Map();
+  for (const run of runs) counts.set(run.status, (counts.get(run.status) ?? 0) + 1);
+  return [...counts].sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));
+}

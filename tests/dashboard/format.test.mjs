@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import test from "node:test";
 import {
-  decodedPayload, environmentOf, filtersFrom, formatDuration, formatTime, listQuery, pretty,
+  countByStatus, decodedPayload, environmentOf, filtersFrom, formatDuration, formatTime, listQuery, pretty,
   statusTone,
 } from "../../public/dashboard/format.js";
 
@@ -56,4 +56,10 @@ test("times, payloads and values are shown as text", () => {
   assert.equal(pretty({ a: 1 }), '{\n  "a": 1\n}');
   assert.equal(pretty(null), "—");
   assert.equal(pretty("<img src=x>"), "<img src=x>");
+});
+
+test("a batch's runs are counted by status, most first", () => {
+  const runs = ["COMPLETED", "FAILED", "COMPLETED", "QUEUED", "CANCELED"].map((status) => ({ status }));
+  assert.deepEqual(countByStatus(runs), [["COMPLETED", 2], ["CANCELED", 1], ["FAILED", 1], ["QUEUED", 1]]);
+  assert.deepEqual(countByStatus([]), []);
 });

@@ -102,6 +102,17 @@ const checks = {
     await page.getByRole("button", { name: "Filter" }).click();
     await page.getByText("No runs.").waitFor();
   },
+  async aBatchShowsItsRunsCountedByStatus() {
+    const { batch } = checks;
+    await page.goto(`${base}/dashboard/?view=run&id=${batch.runs[0]}`);
+    await page.getByRole("link", { name: batch.batchId }).click();
+    await page.getByRole("heading", { name: batch.batchId }).waitFor();
+    await page.getByRole("heading", { name: "Runs by status" }).waitFor();
+    const counts = await page.locator("main .bar").first().innerText();
+    assert.match(counts, /COMPLETED\s*3/);
+    for (const run of batch.runs) await page.getByRole("link", { name: run }).waitFor();
+    await page.getByText("None.").waitFor();
+  },
   async aRunShowsItsOutputAndHostileTextRendersAsText() {
     const hostile = await call("POST", "/api/v1/tasks/hello-world/trigger", {
       payload: { name: XSS },
