@@ -4,7 +4,7 @@
 // never as markup, so a payload or tag holding HTML shows its characters and runs nothing.
 import {
   FILTERS, countByStatus, decodedPayload, environmentOf, filtersFrom, formatDuration,
-  formatTime, listQuery, pretty, statusTone,
+  formatTime, lifeOf, listQuery, pretty, statusTone,
 } from "./format.js";
 
 const KEY = "trigger-edge.apiKey";
@@ -338,12 +338,35 @@ async function runView(params) {
     ["Attempts", run.attemptCount ?? 0],
   ];
   const block = (title, value) => [el("h2", { text: title }), el("pre", { text: pretty(value) })];
+  const timeline = lifeOf(run).map((step) =>
+    el(
+      "tr",
+      {},
+      el("td", { text: step.what }),
+      el("td", {}, step.status ? statusBadge(step.status) : ""),
+      el("td", { text: formatTime(step.at) }),
+      el("td", { text: step.until ? formatTime(step.until) : "" }),
+      el("td", { text: step.until ? formatDuration(Date.parse(step.until) - Date.parse(step.at)) : "" }),
+      el("td", { class: "wrap", text: step.error ?? "" }),
+    ),
+  );
   show(
     el("p", {}, el("a", { href: pageUrl({ view: "runs" }), text: "← Runs" })),
     el("h1", { text: run.id }),
     actions,
     result,
     el("dl", {}, ...facts.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", {}, v)])),
+    el("h2", { text: "Timeline" }),
+    el(
+      "div",
+      { class: "table-wrap" },
+      el(
+        "table",
+        { id: "timeline" },
+        el("thead", {}, el("tr", {}, ...["Step", "Status", "At", "Until", "Took", "Error"].map((h) => el("th", { scope: "col", text: h })))),
+        el("tbody", {}, ...timeline),
+      ),
+    ),
     ...block("Payload", decodedPayload(run.payload, run.payloadType)),
     ...block("Output", run.output),
     ...block("Error", run.error),

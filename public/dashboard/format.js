@@ -120,3 +120,24 @@ export function countByStatus(runs) {
   for (const run of runs) counts.set(run.status, (counts.get(run.status) ?? 0) + 1);
   return [...counts].sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));
 }
+
+/**
+ * A run's life as steps for its timeline: created, delayed until, each attempt (its
+ * status, start, end and error message), finished.
+ */
+export function lifeOf(run) {
+  const steps = [{ what: "Created", at: run.createdAt }];
+  if (run.delayedUntil) steps.push({ what: "Delayed until", at: run.delayedUntil });
+  for (const [i, attempt] of (run.attempts ?? []).entries()) {
+    steps.push({
+      what: `Attempt ${i + 1}`,
+      status: attempt.status,
+      at: attempt.startedAt ?? attempt.createdAt,
+      until: attempt.completedAt,
+      error: attempt.error?.message ?? (attempt.error ? JSON.stringify(attempt.error) : undefined),
+    });
+  }
+  if (run.finishedAt) steps.push({ what: "Finished", status: run.status, at: run.finishedAt });
+  else if (run.expiredAt) steps.push({ what: "Expired", status: run.status, at: run.expiredAt });
+  return steps;
+}

@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import test from "node:test";
 import {
-  countByStatus, decodedPayload, environmentOf, filtersFrom, formatDuration, formatTime, listQuery, pretty,
+  countByStatus, decodedPayload, lifeOf, environmentOf, filtersFrom, formatDuration, formatTime, listQuery, pretty,
   statusTone,
 } from "../../public/dashboard/format.js";
 
@@ -62,4 +62,21 @@ test("a batch's runs are counted by status, most first", () => {
   const runs = ["COMPLETED", "FAILED", "COMPLETED", "QUEUED", "CANCELED"].map((status) => ({ status }));
   assert.deepEqual(countByStatus(runs), [["COMPLETED", 2], ["CANCELED", 1], ["FAILED", 1], ["QUEUED", 1]]);
   assert.deepEqual(countByStatus([]), []);
+});
+
+test("a run's timeline has its attempts, with their errors, between creation and the end", () => {
+  const run = {
+    createdAt: "2026-12-03T10:00:00.000Z",
+    finishedAt: "2026-12-03T10:00:02.000Z",
+    status: "COMPLETED",
+    attempts: [
+      { status: "FAILED", startedAt: "2026-12-03T10:00:00.100Z", completedAt: "2026-12-03T10:00:00.200Z", error: { message: "boom" } },
+      { status: "COMPLETED", startedAt: "2026-12-03T10:00:01.000Z", completedAt: "2026-12-03T10:00:02.000Z" },
+    ],
+  };
+  const life = lifeOf(run);
+  assert.deepEqual(life.map((s) => s.what), ["Created", "Attempt 1", "Attempt 2", "Finished"]);
+  assert.equal(life[1].error, "boom");
+  assert.equal(life[2].error, undefined);
+  assert.deepEqual(lifeOf({ createdAt: "x", delayedUntil: "y" }).map((s) => s.what), ["Created", "Delayed until"]);
 });

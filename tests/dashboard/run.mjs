@@ -131,13 +131,27 @@ const checks = {
     assert.deepEqual(pageErrors, [], "no script error");
     await page.screenshot({ path: path.join(shots, "hostile.png") });
   },
+  async aRunThatFailedOnceShowsTwoAttemptsAndTheFirstError() {
+    // The example tasks Worker's fail-once fails its first attempt and succeeds after.
+    const handle = await call("POST", "/api/v1/tasks/fail-once/trigger", { payload: { n: 1 } });
+    await until("fail-once to complete", async () => (await call("GET", `/api/v3/runs/${handle.id}`)).status === "COMPLETED", 60_000);
+    const run = await call("GET", `/api/v3/runs/${handle.id}`);
+    assert.deepEqual(run.attempts.map((a) => a.status), ["FAILED", "COMPLETED"]);
+    await page.goto(`${base}/dashboard/?view=run&id=${handle.id}`);
+    const rows = page.locator("#timeline tbody tr");
+    await until("the timeline", async () => (await rows.count()) === 4);
+    assert.match(await rows.nth(1).innerText(), /Attempt 1\s+FAILED/);
+    assert.ok((await rows.nth(1).innerText()).includes(run.attempts[0].error.message), "the first error");
+    assert.match(await rows.nth(2).innerText(), /Attempt 2\s+COMPLETED/);
+    await page.screenshot({ path: path.join(shots, "attempts.png") });
+  },
   async aDelayedRunIsCancelledFromThePage() {
     const delayed = await call("POST", "/api/v1/tasks/hello-world/trigger", { payload: { name: "Later" }, options: { delay: "1h" } });
     await page.goto(`${base}/dashboard/?view=run&id=${delayed.id}`);
-    await page.locator("main .status", { hasText: "DELAYED" }).waitFor();
+    await page.locator("main dl .status", { hasText: "DELAYED" }).waitFor();
     await page.getByRole("button", { name: "Cancel" }).click();
     await page.getByRole("button", { name: "Yes, cancel" }).click();
-    await page.locator("main .status", { hasText: "CANCELED" }).waitFor();
+    await page.locator("main dl .status", { hasText: "CANCELED" }).waitFor();
     assert.equal((await call("GET", `/api/v3/runs/${delayed.id}`)).status, "CANCELED");
     await page.screenshot({ path: path.join(shots, "cancelled.png") });
   },

@@ -34,10 +34,27 @@ pub struct RunRecord {
     pub is_test: bool,
     pub trigger_function: String,
     pub attempt_count: u32,
+    /// Each attempt, oldest first (empty in list answers).
+    #[serde(default)]
+    pub attempts: Vec<AttemptRecord>,
     pub output: Option<Box<RawValue>>,
     /// `application/super+json` when the output is a superjson document; absent for JSON.
     #[serde(default)]
     pub output_type: Option<String>,
+    pub error: Option<Box<RawValue>>,
+}
+
+/// One attempt of a run, as the store records it when the attempt ends (and the one
+/// under way, `EXECUTING`, with no end).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AttemptRecord {
+    pub n: u32,
+    /// `EXECUTING`, `COMPLETED`, `FAILED` or `CANCELED` (Trigger.dev's attempt statuses).
+    pub status: String,
+    pub started_at: Option<Millis>,
+    pub ended_at: Option<Millis>,
+    #[serde(default)]
     pub error: Option<Box<RawValue>>,
 }
 
@@ -118,7 +135,7 @@ pub struct RunView<'a> {
     error: Option<&'a RawValue>,
     related_runs: Empty,
     attempt_count: u32,
-    attempts: [u8; 0],
+    attempts: Vec<AttemptView<'a>>,
     queue: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     concurrency_key: Option<&'a str>,
@@ -136,6 +153,46 @@ pub struct RunView<'a> {
 
 #[derive(Serialize)]
 struct Empty {}
+
+/// Trigger.dev 3.x's attempt: `attempt_<run id without its prefix>_<n>`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AttemptView<'a> {
+    id: String,
+    status: &'a str,
+    created_at: String,
+    updated_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    started_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    completed_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a RawValue>,
+}
+
+impl<'a> AttemptView<'a> {
+    fn new(run_id: &str, attempt: &'a AttemptRecord) -> AttemptView<'a> {
+        let started = attempt.started_at.map(format_iso);
+        let ended = attempt.ended_at.map(format_iso);
+        AttemptView {
+            id: format!(
+                "attempt_{}_{}",
+                run_id.strip_prefix("run_").unwrap_or(run_id),
+                attempt.n
+            ),
+            status: &attempt.status,
+            created_at: started.clone().unwrap_or_default(),
+            updated_at: ended
+                .clone()
+                .or_else(|| started.clone())
+                .unwrap_or_default(),
+            started_at: started,
+            completed_at: ended,
+            // A stored `null` is no error.
+            error: attempt.error.as_deref().filter(|e| e.get() != "null"),
+        }
+    }
+}
 
 #[derive(Serialize)]
 struct EnvView {
@@ -184,7 +241,11 @@ impl<'a> RunView<'a> {
             error: run.error.as_deref(),
             related_runs: Empty {},
             attempt_count: run.attempt_count,
-            attempts: [],
+            attempts: run
+                .attempts
+                .iter()
+                .map(|a| AttemptView::new(&run.id, a))
+                .collect(),
             queue: &run.queue,
             concurrency_key: run.concurrency_key.as_deref(),
             is_queued: matches!(status, RunStatus::Queued | RunStatus::Delayed),
@@ -347,6 +408,7 @@ mod tests {
             is_test: false,
             trigger_function: "batchTrigger".into(),
             attempt_count: 0,
+            attempts: Vec::new(),
             output: None,
             output_type: None,
             error: None,
@@ -396,6 +458,39 @@ mod tests {
         assert!(
             json.get("idempotencyKey").is_none(),
             "absent optionals are omitted, not null"
+        );
+    }
+
+    #[test]
+    fn attempts_are_trigger_devs_attempts_oldest_first() {
+        let mut run = record(RunStatus::Executing);
+        run.attempt_count = 2;
+        run.attempts = vec![
+            AttemptRecord {
+                n: 1,
+                status: "FAILED".into(),
+                started_at: Some(1000),
+                ended_at: Some(1500),
+                error: Some(RawValue::from_string(r#"{"message":"boom"}"#.into()).unwrap()),
+            },
+            AttemptRecord {
+                n: 2,
+                status: "EXECUTING".into(),
+                started_at: Some(2000),
+                ended_at: None,
+                error: Some(RawValue::from_string("null".into()).unwrap()),
+            },
+        ];
+        let json = view(&run, StatusVocabulary::V3);
+        assert_eq!(
+            json["attempts"],
+            json!([
+                {"id": "attempt_abc_1", "status": "FAILED", "createdAt": "1970-01-01T00:00:01.000Z",
+                 "updatedAt": "1970-01-01T00:00:01.500Z", "startedAt": "1970-01-01T00:00:01.000Z",
+                 "completedAt": "1970-01-01T00:00:01.500Z", "error": {"message": "boom"}},
+                {"id": "attempt_abc_2", "status": "EXECUTING", "createdAt": "1970-01-01T00:00:02.000Z",
+                 "updatedAt": "1970-01-01T00:00:02.000Z", "startedAt": "1970-01-01T00:00:02.000Z"},
+            ])
         );
     }
 

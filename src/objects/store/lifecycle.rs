@@ -12,6 +12,7 @@ use super::protocol::{
     AttemptOutcome, AttemptStart, CancelReply, FinishReply, LeaseExpiredReply, StartReply,
 };
 use super::read::raw;
+use super::schema::APPEND_ATTEMPT;
 use super::{internal, jitter, now, RunStore};
 use crate::domain::basics::time::Millis;
 use crate::domain::config::{attempt_seconds, run_max_attempts, RetryPolicy};
@@ -92,12 +93,18 @@ impl RunStore {
     fn start_and_read(&self, run_id: &str, token: i64, now: Millis) -> Result<CallRow> {
         let query = "UPDATE runs SET status = 'EXECUTING', attempt_count = attempt_count + 1,
                  started_at = COALESCE(started_at, ?), expires_at = NULL, retry_at = NULL,
-                 lease_token = ?, updated_at = ?
+                 lease_token = ?, updated_at = ?, attempt_started_at = ?
              WHERE id = ?
              RETURNING id, task, attempt_count, payload, payload_chunks, payload_type, context,
                  context_chunks, tags, batch_id, idempotency_key, queue, concurrency_key,
                  created_at, max_duration, max_attempts, is_test";
-        let params = vec![now.into(), token.into(), now.into(), run_id.into()];
+        let params = vec![
+            now.into(),
+            token.into(),
+            now.into(),
+            now.into(),
+            run_id.into(),
+        ];
         let mut v = rows(&self.sql(), query, params)?
             .pop()
             .ok_or_else(|| internal("the run vanished while starting"))?;
@@ -246,13 +253,18 @@ impl RunStore {
                 let sql = self.sql();
                 let changed = sql
                     .exec(
-                        "UPDATE runs SET status = 'REATTEMPTING', error = ?, retry_at = ?,
-                             lease_token = NULL, updated_at = ?
-                         WHERE id = ? AND status = 'EXECUTING' AND attempt_count = ?",
+                        &format!(
+                            "UPDATE runs SET status = 'REATTEMPTING', error = ?, retry_at = ?,
+                                 lease_token = NULL, updated_at = ?, {APPEND_ATTEMPT}
+                             WHERE id = ? AND status = 'EXECUTING' AND attempt_count = ?"
+                        ),
                         vec![
                             error.into(),
                             at.into(),
                             now.into(),
+                            "FAILED".into(),
+                            now.into(),
+                            error.into(),
                             run_id.into(),
                             i64::from(attempt).into(),
                         ],
@@ -292,10 +304,16 @@ impl RunStore {
         ended: Ended,
         now: Millis,
     ) -> Result<()> {
+        let attempt_status = match status {
+            RunStatus::Completed => "COMPLETED",
+            _ => "FAILED",
+        };
         let ended_now = self.sql().exec(
-            "UPDATE runs SET status = ?, output = ?, output_type = ?, error = ?, finished_at = ?,
-                 updated_at = ?, lease_token = NULL
-             WHERE id = ? AND status = 'EXECUTING' AND attempt_count = ?",
+            &format!(
+                "UPDATE runs SET status = ?, output = ?, output_type = ?, error = ?, finished_at = ?,
+                     updated_at = ?, lease_token = NULL, {APPEND_ATTEMPT}
+                 WHERE id = ? AND status = 'EXECUTING' AND attempt_count = ?"
+            ),
             vec![
                 status.as_str().into(),
                 ended.output.into(),
@@ -303,6 +321,9 @@ impl RunStore {
                 ended.error.into(),
                 now.into(),
                 now.into(),
+                attempt_status.into(),
+                now.into(),
+                ended.error.into(),
                 run_id.into(),
                 i64::from(attempt).into(),
             ],
@@ -358,11 +379,23 @@ impl RunStore {
             return Ok(CancelReply::AlreadyFinal { status });
         }
         let sql = self.sql();
+        // An attempt under way ends here, cancelled.
         sql.exec(
-            "UPDATE runs SET status = 'CANCELED', finished_at = ?, updated_at = ?, lease_token = NULL,
-                 expires_at = NULL
-             WHERE id = ?",
-            vec![now.into(), now.into(), run_id.into()],
+            &format!(
+                "UPDATE runs SET status = 'CANCELED', finished_at = ?, updated_at = ?, lease_token = NULL,
+                     expires_at = NULL,
+                     attempts = CASE WHEN status = 'EXECUTING' THEN {append} ELSE attempts END
+                 WHERE id = ?",
+                append = APPEND_ATTEMPT.trim_start_matches("attempts = ")
+            ),
+            vec![
+                now.into(),
+                now.into(),
+                "CANCELED".into(),
+                now.into(),
+                None::<&str>.into(),
+                run_id.into(),
+            ],
         )?;
         Ok(CancelReply::Canceled {
             previous: status,

@@ -7,7 +7,7 @@ use worker::Result;
 use super::protocol::{BatchReply, RunReply};
 use super::{internal, schema, RunStore};
 use crate::domain::api::list::{Page, RunFilter};
-use crate::domain::api::view::{BatchRecord, ItemError, RunRecord};
+use crate::domain::api::view::{AttemptRecord, BatchRecord, ItemError, RunRecord};
 use crate::domain::basics::time::Millis;
 use crate::domain::run::execution::{batch_status, processing_status};
 use crate::domain::run::status::RunStatus;
@@ -57,6 +57,12 @@ struct RunRow {
     /// Absent from list queries, which leave outputs out.
     #[serde(default)]
     output_type: Option<String>,
+    /// When the current attempt started, and the ended attempts (JSON): absent from
+    /// list queries.
+    #[serde(default)]
+    attempt_started_at: Option<Millis>,
+    #[serde(default)]
+    attempts: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -246,6 +252,12 @@ impl RunStore {
             is_test: row.is_test != 0,
             trigger_function: row.trigger_function,
             attempt_count: row.attempt_count.max(0) as u32,
+            attempts: attempts_of(
+                status,
+                row.attempt_count,
+                row.attempt_started_at,
+                row.attempts.as_deref(),
+            )?,
             output: raw(row.output)?,
             output_type: row.output_type,
             error: raw(row.error)?,
@@ -317,7 +329,8 @@ impl RunStore {
             "SELECT runs.id, task, status, batch_id, idempotency_key, NULL AS payload,
                  0 AS payload_chunks, payload_type, queue, concurrency_key, tags, ttl, delayed_until,
                  created_at, updated_at, started_at, finished_at, expired_at, metadata, is_test,
-                 trigger_function, attempt_count, NULL AS output, NULL AS error
+                 trigger_function, attempt_count, NULL AS output, NULL AS error,
+                 NULL AS attempt_started_at, NULL AS attempts
              FROM listing, json_each(listing.ids) AS listed, runs
              WHERE runs.id = listed.value AND {condition}
              ORDER BY listing.at {order}, runs.id {order} LIMIT ?"
@@ -392,6 +405,31 @@ impl RunStore {
             .unwrap_or(0);
         Ok(count as u64)
     }
+}
+
+/// A run's attempts: the ended ones as stored, then the one under way, if any.
+fn attempts_of(
+    status: RunStatus,
+    attempt_count: i64,
+    current_started_at: Option<Millis>,
+    ended: Option<&str>,
+) -> Result<Vec<AttemptRecord>> {
+    let mut attempts: Vec<AttemptRecord> = match ended {
+        Some(text) => serde_json::from_str(text).map_err(|e| internal(e.to_string()))?,
+        None => Vec::new(),
+    };
+    if status == RunStatus::Executing {
+        if let Some(started_at) = current_started_at {
+            attempts.push(AttemptRecord {
+                n: attempt_count.max(0) as u32,
+                status: "EXECUTING".into(),
+                started_at: Some(started_at),
+                ended_at: None,
+                error: None,
+            });
+        }
+    }
+    Ok(attempts)
 }
 
 pub(super) fn raw(text: Option<String>) -> Result<Option<Box<RawValue>>> {

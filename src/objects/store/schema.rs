@@ -45,6 +45,10 @@ pub const SCHEMA: Schema = Schema {
             version: 8,
             statements: STEP_8,
         },
+        Step {
+            version: 9,
+            statements: STEP_9,
+        },
     ],
 };
 
@@ -324,6 +328,23 @@ const STEP_8: &[Statement] = &[Sql("CREATE TABLE bulk_progress (
         done INTEGER NOT NULL
     ) WITHOUT ROWID")];
 
+/// Each attempt's own record, for the run's timeline (`attempts` in the run's answer):
+/// when the current attempt started, and the ended attempts as a JSON array, each
+/// appended by the statement that ends the attempt. Columns of the run's row, written
+/// by statements that write it anyway: no row written more per run.
+const STEP_9: &[Statement] = &[
+    Sql("ALTER TABLE runs ADD COLUMN attempt_started_at INTEGER"),
+    Sql("ALTER TABLE runs ADD COLUMN attempts TEXT"),
+];
+
+/// The assignment that appends the attempt ending in this statement to `attempts`: its
+/// number, the status it ended with (first `?`), its start, its end (second `?`, bound as a
+/// JavaScript number: cast, or JSON would write it as `1.0`) and its error as JSON (third
+/// `?`, or `NULL`).
+pub const APPEND_ATTEMPT: &str = "attempts = json_insert(COALESCE(attempts, '[]'), '$[#]',
+    json_object('n', attempt_count, 'status', ?, 'startedAt', attempt_started_at,
+        'endedAt', CAST(? AS INTEGER), 'error', json(?)))";
+
 /// Rows of `payload`/`context` text beyond this size are split into `run_chunks`.
 pub const CHUNK_BYTES: usize = 512 * 1024;
 
@@ -344,7 +365,7 @@ const _: () = assert!(
 pub const SELECT_RUN: &str = "SELECT id, task, status, batch_id, idempotency_key, payload,
     payload_chunks, payload_type, queue, concurrency_key, tags, ttl, delayed_until,
     created_at, updated_at, started_at, finished_at, expired_at, metadata, is_test,
-    trigger_function, attempt_count, output, error, output_type
+    trigger_function, attempt_count, output, error, output_type, attempt_started_at, attempts
     FROM runs WHERE id = ?";
 
 #[cfg(test)]
@@ -376,6 +397,7 @@ mod tests {
                 "64c8470e29e9e43c",
                 "545563e2b927c656",
                 "166dfc6e7f3ce422",
+                "51fee0ea9fa6dc10",
             ],
         );
     }
