@@ -20,7 +20,7 @@ use crate::domain::intake::manage::{
 use crate::domain::intake::packets::{output_query, verify_output, OUTPUT_URL_TTL_MS};
 use crate::domain::run::answer::SUPERJSON;
 use crate::domain::run::metadata::{parse_tags_body, parse_update};
-use crate::domain::run::status::{RunStatus, StatusVocabulary};
+use crate::domain::run::status::StatusVocabulary;
 use crate::objects::gate::client::QueueGateClient;
 use crate::objects::gate::protocol::Remove;
 use crate::objects::store::client::RunStoreClient;
@@ -131,10 +131,7 @@ pub async fn cancel_run(ctx: &Ctx<'_>, run_id: &str) -> Result<Response, ApiErro
             queue,
             concurrency_key,
         } => {
-            if matches!(
-                previous,
-                RunStatus::Queued | RunStatus::Executing | RunStatus::Reattempting
-            ) {
+            if previous.has_gate_place() {
                 // The store already refuses to start it; this frees its place or slot now.
                 let key = concurrency_key.as_deref().unwrap_or_default();
                 let shard = gate_shard(key, ctx.config.gate_shards(&queue));

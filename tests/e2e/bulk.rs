@@ -9,9 +9,9 @@ use serde_json::{json, Value};
 use trigger_edge::domain::cost::Account;
 
 use crate::execution::{declare_endpoint_task, trigger_task, wait_status};
-use crate::harness::{eventually, get, request, Answer, Worker, DEV_KEY};
+use crate::harness::{eventually, get, send, Worker, DEV_KEY};
 use crate::task_server::TaskServer;
-use crate::{auth, ensure, ensure_eq, unique};
+use crate::{ensure, ensure_eq, unique};
 
 /// A task whose runs the cases act on.
 const TARGET: &str = "bulk-target";
@@ -36,20 +36,6 @@ pub fn cases() -> Vec<(&'static str, crate::execution::Case)> {
 /// Cases that start workers of their own.
 pub fn standalone_cases() -> Vec<(&'static str, crate::crash::Standalone)> {
     crate::cases![a_bulk_cancel_killed_in_the_middle_finishes_with_exact_counts]
-}
-
-fn send(w: &Worker, method: &str, path: &str, body: Option<Value>) -> Answer {
-    let authorization = auth(DEV_KEY);
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    request(
-        method,
-        &w.url(path),
-        &[
-            ("authorization", &authorization),
-            ("content-type", "application/json"),
-        ],
-        body.as_bytes(),
-    )
 }
 
 /// Creates a bulk action; its id.

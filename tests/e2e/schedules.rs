@@ -9,9 +9,9 @@ use libtest_mimic::Failed;
 use serde_json::{json, Value};
 
 use crate::execution::{declare_endpoint_task, run};
-use crate::harness::{eventually, get, request, Answer, Worker, DEV_KEY};
+use crate::harness::{eventually, get, send, Answer, Worker, DEV_KEY};
 use crate::task_server::TaskServer;
-use crate::{auth, ensure, ensure_eq, unique};
+use crate::{ensure, ensure_eq, unique};
 
 /// A task schedules are made for through the API.
 const REPORT: &str = "report";
@@ -46,20 +46,6 @@ pub fn cases() -> Vec<(&'static str, crate::execution::Case)> {
 /// Cases that start workers of their own.
 pub fn standalone_cases() -> Vec<(&'static str, crate::crash::Standalone)> {
     crate::cases![a_declared_schedule_fires_once_per_tick_across_a_kill_and_restart]
-}
-
-fn send(w: &Worker, method: &str, path: &str, body: Option<Value>) -> Answer {
-    let authorization = auth(DEV_KEY);
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    request(
-        method,
-        &w.url(path),
-        &[
-            ("authorization", &authorization),
-            ("content-type", "application/json"),
-        ],
-        body.as_bytes(),
-    )
 }
 
 fn ok(answer: Answer, what: &str) -> Result<Value, Failed> {

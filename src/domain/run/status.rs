@@ -100,6 +100,15 @@ impl RunStatus {
         }
     }
 
+    /// A run in this status waits at its queue's gate or holds a slot there (a retry
+    /// waits there for its backoff): cancelling it frees that place.
+    pub fn has_gate_place(self) -> bool {
+        matches!(
+            self,
+            RunStatus::Queued | RunStatus::Executing | RunStatus::Reattempting
+        )
+    }
+
     /// No further transition leaves a final status.
     pub fn is_final(self) -> bool {
         !matches!(

@@ -14,7 +14,6 @@ use crate::domain::api::bulk::{BulkKind, StepCounts};
 use crate::domain::api::list::{Cursor, Page};
 use crate::domain::basics::ids::RunId;
 use crate::domain::basics::time::Millis;
-use crate::domain::run::status::RunStatus;
 use crate::platform::sql::{rows, transaction};
 
 /// Where a walk got to: the last run of a filter's page, or the index into the ids.
@@ -121,10 +120,7 @@ impl RunStore {
                             queue,
                             concurrency_key,
                         } => {
-                            if matches!(
-                                previous,
-                                RunStatus::Queued | RunStatus::Executing | RunStatus::Reattempting
-                            ) {
+                            if previous.has_gate_place() {
                                 removals.push((queue, concurrency_key, run_id));
                             }
                             true
