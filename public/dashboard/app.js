@@ -4,7 +4,7 @@
 // never as markup, so a payload or tag holding HTML shows its characters and runs nothing.
 import {
   FILTERS, countByStatus, decodedPayload, environmentOf, filtersFrom, formatDuration,
-  formatTime, lifeOf, listQuery, pretty, statusTone,
+  chartGeometry, formatTime, lifeOf, listQuery, pretty, statusTone,
 } from "./format.js";
 
 const KEY = "trigger-edge.apiKey";
@@ -443,6 +443,53 @@ async function batchView(params) {
 }
 
 // ---------------------------------------------------------------------------------------
+// Activity.
+
+const SVG = "http://www.w3.org/2000/svg";
+
+function svg(tag, attrs = {}, ...children) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [name, value] of Object.entries(attrs)) node.setAttribute(name, String(value));
+  node.append(...children);
+  return node;
+}
+
+async function activityView(params) {
+  const period = params.get("period") === "1d" ? "1d" : "1h";
+  const data = await api("GET", `/api/v1/activity?period=${period}`);
+  const series = [["created", "Created"], ["completed", "Completed"], ["failed", "Failed"]];
+  const { width, height, bars } = chartGeometry(data.buckets, series.map(([k]) => k));
+  const chart = svg(
+    "svg",
+    { viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": `Runs per ${period === "1h" ? "minute over the last hour" : "hour over the last day"}`, class: "chart" },
+    ...bars.map((b) => svg("rect", { x: b.x, y: b.y, width: b.width, height: b.height, class: `bar ${b.series}` }, svg("title", {}, `${b.series} ${b.value} at ${formatTime(b.at)}`))),
+  );
+  const totals = Object.fromEntries(series.map(([k]) => [k, data.buckets.reduce((n, b) => n + b[k], 0)]));
+  show(
+    el("h1", { text: "Activity" }),
+    el(
+      "div",
+      { class: "bar" },
+      el("a", { href: pageUrl({ view: "activity", period: "1h" }), "aria-current": period === "1h" ? "page" : null, text: "Last hour, by minute" }),
+      el("a", { href: pageUrl({ view: "activity", period: "1d" }), "aria-current": period === "1d" ? "page" : null, text: "Last day, by hour" }),
+    ),
+    el("div", { class: "legend bar" }, ...series.map(([k, label]) => el("span", { class: `key ${k}`, text: `${label}: ${totals[k]}` }))),
+    chart,
+    el(
+      "details",
+      {},
+      el("summary", { text: "As a table" }),
+      el(
+        "table",
+        { id: "activity-table" },
+        el("thead", {}, el("tr", {}, ...["From", "Created", "Completed", "Failed"].map((h) => el("th", { scope: "col", text: h })))),
+        el("tbody", {}, ...data.buckets.filter((b) => b.created || b.completed || b.failed).map((b) => el("tr", {}, el("td", { text: formatTime(b.at) }), el("td", { text: b.created }), el("td", { text: b.completed }), el("td", { text: b.failed })))),
+      ),
+    ),
+  );
+}
+
+// ---------------------------------------------------------------------------------------
 // Queues.
 
 async function queuesView() {
@@ -558,6 +605,7 @@ async function render() {
     if (view === "run") await runView(params);
     else if (view === "batch") await batchView(params);
     else if (view === "queues") await queuesView();
+    else if (view === "activity") await activityView(params);
     else if (view === "schedules") await schedulesView();
     else await runsView(params);
   } catch (e) {

@@ -141,3 +141,22 @@ export function lifeOf(run) {
   else if (run.expiredAt) steps.push({ what: "Expired", status: run.status, at: run.expiredAt });
   return steps;
 }
+
+/**
+ * Bars of a grouped bar chart: for each bucket, one bar per series side by side, heights
+ * scaled to the largest value (at least 1), in a `width` × `height` box.
+ */
+export function chartGeometry(buckets, series, { width = 960, height = 220 } = {}) {
+  const max = Math.max(1, ...buckets.flatMap((b) => series.map((s) => b[s] ?? 0)));
+  const slot = width / Math.max(1, buckets.length);
+  const barWidth = Math.max(1, (slot * 0.8) / series.length);
+  const bars = [];
+  buckets.forEach((bucket, i) => {
+    series.forEach((name, j) => {
+      const value = bucket[name] ?? 0;
+      const h = (value / max) * (height - 10);
+      bars.push({ series: name, value, at: bucket.at, x: i * slot + slot * 0.1 + j * barWidth, y: height - h, width: barWidth, height: h });
+    });
+  });
+  return { width, height, bars };
+}

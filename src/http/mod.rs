@@ -122,6 +122,7 @@ async fn serve(ctx: &Ctx<'_>, route: Route, req: Incoming) -> Result<Response, A
         Route::PauseQueue { queue } => queues::pause_queue(ctx, req, &queue).await,
         Route::OverrideQueue { queue } => queues::override_queue(ctx, req, &queue).await,
         Route::ResetQueue { queue } => queues::reset_queue(ctx, req, &queue).await,
+        Route::Activity => runs::activity(ctx, &req).await,
         Route::CreateBulkAction => bulk::create_bulk_action(ctx, req).await,
         Route::ListBulkActions => bulk::list_bulk_actions(ctx, &req).await,
         Route::RetrieveBulkAction { id } => bulk::retrieve_bulk_action(ctx, &id).await,

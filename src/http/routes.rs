@@ -56,6 +56,8 @@ pub enum Route {
     OverrideQueue { queue: String },
     /// `POST /api/v1/queues/{queue}/concurrency/reset` (section 7).
     ResetQueue { queue: String },
+    /// `GET /api/v1/activity` (section 4).
+    Activity,
     /// `POST /api/v1/bulk-actions` (section 5).
     CreateBulkAction,
     /// `GET /api/v1/bulk-actions` (section 5).
@@ -119,6 +121,7 @@ pub fn route(method: &str, path: &str) -> Result<Route, NoRoute> {
         ["api", "v1", "meter"] => ("GET", Route::Meter),
         ["api", "v1", "queues"] => ("GET", Route::ListQueues),
         ["api", "v1", "timezones"] => ("GET", Route::Timezones),
+        ["api", "v1", "activity"] => ("GET", Route::Activity),
         ["api", "v1", "bulk-actions"] => match method {
             "POST" => ("GET, POST", Route::CreateBulkAction),
             _ => ("GET, POST", Route::ListBulkActions),
@@ -482,6 +485,7 @@ mod tests {
             }
         }
         let every_route = [
+            Route::Activity,
             Route::CreateBulkAction,
             Route::ListBulkActions,
             Route::RetrieveBulkAction { id: "x".into() },
@@ -577,6 +581,7 @@ mod tests {
                 | Route::DeleteSchedule { .. }
                 | Route::ActivateSchedule { .. }
                 | Route::Timezones
+                | Route::Activity
                 | Route::CreateBulkAction
                 | Route::ListBulkActions
                 | Route::RetrieveBulkAction { .. }

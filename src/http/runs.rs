@@ -5,6 +5,7 @@ use futures_util::future::join_all;
 use worker::Response;
 
 use super::{json_response, origin_of, query_of, read_body, text_response, Ctx, Incoming};
+use crate::domain::api::activity::{buckets, parse_period};
 use crate::domain::api::auth::Environment;
 use crate::domain::api::error::ApiError;
 use crate::domain::api::list::{merge_pages, parse_list_query, Cursor};
@@ -25,9 +26,9 @@ use crate::objects::gate::client::QueueGateClient;
 use crate::objects::gate::protocol::Remove;
 use crate::objects::store::client::RunStoreClient;
 use crate::objects::store::protocol::{
-    AddTags, BatchReply, Cancel, CancelReply, GetBatch, GetMetadata, GetResults, GetRun, KeyReset,
-    ListRuns, MetadataReply, Replay, ReplayReply, Reschedule, RescheduleReply, ResetIdempotencyKey,
-    RunReply, TagsReply, UpdateMetadata,
+    AddTags, BatchReply, Cancel, CancelReply, GetActivity, GetBatch, GetMetadata, GetResults,
+    GetRun, KeyReset, ListRuns, MetadataReply, Replay, ReplayReply, Reschedule, RescheduleReply,
+    ResetIdempotencyKey, RunReply, TagsReply, UpdateMetadata,
 };
 
 pub async fn retrieve_run(
@@ -450,4 +451,31 @@ fn owner(
         RunStoreClient::new(ctx.env, StoreName::new(ctx.environment, route).as_str())?,
         route,
     ))
+}
+
+/// `GET /api/v1/activity?period=1h|1d`: runs created, completed and failed in the last
+/// hour by minute (or day by hour), summed over every store of the declared tasks.
+pub async fn activity(ctx: &Ctx<'_>, req: &Incoming) -> Result<Response, ApiError> {
+    let period = parse_period(query_of(req))?;
+    let now = crate::platform::runtime::now();
+    let since = now - period.span_ms();
+    let mut stores: Vec<StoreName> = ctx
+        .config
+        .tasks
+        .iter()
+        .flat_map(|(task, settings)| store_routes(task, settings.shards))
+        .map(|route| StoreName::new(ctx.environment, route))
+        .collect();
+    stores.sort_unstable();
+    stores.dedup();
+    let asks = stores.iter().map(|store| async move {
+        RunStoreClient::new(ctx.env, store.as_str())?
+            .send(GetActivity { since })
+            .await
+    });
+    let mut minutes = Vec::new();
+    for answer in join_all(asks).await {
+        minutes.extend(answer?);
+    }
+    json_response(200, &buckets(&minutes, now, period))
 }

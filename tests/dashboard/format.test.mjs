@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import test from "node:test";
 import {
-  countByStatus, decodedPayload, lifeOf, environmentOf, filtersFrom, formatDuration, formatTime, listQuery, pretty,
+  chartGeometry, countByStatus, decodedPayload, lifeOf, environmentOf, filtersFrom, formatDuration, formatTime, listQuery, pretty,
   statusTone,
 } from "../../public/dashboard/format.js";
 
@@ -79,4 +79,15 @@ test("a run's timeline has its attempts, with their errors, between creation and
   assert.equal(life[1].error, "boom");
   assert.equal(life[2].error, undefined);
   assert.deepEqual(lifeOf({ createdAt: "x", delayedUntil: "y" }).map((s) => s.what), ["Created", "Delayed until"]);
+});
+
+test("a chart's bars are scaled to the largest value, a group per bucket", () => {
+  const buckets = [{ created: 4, completed: 2, failed: 0 }, { created: 0, completed: 0, failed: 1 }];
+  const { bars } = chartGeometry(buckets, ["created", "completed", "failed"], { width: 100, height: 110 });
+  assert.equal(bars.length, 6);
+  assert.equal(bars[0].height, 100, "the largest fills the box less its margin");
+  assert.equal(bars[1].height, 50);
+  assert.equal(bars[2].height, 0);
+  assert.ok(bars[3].x >= 50, "the second bucket's bars are in its half");
+  assert.equal(chartGeometry([], ["created"]).bars.length, 0);
 });

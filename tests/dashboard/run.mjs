@@ -180,6 +180,23 @@ const checks = {
     assert.equal((await call("GET", `/api/v1/schedules/${made.id}`)).active, false);
     await call("DELETE", `/api/v1/schedules/${made.id}`);
   },
+  async theActivityChartCountsTheRunsOfTheLastHour() {
+    await page.goto(`${base}/dashboard/?view=activity`);
+    await page.getByRole("img", { name: "Runs per minute over the last hour" }).waitFor();
+    const api = await call("GET", "/api/v1/activity?period=1h");
+    assert.equal(api.buckets.length, 60);
+    const created = api.buckets.reduce((n, b) => n + b.created, 0);
+    const completed = api.buckets.reduce((n, b) => n + b.completed, 0);
+    // This script alone made 8 runs by now, 7 of them completed (other tests add theirs).
+    assert.ok(created >= 8 && completed >= 7, `created ${created}, completed ${completed}`);
+    const legend = await page.locator(".legend").innerText();
+    const shown = Number(/Created: (\d+)/.exec(legend)?.[1]);
+    assert.ok(shown >= 8 && shown <= created, `the page shows ${shown} created`);
+    assert.ok((await page.locator("svg.chart rect").count()) === 180, "three bars a minute");
+    await page.getByRole("link", { name: "Last day, by hour" }).click();
+    await page.getByRole("img", { name: "Runs per hour over the last day" }).waitFor();
+    await page.screenshot({ path: path.join(shots, "activity.png") });
+  },
   async atAPhonesWidthTheRunsViewStillShowsItsRuns() {
     await page.setViewportSize({ width: 390, height: 800 });
     await page.goto(`${base}/dashboard/?view=runs&tag=${checks.tag}`);

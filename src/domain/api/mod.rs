@@ -4,6 +4,7 @@
 //! APIs' requests and views, and the parts of a request the edge reads (its URL, the pace
 //! of its body).
 
+pub mod activity;
 pub mod auth;
 pub mod bulk;
 pub mod error;

@@ -189,7 +189,13 @@ impl RunStore {
             write_debounces(&sql, &cmd, &debounced, now)?;
             Ok(due)
         })?;
-        meter::runs_accepted(outcomes.iter().filter(|o| o.created).count());
+        let created = outcomes.iter().filter(|o| o.created).count();
+        meter::runs_accepted(created);
+        if created > 0 {
+            self.tally(Some(crate::domain::api::activity::Event::Created(
+                created as u64,
+            )))?;
+        }
         let reply = TriggerReply::Triggered {
             batch_id: cmd.batch_id,
             runs,

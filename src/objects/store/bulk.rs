@@ -181,6 +181,8 @@ impl RunStore {
             Ok(c)
         })?;
         if let Some(seq) = delivery {
+            let made = crate::domain::api::activity::Event::Created(replayed.len() as u64);
+            self.tally(Some(made))?;
             self.ensure_alarm(redelivery_alarm(expiry, now)).await?;
             self.send(vec![(seq, replayed)]).await;
         }

@@ -14,6 +14,7 @@ use super::protocol::{
 use super::read::raw;
 use super::schema::APPEND_ATTEMPT;
 use super::{internal, jitter, now, RunStore};
+use crate::domain::api::activity::Event;
 use crate::domain::basics::time::Millis;
 use crate::domain::config::{attempt_seconds, run_max_attempts, RetryPolicy};
 use crate::domain::run::delivery::RETRY_SLACK_MS;
@@ -330,6 +331,10 @@ impl RunStore {
         )?;
         if ended_now.rows_written() > 0 {
             meter::run_ended(status == RunStatus::Completed);
+            self.tally(Some(match status {
+                RunStatus::Completed => Event::Completed,
+                _ => Event::Failed,
+            }))?;
         }
         Ok(())
     }

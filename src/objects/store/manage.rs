@@ -42,6 +42,7 @@ impl RunStore {
         let runs = vec![new_run_id.to_owned()];
         super::accept::insert_listing(&sql, now, &runs)?;
         let seq = super::accept::insert_delivery(&sql, now, Some(now), &runs)?;
+        self.tally(Some(crate::domain::api::activity::Event::Created(1)))?;
         self.send(vec![(seq, runs)]).await;
         Ok(ReplayReply::Replayed {
             id: new_run_id.to_owned(),

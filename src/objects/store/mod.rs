@@ -11,6 +11,7 @@
 //!   is armed whenever the outbox is not empty (invariant 1).
 
 mod accept;
+mod activity;
 mod batches;
 mod bulk;
 pub mod client;
@@ -21,7 +22,9 @@ pub mod protocol;
 mod read;
 pub mod schema;
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+
+use crate::domain::api::activity::Tally;
 
 use serde::Deserialize;
 use worker::{durable_object, DurableObject, Env, Request, Response, Result, State};
@@ -34,10 +37,10 @@ use crate::platform::rpc::{answer, CallError};
 use crate::platform::runtime::{ensure_alarm, internal, now};
 use crate::platform::sql::{Migrated, Sql};
 use protocol::{
-    Acknowledge, AddTags, BulkStep, Cancel, Claim, CreateBatch, FinishAttempts, GetBatch,
-    GetMetadata, GetResults, GetRun, LeaseExpired, ListQueues, ListRuns, RecordBatchItems, Replay,
-    Reschedule, ResetIdempotencyKey, StartAttempts, Store, StoreCommand, TriggerBatch,
-    TriggerReply, UpdateMetadata,
+    Acknowledge, AddTags, BulkStep, Cancel, Claim, CreateBatch, FinishAttempts, GetActivity,
+    GetBatch, GetMetadata, GetResults, GetRun, LeaseExpired, ListQueues, ListRuns,
+    RecordBatchItems, Replay, Reschedule, ResetIdempotencyKey, StartAttempts, Store, StoreCommand,
+    TriggerBatch, TriggerReply, UpdateMetadata,
 };
 
 /// The queue binding that carries run references to the consumer.
@@ -60,6 +63,8 @@ pub struct RunStore {
     triggers: GroupCommit<TriggerBatch, std::result::Result<TriggerReply, CallError>>,
     /// Work under way, for the operations account.
     activity: Activity,
+    /// Runs created, completed and failed in minutes not yet written (`tally`).
+    tally: RefCell<Tally>,
 }
 
 /// A uniform random number in [0, 1), for retry jitter.
@@ -81,6 +86,7 @@ impl DurableObject for RunStore {
             alarm_at: Cell::new(None),
             triggers: GroupCommit::default(),
             activity: Activity::default(),
+            tally: RefCell::new(Tally::default()),
         }
     }
 
@@ -93,6 +99,7 @@ impl DurableObject for RunStore {
         self.alarm_at.set(None);
         self.migrated.ready()?;
         self.deliver_due().await?;
+        self.tally(None)?;
         Response::ok("")
     }
 }
@@ -156,6 +163,7 @@ impl RunStore {
             StoreCommand::AddTags(c) => answer::<AddTags>(&self.add_tags(&c.run_id, &c.tags)?),
             StoreCommand::GetResults(c) => answer::<GetResults>(&self.finished_runs(&c.run_ids)?),
             StoreCommand::BulkStep(c) => answer::<BulkStep>(&self.bulk_step(c).await?),
+            StoreCommand::GetActivity(c) => answer::<GetActivity>(&self.activity_since(c.since)?),
         }
     }
 

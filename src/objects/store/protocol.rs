@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use crate::domain::api::activity::Counts;
 use crate::domain::api::bulk::{BulkKind, StepCounts};
 use crate::domain::api::list::{Page, RunFilter};
 use crate::domain::api::view::{BatchRecord, RunRecord};
@@ -41,6 +42,7 @@ pub enum StoreCommand {
     AddTags(AddTags),
     GetResults(GetResults),
     BulkStep(BulkStep),
+    GetActivity(GetActivity),
 }
 
 /// The run store's side of the wire.
@@ -73,7 +75,14 @@ crate::commands!(Store => StoreCommand {
     AddTags => TagsReply,
     GetResults => Vec<RunRecord>,
     BulkStep => BulkStepReply,
+    GetActivity => Vec<(Millis, Counts)>,
 });
+
+/// This store's runs created, completed and failed per minute, from `since` on.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct GetActivity {
+    pub since: Millis,
+}
 
 /// The next page of a bulk action's runs in this store (`domain::api::bulk`): acted on,
 /// with the store's own cursor and counts for the action, in one transaction.

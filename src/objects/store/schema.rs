@@ -49,6 +49,10 @@ pub const SCHEMA: Schema = Schema {
             version: 9,
             statements: STEP_9,
         },
+        Step {
+            version: 10,
+            statements: STEP_10,
+        },
     ],
 };
 
@@ -337,6 +341,16 @@ const STEP_9: &[Statement] = &[
     Sql("ALTER TABLE runs ADD COLUMN attempts TEXT"),
 ];
 
+/// Runs created, completed and failed per minute (`domain::api::activity`): a row per
+/// minute that had any, written when the minute is over from the store's tally in
+/// memory; kept a day.
+const STEP_10: &[Statement] = &[Sql("CREATE TABLE activity (
+        minute INTEGER PRIMARY KEY,
+        created INTEGER NOT NULL,
+        completed INTEGER NOT NULL,
+        failed INTEGER NOT NULL
+    )")];
+
 /// The assignment that appends the attempt ending in this statement to `attempts`: its
 /// number, the status it ended with (first `?`), its start, its end (second `?`, bound as a
 /// JavaScript number: cast, or JSON would write it as `1.0`) and its error as JSON (third
@@ -398,6 +412,7 @@ mod tests {
                 "545563e2b927c656",
                 "166dfc6e7f3ce422",
                 "51fee0ea9fa6dc10",
+                "bc37a2d04ba17c8f",
             ],
         );
     }
