@@ -328,6 +328,7 @@ async function runView(params) {
     ["Concurrency key", run.concurrencyKey ?? "—"],
     ["Batch", run.batchId ? el("a", { href: pageUrl({ view: "batch", id: run.batchId }), text: run.batchId }) : "—"],
     ["Idempotency key", run.idempotencyKey ?? "—"],
+    ["Key holds until", run.idempotencyKey ? formatTime(run.idempotencyKeyExpiresAt) : "—"],
     ["Tags", (run.tags ?? []).join(", ") || "—"],
     ["Created", formatTime(run.createdAt)],
     ["Delayed until", formatTime(run.delayedUntil)],

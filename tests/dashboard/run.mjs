@@ -146,9 +146,13 @@ const checks = {
     await page.screenshot({ path: path.join(shots, "attempts.png") });
   },
   async aDelayedRunIsCancelledFromThePage() {
-    const delayed = await call("POST", "/api/v1/tasks/hello-world/trigger", { payload: { name: "Later" }, options: { delay: "1h" } });
+    const key = unique("dash-key");
+    const delayed = await call("POST", "/api/v1/tasks/hello-world/trigger", { payload: { name: "Later" }, options: { delay: "1h", idempotencyKey: key, idempotencyKeyTTL: "2h" } });
     await page.goto(`${base}/dashboard/?view=run&id=${delayed.id}`);
     await page.locator("main dl .status", { hasText: "DELAYED" }).waitFor();
+    const expires = (await call("GET", `/api/v3/runs/${delayed.id}`)).idempotencyKeyExpiresAt;
+    assert.ok(Date.parse(expires) > Date.now() + 3_500_000, `the key holds two hours: ${expires}`);
+    await page.getByText(expires.replace("T", " ").slice(0, 19)).waitFor();
     await page.getByRole("button", { name: "Cancel" }).click();
     await page.getByRole("button", { name: "Yes, cancel" }).click();
     await page.locator("main dl .status", { hasText: "CANCELED" }).waitFor();
@@ -203,6 +207,19 @@ const checks = {
     await page.getByRole("link", { name: checks.batch.runs[0] }).waitFor();
     await page.screenshot({ path: path.join(shots, "phone.png") });
     await page.setViewportSize({ width: 1280, height: 800 });
+  },
+  async theDarkSchemeIsReadable() {
+    await page.emulateMedia({ colorScheme: "dark" });
+    await page.goto(`${base}/dashboard/?view=runs&tag=${checks.tag}`);
+    await page.getByRole("link", { name: checks.batch.runs[0] }).waitFor();
+    const [background, text] = await page.evaluate(() => {
+      const style = getComputedStyle(document.body);
+      return [style.backgroundColor, style.color];
+    });
+    const luminance = (rgb) => rgb.match(/\d+/g).slice(0, 3).reduce((n, v) => n + Number(v), 0) / 3;
+    assert.ok(luminance(background) < 60 && luminance(text) > 180, `${background} on ${text}`);
+    await page.screenshot({ path: path.join(shots, "dark.png") });
+    await page.emulateMedia({ colorScheme: "light" });
   },
   async signingOutForgetsTheKey() {
     await page.goto(`${base}/dashboard/?view=runs`);

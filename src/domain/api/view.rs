@@ -18,6 +18,9 @@ pub struct RunRecord {
     pub status: RunStatus,
     pub batch_id: Option<String>,
     pub idempotency_key: Option<String>,
+    /// Until when the key holds for this run (read with the run alone, not in lists).
+    #[serde(default)]
+    pub idempotency_key_expires_at: Option<Millis>,
     pub payload: Option<Box<RawValue>>,
     pub payload_type: String,
     pub queue: String,
@@ -98,6 +101,9 @@ pub struct RunView<'a> {
     task_identifier: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     idempotency_key: Option<&'a str>,
+    /// Beyond Trigger.dev: until when the key holds (absent in lists).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    idempotency_key_expires_at: Option<String>,
     is_test: bool,
     created_at: String,
     updated_at: String,
@@ -214,6 +220,7 @@ impl<'a> RunView<'a> {
             status: status.name_for(vocabulary),
             task_identifier: &run.task,
             idempotency_key: run.idempotency_key.as_deref(),
+            idempotency_key_expires_at: run.idempotency_key_expires_at.map(format_iso),
             is_test: run.is_test,
             created_at: format_iso(run.created_at),
             updated_at: format_iso(run.updated_at),
@@ -392,6 +399,7 @@ mod tests {
             status,
             batch_id: Some("batch_x".into()),
             idempotency_key: None,
+            idempotency_key_expires_at: None,
             payload: Some(RawValue::from_string(r#"{"n": 1}"#.into()).unwrap()),
             payload_type: "application/json".into(),
             queue: "task/hello-world".into(),
@@ -491,6 +499,20 @@ mod tests {
                 {"id": "attempt_abc_2", "status": "EXECUTING", "createdAt": "1970-01-01T00:00:02.000Z",
                  "updatedAt": "1970-01-01T00:00:02.000Z", "startedAt": "1970-01-01T00:00:02.000Z"},
             ])
+        );
+    }
+
+    #[test]
+    fn a_keys_expiry_shows_only_when_known() {
+        let mut run = record(RunStatus::Queued);
+        assert!(view(&run, StatusVocabulary::V3)
+            .get("idempotencyKeyExpiresAt")
+            .is_none());
+        run.idempotency_key = Some("k".into());
+        run.idempotency_key_expires_at = Some(86_400_000);
+        assert_eq!(
+            view(&run, StatusVocabulary::V3)["idempotencyKeyExpiresAt"],
+            "1970-01-02T00:00:00.000Z"
         );
     }
 

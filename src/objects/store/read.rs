@@ -223,7 +223,23 @@ impl RunStore {
         };
         let payload =
             self.stored_text(run_id, "payload", row.payload.clone(), row.payload_chunks)?;
-        Ok(RunReply::Run(Box::new(self.record(row, payload)?)))
+        let mut record = self.record(row, payload)?;
+        if let Some(key) = &record.idempotency_key {
+            // Until when the key still holds for this run (none once reset or expired).
+            record.idempotency_key_expires_at = rows(
+                &sql,
+                "SELECT expires_at FROM idempotency_keys WHERE task = ? AND key = ? AND run_id = ?",
+                vec![
+                    record.task.as_str().into(),
+                    key.as_str().into(),
+                    record.id.as_str().into(),
+                ],
+            )?
+            .pop()
+            .map(|mut r| r.int())
+            .transpose()?;
+        }
+        Ok(RunReply::Run(Box::new(record)))
     }
 
     /// A stored row as a record, with its payload text.
@@ -236,6 +252,7 @@ impl RunStore {
             status,
             batch_id: row.batch_id,
             idempotency_key: row.idempotency_key,
+            idempotency_key_expires_at: None,
             payload: raw(payload)?,
             payload_type: row.payload_type,
             queue: row.queue,
