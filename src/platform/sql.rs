@@ -273,27 +273,99 @@ pub fn value_rows(rows: usize, columns: usize) -> String {
 }
 
 /// Inserts rows of `columns` values each (`values` holds them one row after another) in
-/// as few statements as the parameter limit allows: `head` is the statement up to and
-/// including `VALUES`, `tail` anything after the rows (an `ON CONFLICT` clause).
+/// as few statements as the parameter limit allows ([`plan_inserts`]): `into` is the
+/// statement up to its column list (`INSERT INTO t (a, b)`), `tail` anything after the
+/// rows (an `ON CONFLICT` clause).
 pub fn insert_rows(
     sql: &Sql,
-    head: &str,
+    into: &str,
     tail: &str,
     columns: usize,
     values: Vec<SqlStorageValue>,
 ) -> worker::Result<()> {
-    debug_assert!(columns > 0 && values.len().is_multiple_of(columns));
-    let per_statement = (MAX_PARAMS / columns).max(1) * columns;
-    let mut values = values.into_iter().peekable();
-    while values.peek().is_some() {
-        let chunk: Vec<SqlStorageValue> = values.by_ref().take(per_statement).collect();
-        let text = format!(
-            "{head} {} {tail}",
-            value_rows(chunk.len() / columns, columns)
-        );
-        sql.exec(&text, chunk)?;
+    for Insert { text, bindings } in plan_inserts(into, tail, columns, values) {
+        sql.exec(&text, bindings)?;
     }
     Ok(())
+}
+
+/// One statement of [`plan_inserts`]: its text and what it binds.
+#[derive(Debug, PartialEq)]
+pub struct Insert {
+    pub text: String,
+    pub bindings: Vec<SqlStorageValue>,
+}
+
+/// The statements that insert `values` (rows of `columns` values, one after another).
+/// A column whose value is the same in every row is bound once per statement, as `?n` in
+/// a `SELECT` over a `VALUES` list of the other columns; only those are bound per row. The
+/// runs of a batch share their task, queue, options and times, so a statement carries
+/// about fifteen runs instead of three, and the values cross from wasm to the runtime and
+/// into SQLite once instead of once per run. When every column varies (or there is one
+/// row) the rows are a plain `VALUES` list.
+pub fn plan_inserts(
+    into: &str,
+    tail: &str,
+    columns: usize,
+    values: Vec<SqlStorageValue>,
+) -> Vec<Insert> {
+    debug_assert!(columns > 0 && columns <= MAX_PARAMS && values.len().is_multiple_of(columns));
+    let rows = values.len() / columns;
+    let same = |c: usize| (1..rows).all(|r| values[r * columns + c] == values[c]);
+    let mut constant: Vec<bool> = (0..columns).map(|c| rows > 1 && same(c)).collect();
+    if constant.iter().all(|c| *c) {
+        constant[0] = false; // identical rows: each still needs a row of the list
+    }
+    let varying = constant.iter().filter(|c| !**c).count();
+    let constants: Vec<SqlStorageValue> = (0..columns)
+        .filter(|c| constant[*c])
+        .map(|c| values[c].clone())
+        .collect();
+    let per_statement = ((MAX_PARAMS - constants.len()) / varying).max(1);
+    let select = if constants.is_empty() {
+        None
+    } else {
+        let (mut k, mut v) = (0, 0);
+        let list: Vec<String> = constant
+            .iter()
+            .map(|is_constant| match is_constant {
+                true => {
+                    k += 1;
+                    format!("?{k}")
+                }
+                false => {
+                    v += 1;
+                    format!("column{v}")
+                }
+            })
+            .collect();
+        Some(list.join(", "))
+    };
+    let mut statements = Vec::new();
+    let mut row = 0;
+    while row < rows {
+        let count = per_statement.min(rows - row);
+        let mut bindings = constants.clone();
+        for r in row..row + count {
+            bindings.extend(
+                (0..columns)
+                    .filter(|c| !constant[*c])
+                    .map(|c| values[r * columns + c].clone()),
+            );
+        }
+        let list = value_rows(count, varying);
+        let text = match &select {
+            // `?n` first in the text, so the list's `?` are numbered after them; `WHERE
+            // true` keeps an `ON CONFLICT` tail from reading as a join's `ON`.
+            Some(select) => {
+                format!("{into} SELECT {select} FROM (VALUES {list}) WHERE true {tail}")
+            }
+            None => format!("{into} VALUES {list} {tail}"),
+        };
+        statements.push(Insert { text, bindings });
+        row += count;
+    }
+    statements
 }
 
 /// `?, ?, …, ?` with `n` placeholders.
@@ -338,8 +410,138 @@ mod tests {
         assert_eq!(placeholders(0), "");
         assert_eq!(value_rows(2, 2), "(?, ?), (?, ?)");
         assert_eq!(value_rows(1, 3), "(?, ?, ?)");
-        // The widest statement stays within the limit: 3 runs of 29 columns.
-        let text = value_rows(MAX_PARAMS / 29, 29);
-        assert_eq!(text.matches('?').count(), 87);
+    }
+
+    fn text(s: &str) -> SqlStorageValue {
+        SqlStorageValue::String(s.into())
+    }
+
+    #[test]
+    fn columns_every_row_shares_are_bound_once_per_statement() {
+        use SqlStorageValue::{Integer, Null};
+        // Three rows of (id, task, at, note): task and at are shared.
+        let values = vec![
+            text("a"),
+            text("t"),
+            Integer(5),
+            Null,
+            text("b"),
+            text("t"),
+            Integer(5),
+            text("x"),
+            text("c"),
+            text("t"),
+            Integer(5),
+            Null,
+        ];
+        let plan = plan_inserts("INSERT INTO r (id, task, at, note)", "", 4, values);
+        assert_eq!(
+            plan,
+            [Insert {
+                text: "INSERT INTO r (id, task, at, note) SELECT column1, ?1, ?2, column2 \
+                       FROM (VALUES (?, ?), (?, ?), (?, ?)) WHERE true "
+                    .into(),
+                bindings: vec![
+                    text("t"),
+                    Integer(5),
+                    text("a"),
+                    Null,
+                    text("b"),
+                    text("x"),
+                    text("c"),
+                    Null,
+                ],
+            }]
+        );
+    }
+
+    #[test]
+    fn one_row_or_rows_that_share_nothing_are_a_plain_values_list() {
+        let one = plan_inserts(
+            "INSERT INTO q (a, b)",
+            "ON CONFLICT DO NOTHING",
+            2,
+            vec![text("x"), text("y")],
+        );
+        assert_eq!(
+            one[0].text,
+            "INSERT INTO q (a, b) VALUES (?, ?) ON CONFLICT DO NOTHING"
+        );
+        assert_eq!(one[0].bindings, [text("x"), text("y")]);
+        let two = plan_inserts(
+            "INSERT INTO q (a, b)",
+            "",
+            2,
+            vec![text("x"), text("y"), text("z"), text("w")],
+        );
+        assert_eq!(two.len(), 1);
+        assert_eq!(two[0].text, "INSERT INTO q (a, b) VALUES (?, ?), (?, ?) ");
+    }
+
+    #[test]
+    fn identical_rows_are_each_inserted() {
+        let plan = plan_inserts(
+            "INSERT INTO q (a, b)",
+            "",
+            2,
+            (0..3).flat_map(|_| [text("x"), text("y")]).collect(),
+        );
+        let rows: usize = plan.iter().map(|s| s.text.matches("(?)").count()).sum();
+        assert_eq!(rows, 3);
+        assert!(plan.iter().all(|s| s.bindings.len() <= MAX_PARAMS));
+    }
+
+    /// Any rows: every statement binds at most `MAX_PARAMS` values and numbers its
+    /// shared ones first, and reading the statements back gives every row in order.
+    #[test]
+    fn the_statements_put_every_value_in_its_row_and_column() {
+        for (rows, columns, shared) in [
+            (100, 29, 20),
+            (100, 29, 0),
+            (37, 4, 2),
+            (250, 3, 1),
+            (7, 100, 99),
+        ] {
+            let values: Vec<SqlStorageValue> = (0..rows)
+                .flat_map(|r| {
+                    (0..columns).map(move |c| match c < shared {
+                        true => text(&format!("shared {c}")),
+                        false => text(&format!("{r}:{c}")),
+                    })
+                })
+                .collect();
+            let plan = plan_inserts("INSERT INTO t (cols)", "", columns, values.clone());
+            let mut read_back = Vec::new();
+            for Insert {
+                text: sql,
+                bindings,
+            } in &plan
+            {
+                assert!(bindings.len() <= MAX_PARAMS, "{} bindings", bindings.len());
+                let Some(select) = sql.split(" SELECT ").nth(1) else {
+                    read_back.extend(bindings.iter().cloned()); // a plain list
+                    continue;
+                };
+                let list: Vec<&str> = select.split(" FROM ").next().unwrap().split(", ").collect();
+                assert_eq!(list.len(), columns);
+                let consts = list.iter().filter(|e| e.starts_with('?')).count();
+                let varying = columns - consts;
+                for row in bindings[consts..].chunks(varying) {
+                    for entry in &list {
+                        read_back.push(
+                            match (entry.strip_prefix('?'), entry.strip_prefix("column")) {
+                                (Some(k), _) => bindings[k.parse::<usize>().unwrap() - 1].clone(),
+                                (_, Some(j)) => row[j.parse::<usize>().unwrap() - 1].clone(),
+                                _ => unreachable!("{entry}"),
+                            },
+                        );
+                    }
+                }
+            }
+            assert_eq!(
+                read_back, values,
+                "{rows} rows of {columns} columns, {shared} shared"
+            );
+        }
     }
 }

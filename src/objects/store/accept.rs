@@ -459,8 +459,8 @@ fn write_batch(
     runs: &[String],
     now: Millis,
 ) -> Result<Due> {
-    // One multi-row statement per table and up to 100 parameters, not one per row: a
-    // batch of 100 runs is about 40 statements instead of 300.
+    // Multi-row statements of up to 100 parameters, each value the runs share bound once
+    // (`plan_inserts`): a batch of 100 runs is about a dozen statements, not 300.
     let (mut run_rows, mut key_rows, mut outbox_rows) = (Vec::new(), Vec::new(), Vec::new());
     let mut limits: Vec<(&str, u32)> = Vec::new();
     let mut queues: Vec<&str> = Vec::new();
@@ -490,7 +490,7 @@ fn write_batch(
     }
     insert_rows(
         sql,
-        schema::INSERT_RUN_HEAD,
+        schema::INSERT_RUN_INTO,
         "",
         schema::RUN_COLUMNS,
         run_rows,
@@ -499,7 +499,7 @@ fn write_batch(
     insert_listing(sql, now, &created)?;
     insert_rows(
         sql,
-        "INSERT OR REPLACE INTO idempotency_keys (task, key, run_id, expires_at) VALUES",
+        "INSERT OR REPLACE INTO idempotency_keys (task, key, run_id, expires_at)",
         "",
         4,
         key_rows,
@@ -510,7 +510,7 @@ fn write_batch(
         .collect();
     insert_rows(
         sql,
-        "INSERT INTO queues (name, concurrency_limit, updated_at) VALUES",
+        "INSERT INTO queues (name, concurrency_limit, updated_at)",
         "ON CONFLICT (name) DO UPDATE SET concurrency_limit = excluded.concurrency_limit,
              updated_at = excluded.updated_at",
         3,
@@ -526,7 +526,7 @@ fn write_batch(
         .collect();
     insert_rows(
         sql,
-        "INSERT OR IGNORE INTO queues (name, concurrency_limit, updated_at) VALUES",
+        "INSERT OR IGNORE INTO queues (name, concurrency_limit, updated_at)",
         "",
         3,
         queue_rows,
@@ -658,7 +658,7 @@ fn store_text(
     }
 }
 
-/// The values of a new run's row, in `schema::INSERT_RUN_HEAD`'s order (its payload and
+/// The values of a new run's row, in `schema::INSERT_RUN_INTO`'s order (its payload and
 /// context written to `run_chunks` first when they are too large for the row).
 fn run_row(
     sql: &Sql,

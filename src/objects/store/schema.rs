@@ -364,12 +364,12 @@ pub const CHUNK_BYTES: usize = 512 * 1024;
 
 /// The start of a (multi-row) `INSERT INTO runs`, its columns in the order `RunStore`
 /// binds them; `RUN_COLUMNS` values per row follow.
-pub const INSERT_RUN_HEAD: &str = "INSERT INTO runs (
+pub const INSERT_RUN_INTO: &str = "INSERT INTO runs (
     id, task, status, batch_id, idempotency_key, payload, payload_chunks, payload_type,
     context, context_chunks, queue, queue_limit, concurrency_key, tags, ttl, ttl_ms,
     delayed_until, max_attempts, metadata, machine, priority, max_duration, is_test,
     trigger_function, created_at, updated_at, queued_at, expires_at, retry
-) VALUES";
+)";
 pub const RUN_COLUMNS: usize = 29;
 const _: () = assert!(
     RUN_COLUMNS <= 100,
@@ -388,7 +388,7 @@ mod tests {
 
     #[test]
     fn a_run_row_binds_one_parameter_per_column_within_the_limit() {
-        let columns = INSERT_RUN_HEAD
+        let columns = INSERT_RUN_INTO
             .split('(')
             .nth(1)
             .unwrap()
