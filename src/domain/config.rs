@@ -28,7 +28,8 @@ use crate::domain::api::auth::{ApiKeys, Environment};
 use crate::domain::api::error::ApiError;
 use crate::domain::api::rate_limit::{parse_rate_limits, RateLimits};
 use crate::domain::basics::duration::parse_duration;
-use crate::domain::basics::shards::MAX_SHARDS;
+use crate::domain::basics::names::StoreName;
+use crate::domain::basics::shards::{store_routes, MAX_SHARDS};
 use crate::domain::intake::queue_name::{clean_queue_name, default_queue_name};
 use crate::domain::schedule::cron::CronSchedule;
 use crate::domain::scheduling::gate::Throttle;
@@ -415,6 +416,26 @@ impl Config {
 }
 
 impl Config {
+    /// The store of every shard of every declared task that `wanted` keeps, each once and
+    /// in order: where a question about all of an environment's runs (a list, a count, a
+    /// bulk action) is asked.
+    pub fn stores(
+        &self,
+        environment: Environment,
+        wanted: impl Fn(&str) -> bool,
+    ) -> Vec<StoreName> {
+        let mut stores: Vec<StoreName> = self
+            .tasks
+            .iter()
+            .filter(|(task, _)| wanted(task))
+            .flat_map(|(task, settings)| store_routes(task, settings.shards))
+            .map(|route| StoreName::new(environment, route))
+            .collect();
+        stores.sort_unstable();
+        stores.dedup();
+        stores
+    }
+
     /// The gates of `queue` (1 unless a task declares its `gateShards`).
     pub fn gate_shards(&self, queue: &str) -> u32 {
         self.queues.get(queue).map_or(1, |q| q.gate_shards)
@@ -768,6 +789,36 @@ mod tests {
 
     fn error_of(tasks: Value) -> String {
         Config::from_raw(raw(tasks)).unwrap_err()
+    }
+
+    #[test]
+    fn the_stores_of_the_declared_tasks_are_every_shard_of_each_once_in_order() {
+        let config = Config::from_raw(raw(json!({
+            "one": {"endpoint": "https://t.example.com/one"},
+            "three": {"endpoint": "https://t.example.com/three", "shards": 3},
+            "other": {"endpoint": "https://t.example.com/other"}
+        })))
+        .unwrap();
+        let env = Environment::Development;
+        let names = |tasks: &[&str]| {
+            let mut names: Vec<StoreName> = tasks
+                .iter()
+                .flat_map(|task| store_routes(task, config.tasks[*task].shards))
+                .map(|route| StoreName::new(env, route))
+                .collect();
+            names.sort_unstable();
+            names
+        };
+        let all = config.stores(env, |_| true);
+        assert_eq!(all, names(&["one", "three", "other"]));
+        assert_eq!(all.len(), 5);
+        assert_eq!(config.stores(env, |t| t == "three"), names(&["three"]));
+        assert!(config.stores(env, |_| false).is_empty());
+        let prod = Environment::Production;
+        assert!(config
+            .stores(prod, |_| true)
+            .iter()
+            .all(|s| !all.contains(s)));
     }
 
     #[test]

@@ -15,7 +15,6 @@ use crate::domain::api::bulk::{
 use crate::domain::api::error::ApiError;
 use crate::domain::basics::ids::{bulk_id, RunId};
 use crate::domain::basics::names::StoreName;
-use crate::domain::basics::shards::store_routes;
 use crate::objects::bulk::client::BulkActionsClient;
 use crate::objects::bulk::protocol::{AbortBulk, CreateBulk, GetBulk, ListBulk};
 
@@ -39,13 +38,8 @@ pub async fn create_bulk_action(ctx: &Ctx<'_>, req: Incoming) -> Result<Response
     let mut unknown = 0;
     match &request.selection {
         Selection::Filter(filter) => {
-            for (task, settings) in &ctx.config.tasks {
-                if filter.tasks.is_empty() || filter.tasks.contains(task) {
-                    for route in store_routes(task, settings.shards) {
-                        let name = String::from(StoreName::new(ctx.environment, route));
-                        stores.entry(name).or_default();
-                    }
-                }
+            for store in ctx.config.stores(ctx.environment, |t| filter.wants_task(t)) {
+                stores.entry(String::from(store)).or_default();
             }
         }
         Selection::Ids(ids) => {

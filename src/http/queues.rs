@@ -13,8 +13,7 @@ use crate::domain::api::queues::{
     parse_list_page, parse_override_body, parse_pause_body, parse_reset_body, resolve, type_param,
     GateFigures, QueueItem, MAX_QUEUE_BODY_BYTES,
 };
-use crate::domain::basics::names::{GateName, StoreName};
-use crate::domain::basics::shards::store_routes;
+use crate::domain::basics::names::GateName;
 use crate::domain::scheduling::gate::Control;
 use crate::objects::gate::client::QueueGateClient;
 use crate::objects::gate::protocol::Steer;
@@ -118,15 +117,7 @@ async fn change(
 /// Every queue a run of a declared task was triggered on: each store of each declared
 /// task names its own.
 async fn triggered_queues(ctx: &Ctx<'_>) -> Result<BTreeSet<String>, ApiError> {
-    let mut stores: Vec<StoreName> = ctx
-        .config
-        .tasks
-        .iter()
-        .flat_map(|(task, settings)| store_routes(task, settings.shards))
-        .map(|route| StoreName::new(ctx.environment, route))
-        .collect();
-    stores.sort_unstable();
-    stores.dedup();
+    let stores = ctx.config.stores(ctx.environment, |_| true);
     let asks = stores.iter().map(|store| async move {
         Ok::<_, ApiError>(
             RunStoreClient::new(ctx.env, store.as_str())?

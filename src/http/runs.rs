@@ -13,7 +13,7 @@ use crate::domain::api::view::{execution_result, BatchRecord, BatchView, RunReco
 use crate::domain::basics::ids::{BatchId, RunId, StoreRoute};
 use crate::domain::basics::names::GateName;
 use crate::domain::basics::names::StoreName;
-use crate::domain::basics::shards::{gate_shard, store_route, store_routes};
+use crate::domain::basics::shards::{gate_shard, store_route};
 use crate::domain::config::Config;
 use crate::domain::intake::manage::{
     parse_key_reset_body, parse_reschedule_body, MAX_MANAGE_BODY_BYTES,
@@ -189,16 +189,9 @@ fn vocabulary(req: &Incoming) -> StatusVocabulary {
 /// them.
 pub async fn list_runs(ctx: &Ctx<'_>, req: &Incoming) -> Result<Response, ApiError> {
     let query = parse_list_query(query_of(req), crate::platform::runtime::now())?;
-    let mut stores: Vec<StoreName> = ctx
+    let stores = ctx
         .config
-        .tasks
-        .iter()
-        .filter(|(task, _)| query.filter.tasks.is_empty() || query.filter.tasks.contains(task))
-        .flat_map(|(task, settings)| store_routes(task, settings.shards))
-        .map(|route| StoreName::new(ctx.environment, route))
-        .collect();
-    stores.sort_unstable();
-    stores.dedup();
+        .stores(ctx.environment, |task| query.filter.wants_task(task));
     let command = || ListRuns {
         filter: query.filter.clone(),
         page: query.page.clone(),
@@ -459,15 +452,7 @@ pub async fn activity(ctx: &Ctx<'_>, req: &Incoming) -> Result<Response, ApiErro
     let period = parse_period(query_of(req))?;
     let now = crate::platform::runtime::now();
     let since = now - period.span_ms();
-    let mut stores: Vec<StoreName> = ctx
-        .config
-        .tasks
-        .iter()
-        .flat_map(|(task, settings)| store_routes(task, settings.shards))
-        .map(|route| StoreName::new(ctx.environment, route))
-        .collect();
-    stores.sort_unstable();
-    stores.dedup();
+    let stores = ctx.config.stores(ctx.environment, |_| true);
     let asks = stores.iter().map(|store| async move {
         RunStoreClient::new(ctx.env, store.as_str())?
             .send(GetActivity { since })

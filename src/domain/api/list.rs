@@ -54,6 +54,14 @@ pub struct RunFilter {
     pub created_to: Option<Millis>,
 }
 
+impl RunFilter {
+    /// Whether runs of `task` can pass the filter (every task when it names none): the
+    /// stores of the others need not be asked.
+    pub fn wants_task(&self, task: &str) -> bool {
+        self.tasks.is_empty() || self.tasks.iter().any(|t| t == task)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ListQuery {
     pub filter: RunFilter,
@@ -258,6 +266,14 @@ mod tests {
             created_at: at,
             id: id.into(),
         }
+    }
+
+    #[test]
+    fn a_filter_wants_the_tasks_it_names_or_every_task() {
+        let mut filter = RunFilter::default();
+        assert!(filter.wants_task("any"));
+        filter.tasks = vec!["a".into(), "b".into()];
+        assert!(filter.wants_task("b") && !filter.wants_task("c"));
     }
 
     #[test]

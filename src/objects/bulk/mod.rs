@@ -83,7 +83,7 @@ impl DurableObject for BulkActions {
                 }
             }
         }
-        if !self.pending()?.is_empty() {
+        if self.has_pending()? {
             let at = now() + if failed { RETRY_MS } else { 0 };
             ensure_alarm(&self.state.storage(), &self.alarm_at, at).await?;
         }
@@ -119,7 +119,7 @@ impl BulkActions {
             }
         };
         // Every call makes sure a pending action's alarm is set.
-        if !self.pending()?.is_empty() {
+        if self.has_pending()? {
             ensure_alarm(&self.state.storage(), &self.alarm_at, now()).await?;
         }
         reply
@@ -171,6 +171,17 @@ impl BulkActions {
             "SELECT action FROM bulk_actions WHERE status = 'PENDING' ORDER BY created_at, id",
             vec![],
         )
+    }
+
+    /// Whether an action is still pending (its alarm must be set): the scan stops at the
+    /// first one, and no action's JSON is parsed.
+    fn has_pending(&self) -> Result<bool> {
+        Ok(!rows(
+            &self.sql(),
+            "SELECT 1 FROM bulk_actions WHERE status = 'PENDING' LIMIT 1",
+            vec![],
+        )?
+        .is_empty())
     }
 
     fn list(&self, limit: usize, after: Option<&str>) -> Result<Vec<BulkAction>> {
