@@ -28,6 +28,7 @@ pub fn cases() -> Vec<(&'static str, Case)> {
         a_run_failing_twice_then_succeeding_completes_on_attempt_3,
         a_run_always_failing_ends_failed_after_max_attempts_with_its_error,
         an_output_over_1_mib_fails_the_attempt_with_or_without_a_content_length,
+        an_attempt_past_its_max_duration_fails_whether_its_answer_or_its_body_is_late,
         a_delayed_run_starts_no_earlier_than_its_time,
         a_run_whose_ttl_passes_behind_a_full_queue_expires_and_is_never_called,
         a_cancelled_delayed_run_is_never_called,
@@ -310,6 +311,41 @@ fn a_run_always_failing_ends_failed_after_max_attempts_with_its_error(
     )?;
     ensure_eq(tasks.calls_of(&runs[0]).len(), 3, "three calls")?;
     ensure_eq(failed["isFailed"].clone(), json!(true), "isFailed")
+}
+
+fn an_attempt_past_its_max_duration_fails_whether_its_answer_or_its_body_is_late(
+    w: &Worker,
+    tasks: &TaskServer,
+) -> Result<(), Failed> {
+    let within = |secs: u32| json!({"maxDuration": secs, "maxAttempts": 1});
+    let runs = trigger(
+        w,
+        vec![
+            json!({"payload": {"sleepMs": 3000}, "options": within(1)}),
+            json!({"payload": {"slowBodyMs": 3000}, "options": within(1)}),
+            json!({"payload": {"slowBodyMs": 300}, "options": within(2)}),
+        ],
+    )?;
+    for (run, late) in [(&runs[0], "the answer"), (&runs[1], "the answer's body")] {
+        let failed = wait_status(w, run, "FAILED", Duration::from_secs(60));
+        ensure_eq(
+            failed["error"]["name"].clone(),
+            json!("MaxDurationExceeded"),
+            &format!("the error when {late} comes after maxDuration ({failed})"),
+        )?;
+        let message = failed["error"]["message"].as_str().unwrap_or_default();
+        ensure(
+            message.contains("maxDuration of 1s"),
+            format!("error: {message}"),
+        )?;
+        ensure_eq(tasks.calls_of(run).len(), 1, "one call (maxAttempts 1)")?;
+    }
+    let done = wait_status(w, &runs[2], "COMPLETED", Duration::from_secs(60));
+    ensure_eq(
+        done["output"].clone(),
+        json!({"ok": true, "attempt": 1}),
+        "a body that ends within maxDuration",
+    )
 }
 
 fn an_output_over_1_mib_fails_the_attempt_with_or_without_a_content_length(

@@ -2,7 +2,8 @@
 //! call (run, attempt, queue, concurrency key, start and end) and answers as the run's
 //! payload asks: `{"sleepMs": n}` answers after n ms, `{"failTimes": k}` fails the first k
 //! attempts, `{"alwaysFail": true}` always fails, `{"outputBytes": n}` answers a JSON string
-//! of n bytes, `{"chunked": true}` answers without a content-length. It also tracks how many calls of each
+//! of n bytes, `{"chunked": true}` answers without a content-length, `{"slowBodyMs": n}`
+//! sends the status and the body's first byte at once and the rest n ms later. It also tracks how many calls of each
 //! queue and (queue, key) were in flight at once, the number the limits are about.
 
 use std::collections::HashMap;
@@ -144,8 +145,9 @@ impl TaskServer {
         if reader.read_exact(&mut body).is_err() {
             return;
         }
-        let chunked = serde_json::from_slice::<Value>(&body)
-            .is_ok_and(|call| call["payload"]["chunked"].as_bool() == Some(true));
+        let asked = serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null);
+        let slow_body = asked["payload"]["slowBodyMs"].as_u64();
+        let chunked = asked["payload"]["chunked"].as_bool() == Some(true) || slow_body.is_some();
         let (status, answer, extra) = self.handle(headers, body);
         let extra: String = extra
             .iter()
@@ -158,6 +160,16 @@ impl TaskServer {
                 "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\n{extra}transfer-encoding: chunked\r\nconnection: close\r\n\r\n"
             )
             .and_then(|()| {
+                let answer = match slow_body {
+                    Some(ms) => {
+                        let (first, rest) = answer.split_at(1);
+                        write!(stream, "1\r\n{first}\r\n")?;
+                        stream.flush()?;
+                        thread::sleep(Duration::from_millis(ms));
+                        rest
+                    }
+                    None => answer.as_str(),
+                };
                 for piece in answer.as_bytes().chunks(64 * 1024) {
                     write!(stream, "{:x}\r\n", piece.len())?;
                     stream.write_all(piece)?;

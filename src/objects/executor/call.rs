@@ -1,16 +1,10 @@
 //! The call to a task's endpoint for one attempt: a signed POST of the run, bounded in
 //! time by the attempt's `maxDuration` and in size by `MAX_OUTPUT_BYTES`.
 
-use std::time::Duration;
-
-use futures_util::future::{select, Either};
 use futures_util::StreamExt;
 use serde_json::value::RawValue;
 use worker::wasm_bindgen_futures::JsFuture;
-use worker::{
-    web_sys, AbortController, AbortSignal, Delay, Env, Fetch, Headers, Method, Request,
-    RequestInit, Response,
-};
+use worker::{web_sys, Env, Fetch, Headers, Request, Response};
 
 use crate::domain::api::auth::Environment;
 use crate::domain::basics::time::format_iso;
@@ -75,32 +69,44 @@ pub async fn call_task(
         Err(e) => return failure("InternalError", format!("encoding the call failed: {e}")),
     };
     let max_secs = start.max_duration_secs.clamp(1, MAX_DURATION_SECS);
-    let controller = AbortController::default();
-    let call = send(
+    // One timer of the runtime's bounds the whole attempt, its answer's body included:
+    // when it fires, the call and the read of its body are aborted.
+    let signal = web_sys::AbortSignal::timeout_with_u32(max_secs * 1000);
+    let answer = match send(
         env,
         &settings.target,
         config,
         start,
         body,
         max_secs,
-        controller.signal(),
-    );
-    let timeout = Delay::from(Duration::from_secs(u64::from(max_secs)));
-    match select(Box::pin(call), Box::pin(timeout)).await {
-        Either::Left((Ok(response), _)) => read_outcome(response).await,
-        Either::Left((Err(e), _)) => failure(
+        &signal,
+    )
+    .await
+    {
+        Ok(response) => read_outcome(response).await,
+        Err(e) => Err(CallError::Unreachable(e)),
+    };
+    match answer {
+        Ok(outcome) => outcome,
+        Err(_) if signal.aborted() => failure(
+            "MaxDurationExceeded",
+            format!("the attempt ran past its maxDuration of {max_secs}s"),
+        ),
+        Err(CallError::Unreachable(e)) => failure(
             "TaskEndpointUnreachable",
             format!("calling the task endpoint failed: {e}"),
         ),
-        Either::Right((_, call)) => {
-            drop(call);
-            controller.abort();
-            failure(
-                "MaxDurationExceeded",
-                format!("the attempt ran past its maxDuration of {max_secs}s"),
-            )
-        }
+        Err(CallError::Unreadable(e)) => failure(
+            "TaskEndpointUnreachable",
+            format!("reading the answer failed: {e}"),
+        ),
     }
+}
+
+/// How a call failed, before its answer could be judged.
+enum CallError {
+    Unreachable(worker::Error),
+    Unreadable(worker::Error),
 }
 
 async fn send(
@@ -110,7 +116,7 @@ async fn send(
     start: &AttemptStart,
     body: Vec<u8>,
     max_secs: u32,
-    signal: AbortSignal,
+    signal: &web_sys::AbortSignal,
 ) -> worker::Result<Response> {
     let timestamp = crate::platform::runtime::now();
     let deadline = timestamp + i64::from(max_secs) * 1000;
@@ -124,74 +130,67 @@ async fn send(
         HEADER_SIGNATURE,
         &sign(config.signing_secret.as_bytes(), timestamp, &body),
     )?;
-    let mut init = RequestInit::new();
-    init.with_method(Method::Post)
-        .with_headers(headers)
-        .with_body(Some(js_sys::Uint8Array::from(body.as_slice()).into()));
+    // The runtime's own `RequestInit`: workers-rs' has no signal, and the signal must
+    // travel with the request to reach a service binding's call too.
+    let init = web_sys::RequestInit::new();
+    init.set_method("POST");
+    init.set_headers(&headers.0);
+    init.set_body(&js_sys::Uint8Array::from(body.as_slice()));
+    init.set_signal(Some(signal));
     crate::platform::meter::task_call(matches!(target, Target::Service { .. }));
+    let request = |url: &str| -> worker::Result<Request> {
+        Ok(web_sys::Request::new_with_str_and_init(url, &init)?.into())
+    };
     match target {
-        Target::Endpoint(url) => {
-            let request = Request::new_with_init(url, &init)?;
-            Fetch::Request(request).send_with_signal(&signal).await
-        }
+        Target::Endpoint(url) => Fetch::Request(request(url)?).send().await,
         Target::Service { binding, path } => {
-            let request =
-                Request::new_with_init(&format!("https://{binding}.service{path}"), &init)?;
+            let request = request(&format!("https://{binding}.service{path}"))?;
             env.service(binding)?.fetch_request(request).await
         }
     }
 }
 
 /// Reads the answer (at most `MAX_OUTPUT_BYTES`) and judges it (`domain::run::answer`).
-async fn read_outcome(mut response: Response) -> AttemptOutcome {
+async fn read_outcome(mut response: Response) -> Result<AttemptOutcome, CallError> {
     let status = response.status_code();
     let header = |name: &str| response.headers().get(name).ok().flatten();
     let (output_type, retry) = (header(HEADER_OUTPUT_TYPE), header(HEADER_RETRY));
     let declared = crate::platform::runtime::content_length(response.headers());
     let mut body: Vec<u8> = Vec::new();
     if declared.is_some_and(|n| n > MAX_OUTPUT_BYTES as u64) {
-        return too_large();
+        return Ok(too_large());
     }
     if declared.is_some() {
         // Its length is known and allowed: one read instead of a loop over chunks.
-        body = match body_bytes(response).await {
-            Ok(body) => body,
-            Err(e) => return unreadable(e),
-        };
+        body = body_bytes(response).await.map_err(CallError::Unreadable)?;
     } else if let Ok(mut stream) = response.stream() {
         while let Some(chunk) = stream.next().await {
-            match chunk {
-                Ok(chunk) if body.len() + chunk.len() <= MAX_OUTPUT_BYTES => {
+            match chunk.map_err(CallError::Unreadable)? {
+                chunk if body.len() + chunk.len() <= MAX_OUTPUT_BYTES => {
                     body.extend_from_slice(&chunk)
                 }
-                Ok(_) => return too_large(),
-                Err(e) => return unreadable(e),
+                _ => return Ok(too_large()),
             }
         }
     }
-    match judge_answer(status, output_type.as_deref(), retry.as_deref(), &body) {
-        Judged::Succeeded {
-            output,
-            output_type,
-        } => AttemptOutcome::Succeeded {
-            output: output.map(|text| RawValue::from_string(text).expect("judged as JSON")),
-            output_type: output_type.map(str::to_owned),
+    Ok(
+        match judge_answer(status, output_type.as_deref(), retry.as_deref(), &body) {
+            Judged::Succeeded {
+                output,
+                output_type,
+            } => AttemptOutcome::Succeeded {
+                output: output.map(|text| RawValue::from_string(text).expect("judged as JSON")),
+                output_type: output_type.map(str::to_owned),
+            },
+            Judged::Failed { error, retry } => failed(error, retry),
         },
-        Judged::Failed { error, retry } => failed(error, retry),
-    }
+    )
 }
 
 fn too_large() -> AttemptOutcome {
     failure(
         "OutputTooLarge",
         format!("the task endpoint answered more than {MAX_OUTPUT_BYTES} bytes"),
-    )
-}
-
-fn unreadable(e: worker::Error) -> AttemptOutcome {
-    failure(
-        "TaskEndpointUnreachable",
-        format!("reading the answer failed: {e}"),
     )
 }
 
