@@ -475,7 +475,7 @@ fn finish(result: Result<ureq::Response, ureq::Error>) -> Answer {
 
 /// `method path` on `w` with the development key, and a JSON body if given.
 pub fn send(w: &Worker, method: &str, path: &str, body: Option<serde_json::Value>) -> Answer {
-    let authorization = format!("Bearer {DEV_KEY}");
+    let authorization = crate::auth(DEV_KEY);
     let body = body.map(|b| b.to_string()).unwrap_or_default();
     request(
         method,

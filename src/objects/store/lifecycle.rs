@@ -12,7 +12,7 @@ use super::protocol::{
     AttemptOutcome, AttemptStart, CancelReply, FinishReply, LeaseExpiredReply, StartReply,
 };
 use super::read::raw;
-use super::schema::APPEND_ATTEMPT;
+use super::schema::ATTEMPTS_APPENDED;
 use super::{internal, jitter, now, RunStore};
 use crate::domain::api::activity::Event;
 use crate::domain::basics::time::Millis;
@@ -256,7 +256,7 @@ impl RunStore {
                     .exec(
                         &format!(
                             "UPDATE runs SET status = 'REATTEMPTING', error = ?, retry_at = ?,
-                                 lease_token = NULL, updated_at = ?, {APPEND_ATTEMPT}
+                                 lease_token = NULL, updated_at = ?, attempts = {ATTEMPTS_APPENDED}
                              WHERE id = ? AND status = 'EXECUTING' AND attempt_count = ?"
                         ),
                         vec![
@@ -312,7 +312,7 @@ impl RunStore {
         let ended_now = self.sql().exec(
             &format!(
                 "UPDATE runs SET status = ?, output = ?, output_type = ?, error = ?, finished_at = ?,
-                     updated_at = ?, lease_token = NULL, {APPEND_ATTEMPT}
+                     updated_at = ?, lease_token = NULL, attempts = {ATTEMPTS_APPENDED}
                  WHERE id = ? AND status = 'EXECUTING' AND attempt_count = ?"
             ),
             vec![
@@ -389,9 +389,8 @@ impl RunStore {
             &format!(
                 "UPDATE runs SET status = 'CANCELED', finished_at = ?, updated_at = ?, lease_token = NULL,
                      expires_at = NULL,
-                     attempts = CASE WHEN status = 'EXECUTING' THEN {append} ELSE attempts END
-                 WHERE id = ?",
-                append = APPEND_ATTEMPT.trim_start_matches("attempts = ")
+                     attempts = CASE WHEN status = 'EXECUTING' THEN {ATTEMPTS_APPENDED} ELSE attempts END
+                 WHERE id = ?"
             ),
             vec![
                 now.into(),

@@ -351,11 +351,11 @@ const STEP_10: &[Statement] = &[Sql("CREATE TABLE activity (
         failed INTEGER NOT NULL
     )")];
 
-/// The assignment that appends the attempt ending in this statement to `attempts`: its
-/// number, the status it ended with (first `?`), its start, its end (second `?`, bound as a
-/// JavaScript number: cast, or JSON would write it as `1.0`) and its error as JSON (third
-/// `?`, or `NULL`).
-pub const APPEND_ATTEMPT: &str = "attempts = json_insert(COALESCE(attempts, '[]'), '$[#]',
+/// `attempts` with the attempt ending in this statement appended: its number, the status
+/// it ended with (first `?`), its start, its end (second `?`, bound as a JavaScript
+/// number: cast, or JSON would write it as `1.0`) and its error as JSON (third `?`, or
+/// `NULL`). Statements assign it: `attempts = {ATTEMPTS_APPENDED}`.
+pub const ATTEMPTS_APPENDED: &str = "json_insert(COALESCE(attempts, '[]'), '$[#]',
     json_object('n', attempt_count, 'status', ?, 'startedAt', attempt_started_at,
         'endedAt', CAST(? AS INTEGER), 'error', json(?)))";
 
