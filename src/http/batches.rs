@@ -106,6 +106,7 @@ async fn submit(
             .map(|_| RunId::new(route, now).into())
             .collect(),
         items,
+        retry: settings.retry.clone(),
         batch_key,
         trigger_function: if as_batch { "batchTrigger" } else { "trigger" }.into(),
     };

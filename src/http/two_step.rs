@@ -259,7 +259,9 @@ impl Stream<'_, '_> {
             })
             .collect();
         for (task, group) in by_task {
-            let shards = self.ctx.config.tasks.get(&task).map_or(1, |t| t.shards);
+            // Items of undeclared tasks failed as they came: every task here is declared.
+            let settings = self.ctx.config.tasks.get(&task);
+            let shards = settings.map_or(1, |t| t.shards);
             let keyed = group
                 .iter()
                 .any(|p| p.item.idempotency_key.is_some() || p.item.debounce.is_some());
@@ -279,6 +281,7 @@ impl Stream<'_, '_> {
                         .collect()
                 },
                 items: group.into_iter().map(|p| p.item).collect(),
+                retry: settings.map(|t| t.retry.clone()).unwrap_or_default(),
                 batch_key: None,
                 trigger_function: "batchTrigger".into(),
             };

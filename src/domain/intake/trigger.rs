@@ -14,7 +14,7 @@ use serde_json::Value;
 use crate::domain::api::error::ApiError;
 use crate::domain::basics::duration::{parse_duration, parse_key_ttl};
 use crate::domain::basics::time::{parse_iso, Millis};
-use crate::domain::config::{RetryPolicy, TaskSettings};
+use crate::domain::config::TaskSettings;
 use crate::domain::intake::debounce::Debounce;
 use crate::domain::intake::idempotency::{IdempotencyKey, KeyError};
 use crate::domain::intake::queue_name::{clean_queue_name, default_queue_name};
@@ -69,36 +69,63 @@ impl RunRequest {
     }
 }
 
-/// One validated item: everything the store needs to create a run.
+/// One validated item: everything the store needs to create a run besides the task's
+/// backoff (`TriggerBatch::retry`, one per command). It crosses to the store once per
+/// item, so the fields it does not have are left out rather than sent as `null`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunRequest {
     /// The caller's JSON, verbatim. `None` when absent (read back as `null`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payload: Option<Box<RawValue>>,
     pub payload_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context: Option<Box<RawValue>>,
     /// The cleaned queue name; `None` until [`apply_task_defaults`] picks the default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue: Option<String>,
     /// A `concurrencyLimit` to create the queue with or update it to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue_limit: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<IdempotencyKey>,
     pub idempotency_key_ttl_ms: u64,
-    /// `None`: not given (the task's default applies). `Some(None)`: explicitly none.
+    /// `None`: not given (the task's default applies). `Some(None)`: explicitly none
+    /// (`null` on the wire, where `None` is left out).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     pub ttl: Option<Option<Ttl>>,
     /// When a delayed run becomes `QUEUED`; `None` runs now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delay_until: Option<Millis>,
     pub tags: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_attempts: Option<u32>,
-    /// The task's backoff, fixed when the run is accepted.
-    pub retry: Option<RetryPolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Box<RawValue>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub machine: Option<Box<RawValue>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_duration: Option<u32>,
     pub is_test: bool,
     /// `options.debounce`: its key's `DELAYED` run takes this trigger instead.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub debounce: Option<Debounce>,
+}
+
+/// A field that is there, `null` or not: `Some` of what it holds.
+fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
 }
 
 #[derive(Deserialize)]
@@ -273,7 +300,6 @@ pub fn parse_item(raw: &RawValue, path: &str, now: Millis) -> Result<RunRequest,
         delay_until: None,
         tags: Vec::new(),
         max_attempts: None,
-        retry: None,
         metadata: None,
         machine: None,
         priority: None,
@@ -429,12 +455,11 @@ pub fn parse_item(raw: &RawValue, path: &str, now: Millis) -> Result<RunRequest,
 }
 
 /// Fills in what the task declares: its queue and that queue's limit, its default TTL,
-/// attempts, attempt duration and backoff. A run keeps these even if the declaration
-/// changes later.
+/// attempts and attempt duration (its backoff goes with the command, for all its items).
+/// A run keeps these even if the declaration changes later.
 pub fn apply_task_defaults(run: &mut RunRequest, task: &str, settings: &TaskSettings) {
     run.max_attempts.get_or_insert(settings.max_attempts);
     run.max_duration.get_or_insert(settings.max_duration_secs);
-    run.retry = Some(settings.retry.clone());
     if run.queue.is_none() {
         run.queue = Some(
             settings
@@ -555,7 +580,7 @@ pub fn parse_tags(raw: &RawValue, path: &str) -> Result<Vec<String>, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::config::Target;
+    use crate::domain::config::{RetryPolicy, Target};
     use serde_json::json;
 
     const NOW: Millis = 1_795_885_291_123;
@@ -880,6 +905,28 @@ mod tests {
             one(json!({"delay": "2w"})).unwrap().delay_until,
             Some(NOW + 14 * 86_400_000)
         );
+    }
+
+    #[test]
+    fn an_item_crosses_to_its_store_whole_and_without_the_options_it_lacks() {
+        let plain = one(json!({})).unwrap();
+        let wire = serde_json::to_string(&plain).unwrap();
+        assert!(!wire.contains("null"), "{wire}");
+        let full = one(json!({
+            "queue": {"name": "q", "concurrencyLimit": 3}, "concurrencyKey": "c",
+            "idempotencyKey": "k", "idempotencyKeyTTL": "1h", "ttl": "10m",
+            "tags": ["a"], "maxAttempts": 4, "metadata": {"m": 1}, "machine": "small-1x",
+            "priority": 5, "maxDuration": 60, "test": true,
+            "debounce": {"key": "d", "delay": "5s", "mode": "trailing"}
+        }))
+        .unwrap();
+        let delayed = one(json!({"delay": "1m", "ttl": 0})).unwrap();
+        for item in [plain, full, delayed] {
+            let wire = serde_json::to_string(&item).unwrap();
+            let back: RunRequest = serde_json::from_str(&wire).unwrap();
+            assert_eq!(serde_json::to_string(&back).unwrap(), wire);
+            assert_eq!(format!("{back:?}"), format!("{item:?}"));
+        }
     }
 
     #[test]

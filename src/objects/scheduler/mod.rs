@@ -533,6 +533,7 @@ async fn trigger(
         batch_items: None,
         run_ids: vec![RunId::new(route, now).into()],
         items: vec![item],
+        retry: settings.retry.clone(),
         batch_key: None,
         trigger_function: "trigger".into(),
     };

@@ -464,11 +464,12 @@ fn write_batch(
     let (mut run_rows, mut key_rows, mut outbox_rows) = (Vec::new(), Vec::new(), Vec::new());
     let mut limits: Vec<(&str, u32)> = Vec::new();
     let mut queues: Vec<&str> = Vec::new();
+    let retry = serde_json::to_string(&cmd.retry).map_err(|e| internal(e.to_string()))?;
     for (item, outcome) in cmd.items.iter().zip(outcomes) {
         if !outcome.created {
             continue;
         }
-        run_rows.extend(run_row(sql, cmd, item, &outcome.run_id, now)?);
+        run_rows.extend(run_row(sql, cmd, item, &outcome.run_id, &retry, now)?);
         if let Some(key) = &item.idempotency_key {
             let expires_at =
                 now.saturating_add(item.idempotency_key_ttl_ms.min(i64::MAX as u64) as i64);
@@ -659,12 +660,14 @@ fn store_text(
 }
 
 /// The values of a new run's row, in `schema::INSERT_RUN_INTO`'s order (its payload and
-/// context written to `run_chunks` first when they are too large for the row).
+/// context written to `run_chunks` first when they are too large for the row); `retry` is
+/// the command's backoff as JSON.
 fn run_row(
     sql: &Sql,
     cmd: &TriggerBatch,
     item: &RunRequest,
     run_id: &str,
+    retry: &str,
     now: Millis,
 ) -> Result<Vec<SqlStorageValue>> {
     let (payload, payload_chunks) = store_text(
@@ -685,12 +688,6 @@ fn run_row(
     };
     let ttl = item.ttl.clone().flatten();
     let tags = serde_json::to_string(&item.tags).map_err(|e| internal(e.to_string()))?;
-    let retry = item
-        .retry
-        .as_ref()
-        .map(serde_json::to_string)
-        .transpose()
-        .map_err(|e| internal(e.to_string()))?;
     let params: Vec<SqlStorageValue> = vec![
         run_id.into(),
         cmd.task.as_str().into(),

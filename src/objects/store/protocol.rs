@@ -10,6 +10,7 @@ use crate::domain::api::bulk::{BulkKind, StepCounts};
 use crate::domain::api::list::{Page, RunFilter};
 use crate::domain::api::view::{BatchRecord, RunRecord};
 use crate::domain::basics::time::Millis;
+use crate::domain::config::RetryPolicy;
 use crate::domain::intake::idempotency::IdempotencyKey;
 use crate::domain::intake::trigger::RunRequest;
 use crate::domain::run::metadata::Update;
@@ -272,6 +273,10 @@ pub struct TriggerBatch {
     /// One fresh id per item, used by the items that create a run.
     pub run_ids: Vec<String>,
     pub items: Vec<RunRequest>,
+    /// The task's backoff, which every run this command creates keeps (a command from a
+    /// build before this field gets the default, as its runs' empty column did).
+    #[serde(default)]
+    pub retry: RetryPolicy,
     pub batch_key: Option<BatchKey>,
     /// `batchTrigger` or `trigger`.
     pub trigger_function: String,
