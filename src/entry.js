@@ -2,7 +2,7 @@
 // with each Durable Object class declared as extending `DurableObject`, which JavaScript
 // RPC requires of an object's class and worker-build's classes do not do. The objects call
 // each other by RPC (`src/platform/rpc.rs`): one method, `command`, a JSON command in and a JSON
-// reply out. Everything else is the Rust object's own.
+// reply out, as bytes. Everything else is the Rust object's own.
 import { DurableObject } from "cloudflare:workers";
 import worker, * as rust from "../build/index.js";
 

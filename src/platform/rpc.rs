@@ -1,6 +1,9 @@
 //! Calls between our Durable Objects: a JSON command in, a JSON reply out, by JavaScript
 //! RPC. `src/entry.js` makes each object class extend `DurableObject` and forward its
-//! `command` method to the Rust object's [`export_command!`] export.
+//! `command` method to the Rust object's [`export_command!`] export. The JSON crosses as
+//! bytes (a `Uint8Array`), copied out of one wasm memory and into the other, rather than
+//! as a JavaScript string, which would be decoded from UTF-8 on one side and encoded again
+//! on the other.
 //!
 //! Typed end to end: an object's [`Protocol`] names its binding and its command envelope
 //! (one enum), and each [`Command`] names the one reply type it gets. [`Client`] is the
@@ -20,7 +23,7 @@ use futures_util::future::{select, Either};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use wasm_bindgen::prelude::wasm_bindgen;
-use wasm_bindgen::JsValue;
+use wasm_bindgen::{JsCast, JsValue};
 use worker::wasm_bindgen_futures::JsFuture;
 use worker::{Delay, Env, Response};
 
@@ -32,7 +35,7 @@ extern "C" {
     pub type ObjectStub;
 
     #[wasm_bindgen(method, catch, js_name = command)]
-    fn send(this: &ObjectStub, command: &str) -> Result<js_sys::Promise, JsValue>;
+    fn send(this: &ObjectStub, command: &js_sys::Uint8Array) -> Result<js_sys::Promise, JsValue>;
 }
 
 /// A failure inside the system: a call between objects, or the storage an object called
@@ -165,10 +168,10 @@ impl<P: Protocol> Client<P> {
         limit: Option<Duration>,
     ) -> Result<C::Reply, CallError> {
         let envelope: P::Envelope = command.into();
-        let command =
-            serde_json::to_string(&envelope).map_err(|e| CallError::other(e.to_string()))?;
+        let command = serde_json::to_vec(&envelope).map_err(|e| CallError::other(e.to_string()))?;
         let reply = exchange(&self.stub, &command, limit).await?;
-        serde_json::from_str(&reply).map_err(|e| CallError::other(format!("unreadable reply: {e}")))
+        serde_json::from_slice(&reply)
+            .map_err(|e| CallError::other(format!("unreadable reply: {e}")))
     }
 }
 
@@ -187,15 +190,17 @@ fn object(env: &Env, binding: &str, name: &str) -> Result<ObjectStub, CallError>
         .into_rpc())
 }
 
-/// The call itself, text in and text out, given up after `limit` if one is given: not
+/// The call itself, bytes in and bytes out, given up after `limit` if one is given: not
 /// generic, so that one copy of it serves every command and reply type (the wasm module
 /// stays small).
 async fn exchange(
     object: &ObjectStub,
-    command: &str,
+    command: &[u8],
     limit: Option<Duration>,
-) -> Result<String, CallError> {
-    let promise = object.send(command).map_err(worker::Error::from)?;
+) -> Result<Vec<u8>, CallError> {
+    // A copy, not a view of wasm memory: RPC would send the whole memory behind a view.
+    let command = js_sys::Uint8Array::from(command);
+    let promise = object.send(&command).map_err(worker::Error::from)?;
     let answer = JsFuture::from(promise);
     let reply = match limit {
         None => answer.await,
@@ -208,9 +213,26 @@ async fn exchange(
         },
     };
     let reply = reply.map_err(worker::Error::from)?;
-    reply
-        .as_string()
-        .ok_or_else(|| CallError::other("the object's reply is not text"))
+    wire_bytes(&reply)
+        .ok_or_else(|| CallError::other("the object's reply is neither bytes nor text"))
+}
+
+/// A command or a reply as it crossed: bytes, or text from an object or caller of a build
+/// before bytes (during a deploy), which gets its reply as text too.
+fn wire_bytes(value: &JsValue) -> Option<Vec<u8>> {
+    match value.as_string() {
+        Some(text) => Some(text.into_bytes()),
+        None => value
+            .dyn_ref::<js_sys::Uint8Array>()
+            .map(js_sys::Uint8Array::to_vec),
+    }
+}
+
+/// A command as [`export_command!`] receives it: its bytes, and whether it came as text.
+pub fn received(command: &JsValue) -> Result<(Vec<u8>, bool), JsValue> {
+    let bytes = wire_bytes(command)
+        .ok_or_else(|| JsValue::from(js_sys::Error::new("a command is text or bytes")))?;
+    Ok((bytes, command.is_string()))
 }
 
 /// Reads the envelope of a command sent by [`Client::send`].
@@ -223,12 +245,15 @@ fn encode<R: Serialize>(reply: &R) -> worker::Result<String> {
     serde_json::to_string(reply).map_err(|e| worker::Error::RustError(e.to_string()))
 }
 
-/// An object's handler as the RPC export answers: the reply as a string, or an `Error`
-/// that the caller's [`Client::send`] receives with its message.
-pub fn settle(reply: worker::Result<String>) -> Result<JsValue, JsValue> {
-    reply
-        .map(JsValue::from)
-        .map_err(|e| js_sys::Error::new(&e.to_string()).into())
+/// An object's handler as the RPC export answers: the reply as bytes (as text to a command
+/// that came as text), or an `Error` that the caller's [`Client::send`] receives with its
+/// message.
+pub fn settle(reply: worker::Result<String>, as_text: bool) -> Result<JsValue, JsValue> {
+    match reply {
+        Ok(reply) if as_text => Ok(JsValue::from(reply)),
+        Ok(reply) => Ok(js_sys::Uint8Array::from(reply.as_bytes()).into()),
+        Err(e) => Err(js_sys::Error::new(&e.to_string()).into()),
+    }
 }
 
 /// A reply to a command that came over `fetch`. Objects also answer their commands that
@@ -257,9 +282,10 @@ macro_rules! export_command {
                 /// One command by RPC (`src/entry.js`): JSON in, JSON out.
                 pub async fn command(
                     &self,
-                    command: String,
+                    command: JsValue,
                 ) -> ::std::result::Result<JsValue, JsValue> {
-                    $crate::platform::rpc::settle(self.handle(command.as_bytes()).await)
+                    let (command, as_text) = $crate::platform::rpc::received(&command)?;
+                    $crate::platform::rpc::settle(self.handle(&command).await, as_text)
                 }
             }
         };

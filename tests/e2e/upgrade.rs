@@ -29,7 +29,10 @@ use crate::{auth, ensure, ensure_eq};
 pub type Standalone = crate::crash::Standalone;
 
 pub fn cases() -> Vec<(&'static str, Standalone)> {
-    crate::cases![the_current_build_reads_executes_and_deduplicates_what_an_earlier_build_stored]
+    crate::cases![
+        the_current_build_reads_executes_and_deduplicates_what_an_earlier_build_stored,
+        an_object_answers_a_caller_of_the_build_before_in_text_and_this_builds_in_bytes
+    ]
 }
 
 /// Recording a fixture is run by hand (see the module's doc), never by the test command.
@@ -279,6 +282,29 @@ fn ensure_migrated(state: &Path, kinds: &[&str]) -> Result<(), Failed> {
         )?;
     }
     Ok(())
+}
+
+/// During a deploy a caller of the earlier build may still send its commands as text:
+/// `tests/rpc_compat.mjs` sends one command to a store both ways and prints the replies.
+fn an_object_answers_a_caller_of_the_build_before_in_text_and_this_builds_in_bytes(
+    _: &TaskServer,
+) -> Result<(), Failed> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/rpc_compat.mjs");
+    let out = Command::new("node").arg(script).output()?;
+    let printed: Value = serde_json::from_slice(&out.stdout).map_err(|e| {
+        format!(
+            "rpc_compat.mjs printed no JSON ({e}); stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })?;
+    ensure_eq(
+        printed,
+        json!({
+            "text": ["string", "\"not_found\""],
+            "bytes": ["Uint8Array", "\"not_found\""],
+        }),
+        "the store's replies to the same command as text and as bytes",
+    )
 }
 
 fn the_current_build_reads_executes_and_deduplicates_what_an_earlier_build_stored(
