@@ -32,6 +32,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::basics::time::Millis;
+use crate::domain::scheduling::pool::pool_size;
 
 /// The most waiting runs a gate keeps in memory.
 pub const WINDOW: usize = 1_000;
@@ -290,6 +291,9 @@ pub struct GateState {
     running_per_key: HashMap<String, u32>,
     next_seq: u64,
     next_token: u64,
+    /// While a release admits: the executor (its index in the pool) whose leases ended, to
+    /// which the runs admitted into its slots go ([`GateState::release_all`]).
+    admitting_for: Option<u64>,
     controls: Controls,
     /// The key admitted last under a total cap: the next turn starts after it.
     last_turn: Option<String>,
@@ -526,7 +530,11 @@ impl GateState {
     }
 
     /// Ends every lease of `ended` (run id, token) that is still current, then admits what
-    /// now fits: one step for all the attempts an executor reports at once.
+    /// now fits: one step for all the attempts an executor reports at once. The runs
+    /// admitted get tokens of the executor whose first lease ended (a lease's executor is
+    /// its token modulo the pool's size, `executor_name`), so that they go to it in one or
+    /// two hands and each executor keeps its share of the slots, rather than a run to each
+    /// executor of the pool.
     pub fn release_all(
         &mut self,
         ended: &[(String, u64)],
@@ -534,14 +542,29 @@ impl GateState {
         stored: &mut impl StoredWaiting,
     ) -> Changes {
         let mut changes = Changes::default();
+        let pool = pool_size(self.effective_limit());
         for (run_id, token) in ended {
             if self.running.get(run_id).is_some_and(|l| l.token == *token) {
                 self.remove_running(run_id);
                 changes.running_removed.push(run_id.clone());
+                self.admitting_for.get_or_insert(token % pool);
             }
         }
         self.admit(now, &mut changes, stored);
+        self.admitting_for = None;
         changes.settle()
+    }
+
+    /// The next lease's token: the next one, or while a release admits
+    /// (`admitting_for`), the next one that falls to that executor of the pool.
+    fn take_token(&mut self) -> u64 {
+        let mut token = self.next_token;
+        if let Some(executor) = self.admitting_for {
+            let pool = pool_size(self.effective_limit());
+            token += (executor % pool + pool - token % pool) % pool;
+        }
+        self.next_token = token + 1;
+        token
     }
 
     /// Takes a run out of the gate, waiting (in memory or in storage) or running (a
@@ -783,9 +806,8 @@ impl GateState {
                 lease_until: now
                     .saturating_add(waiting.ticket.lease_ms.min(i64::MAX as u64) as i64),
                 ticket: waiting.ticket,
-                token: self.next_token,
+                token: self.take_token(),
             };
-            self.next_token += 1;
             *self.running_per_key.entry(key.to_owned()).or_default() += 1;
             self.running.insert(run_id, lease.clone());
             changes.admitted.push(lease);
@@ -1040,6 +1062,49 @@ mod tests {
         assert_eq!(changes.running_removed, ["r0", "r1"]);
         assert_eq!(ids(&changes.admitted), ["r3", "r4"]);
         assert_eq!(gate.running_count(""), 3);
+    }
+
+    #[test]
+    fn runs_admitted_by_a_release_go_to_the_executor_that_released() {
+        use crate::domain::scheduling::pool::{hands, pool_size};
+        let mut gate = Gate::default();
+        // A limit of 18: a pool of 3 executors, six slots each.
+        let pool = pool_size(Some(18));
+        let first = gate.offer(tickets("r", "", 40, 0), limit(18), 100);
+        let tokens: Vec<u64> = first.admitted.iter().map(|l| l.token).collect();
+        assert_eq!(
+            tokens,
+            (0..18).collect::<Vec<_>>(),
+            "an offer spreads its runs"
+        );
+        // Executor 1 reports four attempts: four runs come in, all for it, in one hand.
+        let ended: Vec<(String, u64)> = first
+            .admitted
+            .iter()
+            .filter(|l| l.token % pool == 1)
+            .take(4)
+            .map(|l| (l.ticket.run_id.clone(), l.token))
+            .collect();
+        let changes = gate.release_all(&ended, 200);
+        assert_eq!(changes.admitted.len(), 4);
+        let new: Vec<u64> = changes.admitted.iter().map(|l| l.token).collect();
+        assert!(new.iter().all(|t| t % pool == 1), "{new:?}");
+        assert!(
+            new.windows(2).all(|w| w[0] < w[1]) && new[0] >= 18,
+            "{new:?}"
+        );
+        assert_eq!(hands("g", changes.admitted, pool).len(), 1);
+        // Tokens stay unique: the next release, of executor 0, continues after them.
+        let ended = [(ids(&first.admitted)[0].to_owned(), 0)];
+        let next = gate.release_all(&ended, 300);
+        assert_eq!(next.admitted.len(), 1);
+        assert!(next.admitted[0].token > new[3] && next.admitted[0].token % pool == 0);
+        // A lease ended alone (a cancel, an expiry) frees its executor's slot the same way.
+        let running = gate.lease(ids(&first.admitted)[5]).unwrap().token;
+        let after = gate.release(ids(&first.admitted)[5], Some(running), 400);
+        assert_eq!(after.admitted.len(), 1);
+        let token = after.admitted[0].token;
+        assert!(token > next.admitted[0].token && token % pool == running % pool);
     }
 
     #[test]
