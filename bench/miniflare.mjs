@@ -8,9 +8,8 @@
 // secrets: the end-to-end budget test runs its worker this way.
 import { Miniflare } from "miniflare";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
+import { durableObjects, modules, root } from "./built-worker.mjs";
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const [which, port, state, tasksJson, rateLimitsJson] = process.argv.slice(2);
 
 const options =
@@ -34,11 +33,7 @@ const options =
     : {
         name: "trigger-edge",
         modulesRoot: root,
-        modules: [
-          { type: "ESModule", path: path.join(root, "src/entry.js") },
-          { type: "ESModule", path: path.join(root, "build/index.js") },
-          { type: "CompiledWasm", path: path.join(root, "build/index_bg.wasm") },
-        ],
+        modules,
         compatibilityDate: "2026-04-01",
         bindings: {
           TRIGGER_SECRET_KEYS: "tr_dev_bench_key",
@@ -51,14 +46,7 @@ const options =
           METERING: process.env.BENCH_METERING ?? "on",
           ...JSON.parse(process.env.MINIFLARE_VARS ?? "{}"),
         },
-        durableObjects: {
-          RUN_STORE: { className: "RunStore", useSQLite: true },
-          QUEUE_GATE: { className: "QueueGate", useSQLite: true },
-          RUN_EXECUTOR: { className: "RunExecutor", useSQLite: true },
-          RATE_LIMITER: { className: "RateLimiter", useSQLite: true },
-          SCHEDULER: { className: "Scheduler", useSQLite: true },
-          BULK_ACTIONS: { className: "BulkActions", useSQLite: true },
-        },
+        durableObjects,
         queueProducers: { RUNS: "trigger-edge-runs", DEAD_LETTERS: "trigger-edge-runs-dead" },
         queueConsumers: {
           "trigger-edge-runs": { maxBatchSize: 100, maxBatchTimeout: 1, maxRetries: 10 },

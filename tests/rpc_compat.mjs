@@ -4,10 +4,8 @@
 // worker bound to its RunStore class, which sends one command both ways and prints what
 // came back. Run by the end-to-end suite (tests/e2e/upgrade.rs).
 import { Miniflare } from "miniflare";
-import path from "node:path";
-import { fileURLToPath } from "node:url";
+import { durableObjects, modules, root } from "../bench/built-worker.mjs";
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const probe = `
 export default {
   async fetch(request, env) {
@@ -21,8 +19,6 @@ export default {
     });
   },
 };`;
-const objects = ["RunStore", "QueueGate", "RunExecutor", "RateLimiter", "Scheduler", "BulkActions"];
-const binding = (name) => name.replace(/([a-z])([A-Z])/g, "$1_$2").toUpperCase();
 const mf = new Miniflare({
   workers: [
     {
@@ -35,14 +31,10 @@ const mf = new Miniflare({
     {
       name: "trigger-edge",
       modulesRoot: root,
-      modules: [
-        { type: "ESModule", path: path.join(root, "src/entry.js") },
-        { type: "ESModule", path: path.join(root, "build/index.js") },
-        { type: "CompiledWasm", path: path.join(root, "build/index_bg.wasm") },
-      ],
+      modules,
       compatibilityDate: "2026-04-01",
       bindings: { TRIGGER_SECRET_KEYS: "tr_dev_probe", TASKS: { probe: { endpoint: "http://127.0.0.1:9/" } } },
-      durableObjects: Object.fromEntries(objects.map((c) => [binding(c), { className: c, useSQLite: true }])),
+      durableObjects,
       queueProducers: { RUNS: "probe-runs", DEAD_LETTERS: "probe-dead" },
       r2Buckets: ["PACKETS"],
     },
