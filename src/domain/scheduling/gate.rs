@@ -291,9 +291,6 @@ pub struct GateState {
     running_per_key: HashMap<String, u32>,
     next_seq: u64,
     next_token: u64,
-    /// While a release admits: the executor (its index in the pool) whose leases ended, to
-    /// which the runs admitted into its slots go ([`GateState::release_all`]).
-    admitting_for: Option<u64>,
     controls: Controls,
     /// The key admitted last under a total cap: the next turn starts after it.
     last_turn: Option<String>,
@@ -392,7 +389,7 @@ impl GateState {
     ) -> Changes {
         let mut changes = Changes::default();
         self.offer_into(&mut changes, tickets, limit, stored);
-        self.admit(now, &mut changes, stored);
+        self.admit(now, None, &mut changes, stored);
         changes.settle()
     }
 
@@ -418,7 +415,7 @@ impl GateState {
     pub fn wake(&mut self, now: Millis, stored: &mut impl StoredWaiting) -> Changes {
         let mut changes = self.drop_expired_waiting(now);
         let mut admitted = Changes::default();
-        self.admit(now, &mut admitted, stored);
+        self.admit(now, None, &mut admitted, stored);
         changes.merge(admitted.settle());
         changes
     }
@@ -454,7 +451,7 @@ impl GateState {
             Control::Look => {}
         }
         changes.controls_changed = self.controls != before;
-        self.admit(now, &mut changes, stored);
+        self.admit(now, None, &mut changes, stored);
         changes.settle()
     }
 
@@ -542,26 +539,26 @@ impl GateState {
         stored: &mut impl StoredWaiting,
     ) -> Changes {
         let mut changes = Changes::default();
-        let pool = pool_size(self.effective_limit());
+        let mut first_ended = None;
         for (run_id, token) in ended {
             if self.running.get(run_id).is_some_and(|l| l.token == *token) {
                 self.remove_running(run_id);
                 changes.running_removed.push(run_id.clone());
-                self.admitting_for.get_or_insert(token % pool);
+                first_ended.get_or_insert(*token);
             }
         }
-        self.admit(now, &mut changes, stored);
-        self.admitting_for = None;
+        let to = first_ended.map(|token| token % pool_size(self.effective_limit()));
+        self.admit(now, to, &mut changes, stored);
         changes.settle()
     }
 
-    /// The next lease's token: the next one, or while a release admits
-    /// (`admitting_for`), the next one that falls to that executor of the pool.
-    fn take_token(&mut self) -> u64 {
+    /// The next lease's token: the next one, or for a run admitted `to` an executor (its
+    /// index in the pool), the next one that falls to it.
+    fn take_token(&mut self, to: Option<u64>) -> u64 {
         let mut token = self.next_token;
-        if let Some(executor) = self.admitting_for {
+        if let Some(executor) = to {
             let pool = pool_size(self.effective_limit());
-            token += (executor % pool + pool - token % pool) % pool;
+            token += (executor + pool - token % pool) % pool;
         }
         self.next_token = token + 1;
         token
@@ -588,7 +585,7 @@ impl GateState {
             self.remove_running(run_id);
             changes.running_removed.push(run_id.to_owned());
         }
-        self.admit(now, &mut changes, stored);
+        self.admit(now, None, &mut changes, stored);
         changes.settle()
     }
 
@@ -716,17 +713,24 @@ impl GateState {
     /// Moves waiting runs to running while there is room, oldest first per key: each key
     /// as far as its limit allows, or under a total cap, the keys in turn, one admission
     /// each, until the cap is reached. A paused gate admits nothing. Then brings the
-    /// windows back within [`WINDOW`].
-    fn admit(&mut self, now: Millis, changes: &mut Changes, stored: &mut impl StoredWaiting) {
+    /// windows back within [`WINDOW`]. The runs admitted go `to` that executor of the
+    /// pool when given (a release's), and in turn otherwise.
+    fn admit(
+        &mut self,
+        now: Millis,
+        to: Option<u64>,
+        changes: &mut Changes,
+        stored: &mut impl StoredWaiting,
+    ) {
         if !self.controls.paused {
             match self.controls.total() {
                 None => {
                     let keys: Vec<String> = self.lines.keys().cloned().collect();
                     for key in keys {
-                        while self.admit_one(&key, now, changes, stored) {}
+                        while self.admit_one(&key, now, to, changes, stored) {}
                     }
                 }
-                Some(total) => self.admit_in_turns(total, now, changes, stored),
+                Some(total) => self.admit_in_turns(total, now, to, changes, stored),
             }
         }
         self.shrink();
@@ -738,6 +742,7 @@ impl GateState {
         &mut self,
         total: u32,
         now: Millis,
+        to: Option<u64>,
         changes: &mut Changes,
         stored: &mut impl StoredWaiting,
     ) {
@@ -754,7 +759,7 @@ impl GateState {
                 if self.running_total() >= total {
                     return;
                 }
-                if self.admit_one(&key, now, changes, stored) {
+                if self.admit_one(&key, now, to, changes, stored) {
                     self.last_turn = Some(key);
                     admitted_any = true;
                 }
@@ -765,12 +770,14 @@ impl GateState {
         }
     }
 
-    /// Admits the oldest waiting run of `key` if the key has room. `false`: it has no room
-    /// or nothing waits (runs past their TTL are dropped on the way).
+    /// Admits the oldest waiting run of `key` if the key has room, with a token of executor
+    /// `to` if given ([`GateState::take_token`]). `false`: it has no room or nothing waits
+    /// (runs past their TTL are dropped on the way).
     fn admit_one(
         &mut self,
         key: &str,
         now: Millis,
+        to: Option<u64>,
         changes: &mut Changes,
         stored: &mut impl StoredWaiting,
     ) -> bool {
@@ -806,7 +813,7 @@ impl GateState {
                 lease_until: now
                     .saturating_add(waiting.ticket.lease_ms.min(i64::MAX as u64) as i64),
                 ticket: waiting.ticket,
-                token: self.take_token(),
+                token: self.take_token(to),
             };
             *self.running_per_key.entry(key.to_owned()).or_default() += 1;
             self.running.insert(run_id, lease.clone());
