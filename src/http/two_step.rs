@@ -260,12 +260,13 @@ impl Stream<'_, '_> {
             .collect();
         for (task, group) in by_task {
             // Items of undeclared tasks failed as they came: every task here is declared.
-            let settings = self.ctx.config.tasks.get(&task);
-            let shards = settings.map_or(1, |t| t.shards);
+            let Some(settings) = self.ctx.config.tasks.get(&task) else {
+                return Err(ApiError::Internal { retry: false });
+            };
             let keyed = group
                 .iter()
                 .any(|p| p.item.idempotency_key.is_some() || p.item.debounce.is_some());
-            let route = trigger_route(&task, shards, keyed);
+            let route = trigger_route(&task, settings.shards, keyed);
             let store = String::from(StoreName::new(self.ctx.environment, route));
             let indexes: Vec<u32> = group.iter().map(|p| p.index).collect();
             let command = TriggerBatch {
@@ -281,7 +282,7 @@ impl Stream<'_, '_> {
                         .collect()
                 },
                 items: group.into_iter().map(|p| p.item).collect(),
-                retry: settings.map(|t| t.retry.clone()).unwrap_or_default(),
+                retry: settings.retry.clone(),
                 batch_key: None,
                 trigger_function: "batchTrigger".into(),
             };
