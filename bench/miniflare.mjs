@@ -17,6 +17,7 @@ const options =
     ? {
         name: "bench-hello",
         modules: true,
+        modulesRoot: root,
         scriptPath: path.join(root, "bench/hello/index.js"),
         compatibilityDate: "2026-04-01",
       }
@@ -24,6 +25,7 @@ const options =
     ? {
         name: "bench-floor",
         modules: true,
+        modulesRoot: root,
         scriptPath: path.join(root, "bench/floor/index.js"),
         compatibilityDate: "2026-04-01",
         durableObjects: { FLOOR_STORE: { className: "FloorStore", useSQLite: true } },

@@ -3,7 +3,8 @@
 // worker's isolate). Usage, after a release build that keeps the wasm name section
 // (bench/profile does both):
 //   bench/profile [items per batch, default 100] [seconds, default 10]   accept load
-//   bench/profile execute [runs, default 2000]   runs through a fast endpoint, to the end
+//   bench/profile execute [runs, default 2000] [queue limit, default none]   runs through a
+//     fast endpoint, to the end (bench/run's tasks declare a limit of 1,000)
 // Writes bench/out/<accept|execute>.cpuprofile (open it in Chrome's DevTools) and prints
 // the functions with the most self time.
 import { spawn, execFileSync } from "node:child_process";
@@ -19,6 +20,7 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const executing = process.argv[2] === "execute";
 const [items = "100", seconds = "10"] = process.argv.slice(2);
 const runs = executing ? Number(process.argv[3] ?? 2000) : 0;
+const limit = executing && process.argv[4] ? { concurrencyLimit: Number(process.argv[4]) } : {};
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const freePort = () => new Promise((resolve) => {
   const s = net.createServer().listen(0, "127.0.0.1", () => { const { port } = s.address(); s.close(() => resolve(port)); });
@@ -36,7 +38,7 @@ const endpoint = http.createServer((req, res) => {
 await new Promise((r) => endpoint.listen(0, "127.0.0.1", r));
 const tasks = {};
 for (let i = 0; i < 8; i++) {
-  tasks[`bench-${i}`] = { endpoint: `http://127.0.0.1:${endpoint.address().port}/`, queue: { name: `bench-${i}` } };
+  tasks[`bench-${i}`] = { endpoint: `http://127.0.0.1:${endpoint.address().port}/`, queue: { name: `bench-${i}`, ...limit } };
 }
 const limits = { requests: false, batchItems: false };
 const server = spawn("node", [path.join(root, "bench/miniflare.mjs"), "worker", String(port), state, JSON.stringify(tasks), JSON.stringify(limits)],
