@@ -7,6 +7,10 @@
 --   BENCH_REPEAT  "1": every other batch repeats keys from a small pool (default off)
 --   BENCH_KEY     the API key
 --   BENCH_NOW     "1": no delay, so that every run executes while the load goes on
+--   BENCH_RUN     what makes this load's idempotency keys its own (bench/run.mjs gives
+--                 each wrk run its own): wrk's math.random starts from the same seed in
+--                 every run, so without it a later load on the same worker repeats an
+--                 earlier one's keys, and its items are deduplicated instead of accepted
 local items = tonumber(os.getenv("BENCH_ITEMS") or "1")
 local tasks = tonumber(os.getenv("BENCH_TASKS") or "1")
 local one_task = os.getenv("BENCH_TASK")
@@ -28,7 +32,7 @@ function setup(thread)
 end
 
 function init(args)
-  prefix = string.format("t%d-%d-", id, math.random(1, 1e9))
+  prefix = string.format("%st%d-%d-", os.getenv("BENCH_RUN") or "", id, math.random(1, 1e9))
   wrk.method = "POST"
   wrk.headers["content-type"] = "application/json"
   wrk.headers["authorization"] = "Bearer " .. key

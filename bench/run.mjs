@@ -216,12 +216,15 @@ function toml(v) {
 // Scenarios.
 /** wrk against `server`, run as a child process while this one's event loop goes on (its
  * task endpoint answers the worker's calls meanwhile). */
+let wrkRuns = 0;
 async function wrk(server, env, duration = DURATION) {
   const before = usage(server.child.pid);
+  // Keys of its own (bench/accept.lua): loads on one worker never deduplicate each other.
+  const BENCH_RUN = `${process.pid}-${++wrkRuns}-`;
   const child = spawn(
     "wrk",
     ["-t2", "-c16", `-d${duration}s`, "--timeout", "10s", "-s", path.join(root, "bench/accept.lua"), server.base],
-    { env: { ...process.env, BENCH_KEY: KEY, ...env }, stdio: ["ignore", "pipe", "inherit"] },
+    { env: { ...process.env, BENCH_KEY: KEY, BENCH_RUN, ...env }, stdio: ["ignore", "pipe", "inherit"] },
   );
   let text = "";
   child.stdout.on("data", (chunk) => (text += chunk));
