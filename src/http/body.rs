@@ -3,11 +3,12 @@
 
 use futures_util::future::{select, Either};
 use futures_util::StreamExt;
-use worker::{console_error, ByteStream, Delay};
+use worker::wasm_bindgen_futures::JsFuture;
+use worker::{console_error, js_sys, ByteStream, Delay};
 
 use super::Incoming;
 use crate::domain::api::error::ApiError;
-use crate::domain::api::http_body::next_chunk_wait;
+use crate::domain::api::http_body::{next_chunk_wait, read_whole, BODY_IDLE_MS};
 use crate::domain::basics::time::Millis;
 
 /// The largest request body read (docs/API.md section 2): 3 MiB.
@@ -15,10 +16,14 @@ pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
 
 /// Reads the body, refusing more than `limit` bytes by `content-length` or while
 /// streaming, so an oversized body is never buffered; a body sent too slowly is a 408.
+/// A short body of declared length is read whole ([`read_whole`]), any other streamed.
 pub async fn read_body(req: &Incoming, limit: usize) -> Result<Vec<u8>, ApiError> {
     let declared = crate::platform::runtime::content_length(req.headers());
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(ApiError::PayloadTooLarge);
+    }
+    if read_whole(declared) {
+        return read_whole_body(req, limit).await;
     }
     let mut body = Vec::with_capacity(declared.map_or(0, |n| n as usize));
     let Some(mut stream) = req.body() else {
@@ -31,6 +36,26 @@ pub async fn read_body(req: &Incoming, limit: usize) -> Result<Vec<u8>, ApiError
             return Err(ApiError::PayloadTooLarge);
         }
         body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// A short body of declared length, read in one call that must end within the idle
+/// allowance (docs/API.md section 1). The runtime holds a body to its `content-length`,
+/// so the limit is checked again only as a guard.
+async fn read_whole_body(req: &Incoming, limit: usize) -> Result<Vec<u8>, ApiError> {
+    let Some(whole) = req.whole_body() else {
+        return Ok(Vec::new());
+    };
+    let timer = Delay::from(std::time::Duration::from_millis(BODY_IDLE_MS as u64));
+    let buffer = match select(JsFuture::from(whole), timer).await {
+        Either::Left((Ok(buffer), _)) => buffer,
+        Either::Left((Err(e), _)) => return Err(unreadable(e.into())),
+        Either::Right(_) => return Err(ApiError::RequestTimeout),
+    };
+    let body = js_sys::Uint8Array::new(&buffer).to_vec();
+    if body.len() > limit {
+        return Err(ApiError::PayloadTooLarge);
     }
     Ok(body)
 }

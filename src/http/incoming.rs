@@ -6,7 +6,7 @@
 //! `cf`, and answers a method no route takes with 405: this adapter reads each part
 //! when asked, and gives the method as sent.
 
-use worker::{web_sys, ByteStream, Headers};
+use worker::{js_sys, web_sys, ByteStream, Headers};
 
 use crate::domain::api::request_url::{split_url, UrlParts};
 
@@ -41,6 +41,15 @@ impl Incoming {
 
     pub fn header(&self, name: &str) -> Option<String> {
         self.headers.get(name).ok().flatten()
+    }
+
+    /// The whole body, as the runtime's `arrayBuffer()` promise; `None` when the request
+    /// has none (or it was taken already).
+    pub fn whole_body(&self) -> Option<js_sys::Promise> {
+        if self.raw.body_used() || self.raw.body().is_none() {
+            return None;
+        }
+        self.raw.array_buffer().ok()
     }
 
     /// The body's stream; `None` when the request has none (or it was taken already).
