@@ -44,8 +44,9 @@ pub async fn read_body(req: &Incoming, limit: usize) -> Result<Vec<u8>, ApiError
 /// allowance (docs/API.md section 1). The runtime holds a body to its `content-length`,
 /// so the limit is checked again only as a guard.
 async fn read_whole_body(req: &Incoming, limit: usize) -> Result<Vec<u8>, ApiError> {
-    let Some(whole) = req.whole_body() else {
-        return Ok(Vec::new());
+    let whole = match req.whole_body() {
+        None => return Ok(Vec::new()),
+        Some(started) => started.map_err(unreadable)?,
     };
     let timer = Delay::from(std::time::Duration::from_millis(BODY_IDLE_MS as u64));
     let buffer = match select(JsFuture::from(whole), timer).await {

@@ -45,11 +45,11 @@ impl Incoming {
 
     /// The whole body, as the runtime's `arrayBuffer()` promise; `None` when the request
     /// has none (or it was taken already).
-    pub fn whole_body(&self) -> Option<js_sys::Promise> {
+    pub fn whole_body(&self) -> Option<worker::Result<js_sys::Promise>> {
         if self.raw.body_used() || self.raw.body().is_none() {
             return None;
         }
-        self.raw.array_buffer().ok()
+        Some(self.raw.array_buffer().map_err(worker::Error::from))
     }
 
     /// The body's stream; `None` when the request has none (or it was taken already).
