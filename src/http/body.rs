@@ -1,6 +1,8 @@
 //! Reading request bodies: bounded in size (never buffered past the limit) and in time
 //! (a slowloris defence), docs/API.md section 1.
 
+use std::future::Future;
+
 use futures_util::future::{select, Either};
 use futures_util::StreamExt;
 use worker::wasm_bindgen_futures::JsFuture;
@@ -48,17 +50,24 @@ async fn read_whole_body(req: &Incoming, limit: usize) -> Result<Vec<u8>, ApiErr
         None => return Ok(Vec::new()),
         Some(started) => started.map_err(unreadable)?,
     };
-    let timer = Delay::from(std::time::Duration::from_millis(BODY_IDLE_MS as u64));
-    let buffer = match select(JsFuture::from(whole), timer).await {
-        Either::Left((Ok(buffer), _)) => buffer,
-        Either::Left((Err(e), _)) => return Err(unreadable(e.into())),
-        Either::Right(_) => return Err(ApiError::RequestTimeout),
-    };
+    let buffer = in_time(BODY_IDLE_MS, JsFuture::from(whole))
+        .await?
+        .map_err(|e| unreadable(e.into()))?;
     let body = js_sys::Uint8Array::new(&buffer).to_vec();
     if body.len() > limit {
         return Err(ApiError::PayloadTooLarge);
     }
     Ok(body)
+}
+
+/// `read` if it ends within `ms`, else `408` (what the rest of it would have been is
+/// dropped with it).
+async fn in_time<F: Future>(ms: Millis, read: F) -> Result<F::Output, ApiError> {
+    let timer = Delay::from(std::time::Duration::from_millis(ms as u64));
+    match select(std::pin::pin!(read), timer).await {
+        Either::Left((done, _)) => Ok(done),
+        Either::Right(_) => Err(ApiError::RequestTimeout),
+    }
 }
 
 fn unreadable(e: worker::Error) -> ApiError {
@@ -102,12 +111,10 @@ impl BodyPace {
     pub async fn next(&self, stream: &mut ByteStream) -> Result<Option<Vec<u8>>, ApiError> {
         let wait = next_chunk_wait(crate::platform::runtime::now(), self.deadline)
             .ok_or(ApiError::RequestTimeout)?;
-        let timer = Delay::from(std::time::Duration::from_millis(wait as u64));
-        match select(stream.next(), timer).await {
-            Either::Left((Some(Ok(chunk)), _)) => Ok(Some(chunk)),
-            Either::Left((None, _)) => Ok(None),
-            Either::Left((Some(Err(e)), _)) => Err(unreadable(e)),
-            Either::Right(_) => Err(ApiError::RequestTimeout),
+        match in_time(wait, stream.next()).await? {
+            Some(Ok(chunk)) => Ok(Some(chunk)),
+            None => Ok(None),
+            Some(Err(e)) => Err(unreadable(e)),
         }
     }
 }
