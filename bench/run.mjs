@@ -720,14 +720,18 @@ const lines = [`# Benchmark ${report.date}${quick ? " (quick)" : ""}`, "",
   `wasm: ${(report.size.wasmBytes / 1024).toFixed(0)} KiB raw, ${(report.size.wasmGzipBytes / 1024).toFixed(0)} KiB gzipped (target ≤ 1 MB raw: ${report.size.wasmBytes <= 1e6 ? "met" : "MISSED"}).`, ""];
 for (const [pathName, r] of Object.entries(report.paths)) {
   const ceiling = median(r.ceiling.map((c) => c.requestsPerSec));
+  // The worker's runs/s as a multiple of the floor's in the same scenario (NaN without one).
+  const toFloor = (name) => {
+    if (!r.floor[name] || !r.scenarios[name]) return NaN;
+    return median(r.scenarios[name].map((x) => x.runsPerSec)) / median(r.floor[name].map((x) => x.runsPerSec));
+  };
   lines.push(`## ${pathName === "miniflare" ? "Miniflare API (production-like)" : "wrangler dev"}`, "",
     `Ceiling (hello-world): ${ceiling.toFixed(0)} requests/s, CPU ${median(r.ceiling.map((c) => c.cpuMsPerRequest)).toFixed(2)} ms/request. Cold start: hello ${r.helloColdStartMs} ms, worker ${r.workerColdStartMs} ms.`,
     `Floor (bench/floor: one object call and one committed write per request, plain JavaScript): ` +
       Object.entries(r.floor).map(([name, rounds]) => {
         const rps = median(rounds.map((x) => x.requestsPerSec)), runs = median(rounds.map((x) => x.runsPerSec));
-        const ours = r.scenarios[name] ? median(r.scenarios[name].map((x) => x.runsPerSec)) : null;
         return `${name} ${rps.toFixed(0)} requests/s, ${runs.toFixed(0)} runs/s (${(runs / ceiling).toFixed(2)}× ceiling` +
-          (ours === null ? ")" : `; the worker does ${(ours / runs).toFixed(2)}× the floor)`);
+          (r.scenarios[name] ? `; the worker does ${toFloor(name).toFixed(2)}× the floor)` : ")");
       }).join("; ") + ".", "",
     "| scenario | requests/s | × ceiling | runs/s | runs/s × ceiling | p50 | p90 | p99 | max | non-2xx | socket errors (timeouts) | CPU ms/req | peak RSS MiB |",
     "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
@@ -773,10 +777,6 @@ for (const [pathName, r] of Object.entries(report.paths)) {
   const slowest = Math.max(...Object.values(r.scenarios).flat().map((x) => x.maxms));
   const timeouts = Object.values(r.scenarios).flat().reduce((n, x) => n + x.timeouts, 0);
   // The performance issue's later targets: the accept at the floor, the drain's probes.
-  const toFloor = (name) => {
-    const floor = r.floor[name] ? median(r.floor[name].map((x) => x.runsPerSec)) : NaN;
-    return median(r.scenarios[name].map((x) => x.runsPerSec)) / floor;
-  };
   const [f1, f100] = [toFloor("batch of 1"), toFloor("batch of 100")];
   const drained = r.drain?.length ? {
     slowest: Math.max(...["list", "trigger"].map((k) => median(r.drain.map((x) => x[k].maxms)))),
