@@ -404,7 +404,8 @@ impl Drop for Worker {
     }
 }
 
-/// An HTTP answer. `status` is 0 when no answer came (connection refused, reset).
+/// An HTTP answer. `status` is 0 when no answer came (connection refused, reset, or the
+/// answer cut off before its end).
 #[derive(Debug)]
 pub struct Answer {
     pub status: u16,
@@ -475,14 +476,13 @@ fn finish(result: Result<ureq::Response, ureq::Error>) -> Answer {
         .into_iter()
         .filter_map(|name| response.header(&name).map(|v| (name.clone(), v.to_owned())))
         .collect();
-    let mut body = String::new();
-    let _ = response
-        .into_reader()
-        .take(64 << 20)
-        .read_to_string(&mut body);
+    let mut body = Vec::new();
+    let read = response.into_reader().take(64 << 20).read_to_end(&mut body);
     Answer {
-        status,
-        body,
+        // An answer cut off after its head (the server killed while it was being sent)
+        // is no answer: a client has nothing it said.
+        status: if read.is_ok() { status } else { 0 },
+        body: String::from_utf8_lossy(&body).into_owned(),
         headers,
     }
 }
