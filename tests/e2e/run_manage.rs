@@ -17,6 +17,7 @@ pub fn cases() -> Vec<(&'static str, Case)> {
         metadata_changed_while_a_run_executes_is_read_mid_run_and_kept,
         tags_added_after_the_trigger_are_filtered_at_once_within_five,
         results_of_finished_runs_and_of_a_batchs_finished_runs,
+        a_batchs_options_kept_in_one_body_reach_the_call_every_read_and_a_replay,
     ]
 }
 
@@ -256,5 +257,96 @@ fn results_of_finished_runs_and_of_a_batchs_finished_runs(
         &cancelled["error"]["code"],
         &json!("TASK_RUN_CANCELLED"),
         "a cancelled run",
+    )
+}
+
+/// A batch's runs keep their write-once options in one stored body (store schema step 11),
+/// an item too large for it in its own row: the endpoint's call, a retry's backoff, the
+/// run's answer, the list and a replay all see each run's own options.
+fn a_batchs_options_kept_in_one_body_reach_the_call_every_read_and_a_replay(
+    w: &Worker,
+    server: &TaskServer,
+) -> Result<(), Failed> {
+    let tag = unique("body");
+    let big = "é".repeat(40 * 1024); // 80 KiB of UTF-8: over a body item's 64 KiB
+    let payloads = [
+        json!({"n": 0, "text": "déjà vu", "failTimes": 1}),
+        json!({"n": 1, "text": "\"quoted\"\n"}),
+        json!({"n": 2, "big": big}),
+    ];
+    let items = payloads
+        .iter()
+        .enumerate()
+        .map(|(i, payload)| {
+            json!({"payload": payload, "options": {
+                "idempotencyKey": format!("{tag}-{i}"), "ttl": "1h", "tags": [tag],
+            }})
+        })
+        .collect();
+    let runs = trigger_task(w, TASK, items)?;
+    for (i, run) in runs.iter().enumerate() {
+        let done = wait_status(w, run, "COMPLETED", Duration::from_secs(60));
+        ensure_eq(
+            (&done["payload"], &done["payloadType"], &done["ttl"]),
+            (&payloads[i], &json!("application/json"), &json!("1h")),
+            &format!("run {i}'s payload, its type and TTL"),
+        )?;
+        ensure_eq(
+            (&done["idempotencyKey"], &done["triggerFunction"]),
+            (&json!(format!("{tag}-{i}")), &json!("batchTrigger")),
+            &format!("run {i}'s key and trigger function"),
+        )?;
+        let calls = server.calls_of(run);
+        let call: Value = serde_json::from_slice(&calls.last().ok_or("a call")?.body)?;
+        ensure_eq(
+            (&call["payload"], &call["idempotencyKey"]),
+            (&payloads[i], &json!(format!("{tag}-{i}"))),
+            &format!("run {i}'s call"),
+        )?;
+    }
+    ensure_eq(
+        server.calls_of(&runs[0]).len(),
+        2,
+        "the first run retried once, with its task's backoff",
+    )?;
+    let listed = get(
+        &w.url(&format!("/api/v1/runs?filter[tag]={tag}")),
+        Some(DEV_KEY),
+    )
+    .json();
+    let mut keys: Vec<&str> = listed["data"]
+        .as_array()
+        .ok_or("data")?
+        .iter()
+        .filter_map(|r| r["idempotencyKey"].as_str())
+        .collect();
+    keys.sort_unstable();
+    let expected: Vec<String> = (0..3).map(|i| format!("{tag}-{i}")).collect();
+    ensure_eq(
+        keys,
+        expected.iter().map(String::as_str).collect(),
+        "listed keys",
+    )?;
+    // A replay has the same payload and options, without the key.
+    let replayed = send(
+        w,
+        "POST",
+        &format!("/api/v1/runs/{}/replay", runs[1]),
+        &json!({}),
+    );
+    ensure_eq(replayed.status, 200, &replayed.body)?;
+    let copy = replayed.json()["id"]
+        .as_str()
+        .ok_or("the replay's id")?
+        .to_owned();
+    let copy = wait_status(w, &copy, "COMPLETED", Duration::from_secs(60));
+    ensure_eq(
+        (&copy["payload"], &copy["ttl"], &copy["triggerFunction"]),
+        (&payloads[1], &json!("1h"), &json!("trigger")),
+        "the replay",
+    )?;
+    ensure(
+        copy.get("idempotencyKey").is_none(),
+        format!("the replay has no key: {copy}"),
     )
 }

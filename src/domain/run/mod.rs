@@ -3,6 +3,7 @@
 //! status, and the rules that get runs onto the queue (message packing, outbox timing).
 
 pub mod answer;
+pub mod body;
 pub mod delivery;
 pub mod execution;
 pub mod metadata;

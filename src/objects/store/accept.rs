@@ -17,6 +17,7 @@ use crate::domain::intake::idempotency::{
     decide_batch_key, plan_items, BatchKeyDecision, HeldBatchKey, HeldKey, ItemOutcome,
 };
 use crate::domain::intake::trigger::RunRequest;
+use crate::domain::run::body::{self, RunBody, Span};
 use crate::domain::run::delivery::{self, REDELIVER_AFTER_MS};
 use crate::domain::run::status::RunStatus;
 use crate::domain::scheduling::gate::priority_ms;
@@ -464,19 +465,48 @@ fn write_batch(
     let (mut run_rows, mut key_rows, mut outbox_rows) = (Vec::new(), Vec::new(), Vec::new());
     let mut limits: Vec<(&str, u32)> = Vec::new();
     let mut queues: Vec<&str> = Vec::new();
+    let created: Vec<(&RunRequest, &str)> = cmd
+        .items
+        .iter()
+        .zip(outcomes)
+        .filter(|(_, outcome)| outcome.created)
+        .map(|(item, outcome)| (item, outcome.run_id.as_str()))
+        .collect();
+    // The runs' write-once options, one row for the lot (`domain::run::body`); a single
+    // run keeps them in its own row.
+    let shared = created.len() > 1;
+    let packed = body::pack(
+        created
+            .iter()
+            .map(|(item, _)| {
+                if shared {
+                    body_item(cmd, item)
+                } else {
+                    Ok(None)
+                }
+            })
+            .collect::<Result<Vec<_>>>()?,
+    );
+    let seqs = packed
+        .bodies
+        .into_iter()
+        .map(|items| insert_body(sql, items))
+        .collect::<Result<Vec<_>>>()?;
     let retry = serde_json::to_string(&cmd.retry).map_err(|e| internal(e.to_string()))?;
-    for (item, outcome) in cmd.items.iter().zip(outcomes) {
-        if !outcome.created {
-            continue;
-        }
-        run_rows.extend(run_row(sql, cmd, item, &outcome.run_id, &retry, now)?);
+    for ((item, run_id), place) in created.iter().zip(packed.places) {
+        let in_body = place.map(|p| Span {
+            seq: seqs[p.body],
+            at: p.at,
+            len: p.len,
+        });
+        run_rows.extend(run_row(sql, cmd, item, run_id, in_body, &retry, now)?);
         if let Some(key) = &item.idempotency_key {
             let expires_at =
                 now.saturating_add(item.idempotency_key_ttl_ms.min(i64::MAX as u64) as i64);
             key_rows.extend([
                 cmd.task.as_str().into(),
                 key.as_str().into(),
-                outcome.run_id.as_str().into(),
+                (*run_id).into(),
                 expires_at.into(),
             ]);
         }
@@ -487,7 +517,7 @@ fn write_batch(
             limits.retain(|(name, _)| *name != queue);
             limits.push((queue, limit));
         }
-        outbox_rows.push((outcome.run_id.clone(), item.delay_until.unwrap_or(now)));
+        outbox_rows.push(((*run_id).to_owned(), item.delay_until.unwrap_or(now)));
     }
     insert_rows(
         sql,
@@ -594,6 +624,18 @@ fn write_batch(
     Ok(due)
 }
 
+/// Writes a `run_bodies` row of `items` (schema step 11); returns its `seq`.
+pub(super) fn insert_body(sql: &Sql, items: String) -> Result<i64> {
+    rows(
+        sql,
+        "INSERT INTO run_bodies (items) VALUES (CAST(? AS BLOB)) RETURNING seq",
+        vec![items.into()],
+    )?
+    .pop()
+    .ok_or_else(|| internal("an inserted body has no seq"))?
+    .int()
+}
+
 /// Lists runs created at `at` (`schema` step 6): one row for all of them.
 pub(super) fn insert_listing(sql: &Sql, at: Millis, runs: &[String]) -> Result<()> {
     let Some(first) = runs.iter().min() else {
@@ -659,51 +701,83 @@ fn store_text(
     }
 }
 
-/// The values of a new run's row, in `schema::INSERT_RUN_INTO`'s order (its payload and
-/// context written to `run_chunks` first when they are too large for the row); `retry` is
-/// the command's backoff as JSON.
+/// `item`'s write-once options as a body item, or `None` when they are too large for a
+/// body (then its row keeps them, the payload and context in chunks when large).
+fn body_item(cmd: &TriggerBatch, item: &RunRequest) -> Result<Option<String>> {
+    let raw_len = |raw: &Option<Box<RawValue>>| raw.as_deref().map_or(0, |r| r.get().len());
+    if raw_len(&item.payload) + raw_len(&item.context) > body::ITEM_BYTES {
+        return Ok(None);
+    }
+    let ttl = item.ttl.as_ref().and_then(Option::as_ref);
+    RunBody {
+        payload: item.payload.as_deref(),
+        payload_type: item.payload_type.as_str().into(),
+        context: item.context.as_deref(),
+        idempotency_key: item.idempotency_key.as_deref().map(Into::into),
+        ttl: ttl.map(|t| t.text.as_str().into()),
+        trigger_function: cmd.trigger_function.as_str().into(),
+        retry: cmd.retry.clone(),
+    }
+    .to_json()
+    .map(Some)
+    .map_err(internal)
+}
+
+/// The values of a new run's row, in `schema::INSERT_RUN_INTO`'s order: with `in_body`,
+/// its write-once options left empty (schema step 11), else all of them (its payload and
+/// context written to `run_chunks` first when they are too large for the row); `retry`
+/// is the command's backoff as JSON.
 fn run_row(
     sql: &Sql,
     cmd: &TriggerBatch,
     item: &RunRequest,
     run_id: &str,
+    in_body: Option<Span>,
     retry: &str,
     now: Millis,
 ) -> Result<Vec<SqlStorageValue>> {
-    let (payload, payload_chunks) = store_text(
-        sql,
-        run_id,
-        "payload",
-        item.payload.as_deref().map(RawValue::get),
-    )?;
-    let (context, context_chunks) = store_text(
-        sql,
-        run_id,
-        "context",
-        item.context.as_deref().map(RawValue::get),
-    )?;
+    let ttl = item.ttl.clone().flatten();
+    let in_row = in_body.is_none();
+    let (payload, payload_chunks, context, context_chunks) = if in_row {
+        let payload = item.payload.as_deref().map(RawValue::get);
+        let context = item.context.as_deref().map(RawValue::get);
+        let (payload, payload_chunks) = store_text(sql, run_id, "payload", payload)?;
+        let (context, context_chunks) = store_text(sql, run_id, "context", context)?;
+        (payload, payload_chunks, context, context_chunks)
+    } else {
+        let null = SqlStorageValue::Null;
+        (null.clone(), schema::PAYLOAD_IN_BODY, null, 0)
+    };
+    // A column whose value the body item holds is left empty.
+    let optional = |value: Option<&str>| -> SqlStorageValue {
+        if in_row {
+            value.into()
+        } else {
+            SqlStorageValue::Null
+        }
+    };
+    let required = |value: &str| SqlStorageValue::from(if in_row { value } else { "" });
     let (status, queued_at) = match item.delay_until {
         Some(_) => (RunStatus::Delayed, None),
         None => (RunStatus::Queued, Some(now)),
     };
-    let ttl = item.ttl.clone().flatten();
     let tags = serde_json::to_string(&item.tags).map_err(|e| internal(e.to_string()))?;
     let params: Vec<SqlStorageValue> = vec![
         run_id.into(),
         cmd.task.as_str().into(),
         status.as_str().into(),
         cmd.batch_id.as_deref().into(),
-        item.idempotency_key.as_deref().into(),
+        optional(item.idempotency_key.as_deref()),
         payload,
         payload_chunks.into(),
-        item.payload_type.as_str().into(),
+        required(&item.payload_type),
         context,
         context_chunks.into(),
         item.queue.as_deref().unwrap_or_default().into(),
         opt_i64(item.queue_limit),
         item.concurrency_key.as_deref().into(),
         tags.into(),
-        ttl.as_ref().map(|t| t.text.as_str()).into(),
+        optional(ttl.as_ref().map(|t| t.text.as_str())),
         ttl.as_ref()
             .map(|t| t.ms.min(i64::MAX as u64) as i64)
             .into(),
@@ -714,14 +788,17 @@ fn run_row(
         item.priority.into(),
         opt_i64(item.max_duration),
         i64::from(item.is_test).into(),
-        cmd.trigger_function.as_str().into(),
+        required(&cmd.trigger_function),
         now.into(),
         now.into(),
         queued_at.into(),
         // A TTL runs from the moment the run is QUEUED; a delayed run gets its deadline
         // when the alarm queues it.
         queued_at.zip(ttl.as_ref()).map(|(at, t)| t.ends(at)).into(),
-        retry.into(),
+        optional(Some(retry)),
+        in_body.as_ref().map(|p| p.seq).into(),
+        in_body.as_ref().map(|p| p.at).into(),
+        in_body.as_ref().map(|p| p.len).into(),
     ];
     debug_assert_eq!(params.len(), schema::RUN_COLUMNS);
     Ok(params)

@@ -5,6 +5,8 @@
 //! Each decision reads and writes with no await in between, except a retry, which arms
 //! the alarm first and then writes under a guard on the status it read.
 
+use std::borrow::Cow;
+
 use serde_json::value::RawValue;
 use worker::Result;
 
@@ -12,11 +14,12 @@ use super::protocol::{
     AttemptOutcome, AttemptStart, CancelReply, FinishReply, LeaseExpiredReply, StartReply,
 };
 use super::read::raw;
-use super::schema::ATTEMPTS_APPENDED;
+use super::schema::{self, body_item, ATTEMPTS_APPENDED};
 use super::{internal, jitter, now, RunStore};
 use crate::domain::api::activity::Event;
 use crate::domain::basics::time::Millis;
 use crate::domain::config::{attempt_seconds, run_max_attempts, RetryPolicy};
+use crate::domain::run::body::{RunBody, Span};
 use crate::domain::run::delivery::RETRY_SLACK_MS;
 use crate::domain::run::execution::{
     after_failure, start_decision, AfterFailure, StartDecision, StartState,
@@ -32,7 +35,10 @@ struct StateRow {
     expires_at: Option<Millis>,
     retry_at: Option<Millis>,
     max_attempts: Option<i64>,
+    /// The retry policy as JSON (`retry`), or the run's body item that holds it (`body`,
+    /// schema step 11).
     retry: Option<String>,
+    body: Option<Span>,
     queue: String,
     concurrency_key: Option<String>,
 }
@@ -57,6 +63,24 @@ struct CallRow {
     is_test: i64,
 }
 
+impl CallRow {
+    /// The row with the options its body item holds (schema step 11).
+    fn with_body(mut self, item: Option<&str>) -> Result<CallRow> {
+        let Some(item) = item else {
+            return Ok(self);
+        };
+        let body = RunBody::parse(item).map_err(internal)?;
+        if self.payload_chunks == schema::PAYLOAD_IN_BODY {
+            self.payload = body.payload.map(|p| p.get().to_owned());
+            self.payload_chunks = 0;
+            self.payload_type = body.payload_type.into_owned();
+        }
+        self.context = body.context.map(|c| c.get().to_owned());
+        self.idempotency_key = body.idempotency_key.map(Cow::into_owned);
+        Ok(self)
+    }
+}
+
 /// What a final attempt leaves on its run.
 struct Ended<'a> {
     output: Option<&'a str>,
@@ -71,7 +95,7 @@ fn status_of(row: &StateRow) -> Result<RunStatus> {
 impl RunStore {
     fn state_of(&self, run_id: &str) -> Result<Option<StateRow>> {
         let query = "SELECT status, attempt_count, lease_token, expires_at, retry_at, max_attempts,
-                 retry, queue, concurrency_key
+                 retry, body, body_at, body_len, queue, concurrency_key
              FROM runs WHERE id = ?";
         let Some(mut v) = rows(&self.sql(), query, vec![run_id.into()])?.pop() else {
             return Ok(None);
@@ -84,21 +108,55 @@ impl RunStore {
             retry_at: v.opt_int()?,
             max_attempts: v.opt_int()?,
             retry: v.opt_text()?,
+            body: match (v.opt_int()?, v.opt_int()?, v.opt_int()?) {
+                (Some(seq), Some(at), Some(len)) => Some(Span { seq, at, len }),
+                _ => None,
+            },
             queue: v.text()?,
             concurrency_key: v.opt_text()?,
         }))
     }
 
+    /// The retry policy a run was triggered with: in its row, or in its body item.
+    fn retry_policy(&self, row: &StateRow) -> Result<RetryPolicy> {
+        if let Some(span) = &row.body {
+            if let Some((seq, policy)) = &*self.body_retry.borrow() {
+                if *seq == span.seq {
+                    return Ok(policy.clone());
+                }
+            }
+            let mut v = rows(
+                &self.sql(),
+                "SELECT CAST(substr(items, ?, ?) AS TEXT) FROM run_bodies WHERE seq = ?",
+                vec![span.at.into(), span.len.into(), span.seq.into()],
+            )?
+            .pop()
+            .ok_or_else(|| internal("a run's body is missing"))?;
+            let policy = RunBody::parse(&v.text()?).map_err(internal)?.retry;
+            *self.body_retry.borrow_mut() = Some((span.seq, policy.clone()));
+            return Ok(policy);
+        }
+        match &row.retry {
+            Some(text) => serde_json::from_str(text).map_err(|e| internal(e.to_string())),
+            None => Ok(RetryPolicy::default()),
+        }
+    }
+
     /// Starts attempt `attempt_count + 1` of `run_id` under lease `token` and reads what
-    /// its call needs, in one statement (`RETURNING` reads the row as the update left it).
+    /// its call needs, in one statement (`RETURNING` reads the row as the update left it,
+    /// and the run's body item).
     fn start_and_read(&self, run_id: &str, token: i64, now: Millis) -> Result<CallRow> {
-        let query = "UPDATE runs SET status = 'EXECUTING', attempt_count = attempt_count + 1,
+        const QUERY: &str = concat!(
+            "UPDATE runs SET status = 'EXECUTING', attempt_count = attempt_count + 1,
                  started_at = COALESCE(started_at, ?), expires_at = NULL, retry_at = NULL,
                  lease_token = ?, updated_at = ?, attempt_started_at = ?
              WHERE id = ?
              RETURNING id, task, attempt_count, payload, payload_chunks, payload_type, context,
                  context_chunks, tags, batch_id, idempotency_key, queue, concurrency_key,
-                 created_at, max_duration, max_attempts, is_test";
+                 created_at, max_duration, max_attempts, is_test, ",
+            body_item!(),
+            " AS body_item"
+        );
         let params = vec![
             now.into(),
             token.into(),
@@ -106,10 +164,10 @@ impl RunStore {
             now.into(),
             run_id.into(),
         ];
-        let mut v = rows(&self.sql(), query, params)?
+        let mut v = rows(&self.sql(), QUERY, params)?
             .pop()
             .ok_or_else(|| internal("the run vanished while starting"))?;
-        Ok(CallRow {
+        let row = CallRow {
             id: v.text()?,
             task: v.text()?,
             attempt_count: v.int()?,
@@ -127,7 +185,8 @@ impl RunStore {
             max_duration: v.opt_int()?,
             max_attempts: v.opt_int()?,
             is_test: v.int()?,
-        })
+        };
+        row.with_body(v.opt_text()?.as_deref())
     }
 
     /// `QUEUED` or due `REATTEMPTING` → `EXECUTING` with the next attempt number, for the
@@ -236,10 +295,7 @@ impl RunStore {
         retry: bool,
         now: Millis,
     ) -> Result<FinishReply> {
-        let policy: RetryPolicy = match &row.retry {
-            Some(text) => serde_json::from_str(text).map_err(|e| internal(e.to_string()))?,
-            None => RetryPolicy::default(),
-        };
+        let policy = self.retry_policy(row)?;
         // A failure that says not to retry ends the run with this attempt.
         let max_attempts = if retry {
             run_max_attempts(row.max_attempts)

@@ -4,13 +4,17 @@
 use serde::Deserialize;
 use worker::Result;
 
+use super::accept::insert_body;
 use super::protocol::{KeyReset, MetadataReply, ReplayReply, RescheduleReply, RunReply, TagsReply};
-use super::{now, RunStore};
+use super::schema::BODY_ITEM;
+use super::{internal, now, RunStore};
 use crate::domain::api::error::ApiError;
 use crate::domain::basics::time::Millis;
+use crate::domain::run::body::RunBody;
 use crate::domain::run::delivery::REDELIVER_AFTER_MS;
 use crate::domain::run::metadata::{merged_tags, updated, Update};
 use crate::domain::run::status::RunStatus;
+use crate::platform::sql::rows;
 
 #[derive(Deserialize)]
 struct StatusRow {
@@ -63,14 +67,35 @@ impl RunStore {
         };
         let expires_at = row.ttl_ms.map(|ttl| now.saturating_add(ttl));
         let sql = self.sql();
+        // A body item of its own: the copy's options without the key, made by `trigger`.
+        let item = rows(
+            &sql,
+            &format!("SELECT {BODY_ITEM} FROM runs WHERE id = ?"),
+            vec![run_id.into()],
+        )?
+        .pop()
+        .map(|mut v| v.opt_text())
+        .transpose()?
+        .flatten();
+        let (body, body_len) = match item {
+            Some(text) => {
+                let mut item = RunBody::parse(&text).map_err(internal)?;
+                item.idempotency_key = None;
+                item.trigger_function = "trigger".into();
+                let text = item.to_json().map_err(internal)?;
+                let len = text.len() as i64;
+                (Some(insert_body(&sql, text)?), Some(len))
+            }
+            None => (None, None),
+        };
         sql.exec(
             "INSERT INTO runs (id, task, status, payload, payload_chunks, payload_type, context,
                  context_chunks, queue, queue_limit, concurrency_key, tags, ttl, ttl_ms, max_attempts,
                  metadata, machine, priority, max_duration, is_test, trigger_function, created_at,
-                 updated_at, queued_at, expires_at, retry)
+                 updated_at, queued_at, expires_at, retry, body, body_at, body_len)
              SELECT ?, task, 'QUEUED', payload, payload_chunks, payload_type, context, context_chunks,
                  queue, queue_limit, concurrency_key, tags, ttl, ttl_ms, max_attempts, metadata, machine,
-                 priority, max_duration, is_test, 'trigger', ?, ?, ?, ?, retry
+                 priority, max_duration, is_test, 'trigger', ?, ?, ?, ?, retry, ?, ?, ?
              FROM runs WHERE id = ?",
             vec![
                 new_run_id.into(),
@@ -78,6 +103,9 @@ impl RunStore {
                 now.into(),
                 now.into(),
                 expires_at.into(),
+                body.into(),
+                body.map(|_| 1i64).into(),
+                body_len.into(),
                 run_id.into(),
             ],
         )?;

@@ -30,6 +30,7 @@ use serde::Deserialize;
 use worker::{durable_object, DurableObject, Env, Request, Response, Result, State};
 
 use crate::domain::basics::time::Millis;
+use crate::domain::config::RetryPolicy;
 use crate::objects::group_commit::GroupCommit;
 use crate::platform::meter::{self, Activity, Object};
 use crate::platform::rpc;
@@ -65,6 +66,10 @@ pub struct RunStore {
     activity: Activity,
     /// Runs created, completed and failed in minutes not yet written (`tally`).
     tally: RefCell<Tally>,
+    /// The retry policy in the body read last for a failed attempt, by the body's `seq`.
+    /// A body never changes and its items share their trigger's policy; a batch's runs
+    /// tend to fail together, so most failures read no body.
+    body_retry: RefCell<Option<(i64, RetryPolicy)>>,
 }
 
 /// A uniform random number in [0, 1), for retry jitter.
@@ -87,6 +92,7 @@ impl DurableObject for RunStore {
             triggers: GroupCommit::default(),
             activity: Activity::default(),
             tally: RefCell::new(Tally::default()),
+            body_retry: RefCell::new(None),
         }
     }
 

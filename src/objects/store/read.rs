@@ -1,14 +1,18 @@
 //! Reading runs and batches back (docs/API.md section 4).
 
+use std::borrow::Cow;
+
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use worker::Result;
 
 use super::protocol::{BatchReply, RunReply};
-use super::{internal, schema, RunStore};
+use super::schema::{self, BODY_ITEM};
+use super::{internal, RunStore};
 use crate::domain::api::list::{Page, RunFilter};
 use crate::domain::api::view::{AttemptRecord, BatchRecord, ItemError, RunRecord};
 use crate::domain::basics::time::Millis;
+use crate::domain::run::body::RunBody;
 use crate::domain::run::execution::{batch_status, processing_status};
 use crate::domain::run::status::RunStatus;
 use crate::platform::sql::{exec_in_chunks, rows};
@@ -63,6 +67,28 @@ struct RunRow {
     attempt_started_at: Option<Millis>,
     #[serde(default)]
     attempts: Option<String>,
+    /// The run's body item (schema step 11), when its options are there.
+    #[serde(default)]
+    body_item: Option<String>,
+}
+
+impl RunRow {
+    /// The row with the options its body item holds; the payload too when `payload`.
+    fn with_body(mut self, payload: bool) -> Result<RunRow> {
+        let Some(item) = self.body_item.take() else {
+            return Ok(self);
+        };
+        let body = RunBody::parse(&item).map_err(internal)?;
+        if self.payload_chunks == schema::PAYLOAD_IN_BODY {
+            self.payload = body.payload.filter(|_| payload).map(|p| p.get().to_owned());
+            self.payload_chunks = 0;
+            self.payload_type = body.payload_type.into_owned();
+        }
+        self.idempotency_key = body.idempotency_key.map(Cow::into_owned);
+        self.ttl = body.ttl.map(Cow::into_owned);
+        self.trigger_function = body.trigger_function.into_owned();
+        Ok(self)
+    }
 }
 
 #[derive(Deserialize)]
@@ -201,7 +227,9 @@ impl RunStore {
                 .exec(schema::SELECT_RUN, vec![run_id.as_str().into()])?
                 .to_array::<RunRow>()?
                 .into_iter()
-                .next();
+                .next()
+                .map(|row| row.with_body(false))
+                .transpose()?;
             if let Some(record) = row.map(|row| self.record(row, None)).transpose()? {
                 if record.status.is_final() {
                     runs.push(record);
@@ -221,6 +249,7 @@ impl RunStore {
         else {
             return Ok(RunReply::NotFound);
         };
+        let row = row.with_body(true)?;
         let payload =
             self.stored_text(run_id, "payload", row.payload.clone(), row.payload_chunks)?;
         let mut record = self.record(row, payload)?;
@@ -344,10 +373,10 @@ impl RunStore {
         params.push((limit as i64).into());
         let query = format!(
             "SELECT runs.id, task, status, batch_id, idempotency_key, NULL AS payload,
-                 0 AS payload_chunks, payload_type, queue, concurrency_key, tags, ttl, delayed_until,
+                 payload_chunks, payload_type, queue, concurrency_key, tags, ttl, delayed_until,
                  created_at, updated_at, started_at, finished_at, expired_at, metadata, is_test,
                  trigger_function, attempt_count, NULL AS output, NULL AS error,
-                 NULL AS attempt_started_at, NULL AS attempts
+                 NULL AS attempt_started_at, NULL AS attempts, {BODY_ITEM} AS body_item
              FROM listing, json_each(listing.ids) AS listed, runs
              WHERE runs.id = listed.value AND {condition}
              ORDER BY listing.at {order}, runs.id {order} LIMIT ?"
@@ -355,7 +384,7 @@ impl RunStore {
         let rows = self.sql().exec(&query, params)?.to_array::<RunRow>()?;
         let runs = rows
             .into_iter()
-            .map(|row| self.record(row, None))
+            .map(|row| self.record(row.with_body(false)?, None))
             .collect::<Result<Vec<_>>>()?;
         Ok(runs)
     }

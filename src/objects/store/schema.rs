@@ -53,6 +53,10 @@ pub const SCHEMA: Schema = Schema {
             version: 10,
             statements: STEP_10,
         },
+        Step {
+            version: 11,
+            statements: STEP_11,
+        },
     ],
 };
 
@@ -351,6 +355,33 @@ const STEP_10: &[Statement] = &[Sql("CREATE TABLE activity (
         failed INTEGER NOT NULL
     )")];
 
+/// Runs' write-once options in one row per accept (`domain::run::body`): a run made since
+/// names its item's byte range in a `run_bodies` row (a rowid table with no index, so an
+/// accept writes one row for all its runs' options), and its own row leaves those columns
+/// empty: `NULL`, or `''` where step 1 made them `NOT NULL` (`payload_type`,
+/// `trigger_function`), and `payload_chunks` -1 while the payload is in the body. Earlier
+/// runs, and runs whose options are too large for a body, keep them in their row.
+const STEP_11: &[Statement] = &[
+    Sql("CREATE TABLE run_bodies (seq INTEGER PRIMARY KEY, items BLOB NOT NULL)"),
+    Sql("ALTER TABLE runs ADD COLUMN body INTEGER"),
+    Sql("ALTER TABLE runs ADD COLUMN body_at INTEGER"),
+    Sql("ALTER TABLE runs ADD COLUMN body_len INTEGER"),
+];
+
+/// A run's body item as text, or `NULL` when its options are in its row: an expression
+/// over `runs` (schema step 11).
+macro_rules! body_item {
+    () => {
+        "(SELECT CAST(substr(b.items, runs.body_at, runs.body_len) AS TEXT)
+            FROM run_bodies b WHERE b.seq = runs.body)"
+    };
+}
+pub(super) use body_item;
+pub const BODY_ITEM: &str = body_item!();
+
+/// `payload_chunks` of a run whose payload is in its body item.
+pub const PAYLOAD_IN_BODY: i64 = -1;
+
 /// `attempts` with the attempt ending in this statement appended: its number, the status
 /// it ended with (first `?`), its start, its end (second `?`, bound as a JavaScript
 /// number: cast, or JSON would write it as `1.0`) and its error as JSON (third `?`, or
@@ -368,19 +399,22 @@ pub const INSERT_RUN_INTO: &str = "INSERT INTO runs (
     id, task, status, batch_id, idempotency_key, payload, payload_chunks, payload_type,
     context, context_chunks, queue, queue_limit, concurrency_key, tags, ttl, ttl_ms,
     delayed_until, max_attempts, metadata, machine, priority, max_duration, is_test,
-    trigger_function, created_at, updated_at, queued_at, expires_at, retry
+    trigger_function, created_at, updated_at, queued_at, expires_at, retry, body, body_at, body_len
 )";
-pub const RUN_COLUMNS: usize = 29;
+pub const RUN_COLUMNS: usize = 32;
 const _: () = assert!(
     RUN_COLUMNS <= 100,
     "SQL statements take at most 100 parameters"
 );
 
-pub const SELECT_RUN: &str = "SELECT id, task, status, batch_id, idempotency_key, payload,
+pub const SELECT_RUN: &str = concat!(
+    "SELECT id, task, status, batch_id, idempotency_key, payload,
     payload_chunks, payload_type, queue, concurrency_key, tags, ttl, delayed_until,
     created_at, updated_at, started_at, finished_at, expired_at, metadata, is_test,
-    trigger_function, attempt_count, output, error, output_type, attempt_started_at, attempts
-    FROM runs WHERE id = ?";
+    trigger_function, attempt_count, output, error, output_type, attempt_started_at, attempts, ",
+    body_item!(),
+    " AS body_item FROM runs WHERE id = ?"
+);
 
 #[cfg(test)]
 mod tests {
@@ -413,6 +447,7 @@ mod tests {
                 "166dfc6e7f3ce422",
                 "51fee0ea9fa6dc10",
                 "bc37a2d04ba17c8f",
+                "6fc7a6065c427b69",
             ],
         );
     }
