@@ -360,7 +360,8 @@ const STEP_10: &[Statement] = &[Sql("CREATE TABLE activity (
 /// accept writes one row for all its runs' options), and its own row leaves those columns
 /// empty: `NULL`, or `''` where step 1 made them `NOT NULL` (`payload_type`,
 /// `trigger_function`), and `payload_chunks` -1 while the payload is in the body. Earlier
-/// runs, and runs whose options are too large for a body, keep them in their row.
+/// runs, a single trigger's run and runs whose options are too large for a body keep them
+/// in their row.
 const STEP_11: &[Statement] = &[
     Sql("CREATE TABLE run_bodies (seq INTEGER PRIMARY KEY, items BLOB NOT NULL)"),
     Sql("ALTER TABLE runs ADD COLUMN body INTEGER"),
