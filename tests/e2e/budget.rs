@@ -58,10 +58,9 @@ struct Scenario {
     /// Runs accepted, and how many of them reach COMPLETED.
     runs: u64,
     completed: u64,
-    send: fn(&Worker, &str) -> Result<(), Failed>,
-    /// `warm_runs` runs on the same task, sent by the warm-up (completed when the
-    /// scenario's runs complete).
-    warm: fn(&Worker, &str) -> Result<(), Failed>,
+    /// Sends this many runs, tagged.
+    send: fn(&Worker, &str, u64) -> Result<(), Failed>,
+    /// Runs the warm-up sends (completed when the scenario's runs complete).
     warm_runs: u64,
 }
 
@@ -71,24 +70,21 @@ const SCENARIOS: [Scenario; 4] = [
         name: "acceptOnlyBatch100",
         runs: 1000,
         completed: 0,
-        send: |w, tag| batches(w, ACCEPT_ONLY, tag, json!({ "delay": "1h" }), 10),
-        warm: |w, tag| batches(w, ACCEPT_ONLY, tag, json!({ "delay": "1h" }), 1),
+        send: |w, tag, runs| batches(w, ACCEPT_ONLY, tag, json!({ "delay": "1h" }), runs),
         warm_runs: 100,
     },
     Scenario {
         name: "endToEndBatch100",
         runs: 1000,
         completed: 1000,
-        send: |w, tag| batches(w, BATCHES, tag, json!({}), 10),
-        warm: |w, tag| batches(w, BATCHES, tag, json!({}), 1),
+        send: |w, tag, runs| batches(w, BATCHES, tag, json!({}), runs),
         warm_runs: 100,
     },
     Scenario {
         name: "endToEndSingle",
         runs: 100,
         completed: 100,
-        send: |w, tag| singles(w, tag, 100),
-        warm: |w, tag| singles(w, tag, 1),
+        send: singles,
         warm_runs: 1,
     },
     // Every run fails its first attempt and completes on the second.
@@ -96,8 +92,7 @@ const SCENARIOS: [Scenario; 4] = [
         name: "oneRetryBatch100",
         runs: 1000,
         completed: 1000,
-        send: |w, tag| batches(w, RETRIES, tag, json!({}), 10),
-        warm: |w, tag| batches(w, RETRIES, tag, json!({}), 1),
+        send: |w, tag, runs| batches(w, RETRIES, tag, json!({}), runs),
         warm_runs: 100,
     },
 ];
@@ -155,7 +150,7 @@ fn warm_up(w: &Worker) -> Result<(), Failed> {
     let before = meter(w)?;
     let tag = format!("warm-{}", crate::task_server::epoch_ms());
     for scenario in &SCENARIOS {
-        (scenario.warm)(w, &tag)?;
+        (scenario.send)(w, &tag, scenario.warm_runs)?;
     }
     let completed = SCENARIOS
         .iter()
@@ -170,7 +165,7 @@ fn warm_up(w: &Worker) -> Result<(), Failed> {
 fn run(w: &Worker, scenario: &Scenario) -> Result<Account, Failed> {
     let before = meter(w)?;
     let tag = format!("{}-{}", scenario.name, crate::task_server::epoch_ms());
-    (scenario.send)(w, &tag)?;
+    (scenario.send)(w, &tag, scenario.runs)?;
     let spent = over(w, scenario.name, &before, scenario.completed)?;
     check_runs(scenario, &spent)?;
     Ok(spent)
@@ -270,9 +265,9 @@ fn item(tag: &str, i: usize, options: &Value, task: &str) -> Value {
     json!({ "payload": payload, "options": options })
 }
 
-/// `count` batches of 100, one after another.
-fn batches(w: &Worker, task: &str, tag: &str, options: Value, count: usize) -> Result<(), Failed> {
-    for b in 0..count {
+/// `runs` runs in batches of 100, one after another.
+fn batches(w: &Worker, task: &str, tag: &str, options: Value, runs: u64) -> Result<(), Failed> {
+    for b in 0..(runs / 100) as usize {
         let items: Vec<Value> = (0..100)
             .map(|i| item(tag, b * 100 + i, &options, task))
             .collect();
@@ -285,9 +280,9 @@ fn batches(w: &Worker, task: &str, tag: &str, options: Value, count: usize) -> R
     Ok(())
 }
 
-/// `count` single triggers, one after another.
-fn singles(w: &Worker, tag: &str, count: usize) -> Result<(), Failed> {
-    for i in 0..count {
+/// `runs` single triggers, one after another.
+fn singles(w: &Worker, tag: &str, runs: u64) -> Result<(), Failed> {
+    for i in 0..runs as usize {
         post(
             w,
             &format!("/api/v1/tasks/{SINGLES}/trigger"),
