@@ -1,7 +1,7 @@
 //! Accepting a batch (docs/API.md section 2): batch keys, idempotency decisions, and the
 //! one transaction that writes runs, keys, queue limits, outbox rows and the batch.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -38,6 +38,35 @@ struct HeldBatchKeyRow {
     batch_id: String,
     body_hash: String,
     expires_at: Millis,
+}
+
+/// Queue names an object remembers as listed, at most (a store whose triggers name more
+/// queues writes the others' `INSERT OR IGNORE` every time, as before).
+const QUEUES_REMEMBERED: usize = 1_024;
+
+/// What this object's accepts have committed that no later accept changes: its name in
+/// `meta`, and the queues listed in `queues` (rows no command deletes). An accept skips
+/// those statements (two of a single trigger's nine). Memory only, filled after each
+/// commit: a restarted object writes them once more, ignored.
+#[derive(Default)]
+pub(super) struct Written {
+    named: bool,
+    queues: HashSet<String>,
+}
+
+impl Written {
+    /// Records what a committed accept of `items` wrote.
+    fn committed<'a>(&mut self, queues: impl IntoIterator<Item = &'a str>) {
+        self.named = true;
+        for queue in queues {
+            if self.queues.len() >= QUEUES_REMEMBERED {
+                break;
+            }
+            if !self.queues.contains(queue) {
+                self.queues.insert(queue.to_owned());
+            }
+        }
+    }
 }
 
 impl RunStore {
@@ -186,10 +215,17 @@ impl RunStore {
             })
             .collect();
         let due = transaction(&self.state.storage(), || {
-            let due = write_batch(&sql, &cmd, &outcomes, &runs, now)?;
+            let due = write_batch(&sql, &cmd, &outcomes, &runs, &self.written.borrow(), now)?;
             write_debounces(&sql, &cmd, &debounced, now)?;
             Ok(due)
         })?;
+        self.written.borrow_mut().committed(
+            cmd.items
+                .iter()
+                .zip(&outcomes)
+                .filter(|(_, o)| o.created)
+                .map(|(item, _)| item.queue.as_deref().unwrap_or_default()),
+        );
         let created = outcomes.iter().filter(|o| o.created).count();
         meter::runs_accepted(created);
         if created > 0 {
@@ -451,13 +487,15 @@ fn take_trailing(sql: &Sql, run_id: &str, item: &RunRequest) -> Result<()> {
 /// Outbox rows to send, as `(seq, runs)`.
 pub(super) type Due = Vec<(i64, Vec<String>)>;
 
-/// Writes a planned batch. Runs inside `transactionSync`; any error rolls it all back.
-/// Returns the outbox rows it wrote that are due now.
+/// Writes a planned batch, but not what `written` says earlier accepts committed. Runs
+/// inside `transactionSync`; any error rolls it all back. Returns the outbox rows it wrote
+/// that are due now.
 fn write_batch(
     sql: &Sql,
     cmd: &TriggerBatch,
     outcomes: &[ItemOutcome],
     runs: &[String],
+    written: &Written,
     now: Millis,
 ) -> Result<Due> {
     // Multi-row statements of up to 100 parameters, each value the runs share bound once
@@ -510,7 +548,10 @@ fn write_batch(
                 expires_at.into(),
             ]);
         }
-        queues.push(item.queue.as_deref().unwrap_or_default());
+        let queue = item.queue.as_deref().unwrap_or_default();
+        if !written.queues.contains(queue) {
+            queues.push(queue);
+        }
         if let Some(limit) = item.queue_limit {
             // The last item's limit for a queue wins, as if each were written in turn.
             let queue = item.queue.as_deref().unwrap_or_default();
@@ -548,7 +589,7 @@ fn write_batch(
         limit_rows,
     )?;
     // Every queue a run was triggered on is listed (`GET /api/v1/queues`): a row the first
-    // time a name comes, nothing written after.
+    // time a name comes, nothing written after, and no statement once `written` has it.
     queues.sort_unstable();
     queues.dedup();
     let queue_rows = queues
@@ -573,10 +614,12 @@ fn write_batch(
             due.push((seq, runs));
         }
     }
-    sql.exec(
-        "INSERT OR IGNORE INTO meta (key, value) VALUES ('name', ?)",
-        vec![cmd.store.as_str().into()],
-    )?;
+    if !written.named {
+        sql.exec(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES ('name', ?)",
+            vec![cmd.store.as_str().into()],
+        )?;
+    }
     let Some(batch_id) = &cmd.batch_id else {
         return Ok(due); // a single trigger: no batch record
     };
@@ -802,4 +845,22 @@ fn run_row(
     ];
     debug_assert_eq!(params.len(), schema::RUN_COLUMNS);
     Ok(params)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_object_remembers_its_name_and_queues_written_up_to_a_bound() {
+        let mut written = Written::default();
+        assert!(!written.named && written.queues.is_empty());
+        written.committed(["a", "b", "a", ""]);
+        assert!(written.named);
+        assert_eq!(written.queues.len(), 3, "the default queue's name is ''");
+        let many: Vec<String> = (0..2 * QUEUES_REMEMBERED).map(|n| n.to_string()).collect();
+        written.committed(many.iter().map(String::as_str));
+        assert_eq!(written.queues.len(), QUEUES_REMEMBERED);
+        assert!(written.queues.contains("a"), "names known stay known");
+    }
 }

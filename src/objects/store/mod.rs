@@ -70,6 +70,8 @@ pub struct RunStore {
     /// A body never changes and its items share their trigger's policy; a batch's runs
     /// tend to fail together, so most failures read no body.
     body_retry: RefCell<Option<(i64, RetryPolicy)>>,
+    /// What accepts have committed that no later one changes (`accept::Written`).
+    written: RefCell<accept::Written>,
 }
 
 /// A uniform random number in [0, 1), for retry jitter.
@@ -93,6 +95,7 @@ impl DurableObject for RunStore {
             activity: Activity::default(),
             tally: RefCell::new(Tally::default()),
             body_retry: RefCell::new(None),
+            written: RefCell::new(accept::Written::default()),
         }
     }
 
