@@ -30,13 +30,18 @@ impl Ctx<'_> {
             return Ok(());
         }
         let (env, now) = (self.environment, crate::platform::runtime::now());
+        let mut renewing = false;
         let local = GRANTS.with(|grants| {
             let mut grants = grants.borrow_mut();
             let grant = grants.get_mut(&env)?;
+            if let Some(ahead) = grant.renew(limits, now) {
+                renewing = true; // this request asks for the next grant
+                return Some(Err(ahead));
+            }
             Some(
                 grant
                     .spend(limits, now, items)
-                    .ok_or_else(|| grant.next_ahead(limits)),
+                    .ok_or_else(|| grant.next_ahead(limits, now)),
             )
         });
         let ahead = match local {
@@ -47,19 +52,39 @@ impl Ctx<'_> {
             Some(Err(ahead)) => ahead,
             None => Ahead::default(),
         };
-        match crate::objects::limiter::client::take(self.env, env, items, ahead).await {
+        let verdict = crate::objects::limiter::client::take(self.env, env, items, ahead).await;
+        // A renewal that failed leaves the grant it would have replaced, to a later request.
+        let spend_after_failed_renewal = || {
+            GRANTS.with(|grants| {
+                let mut grants = grants.borrow_mut();
+                let grant = grants.get_mut(&env).filter(|_| renewing)?;
+                grant.renewal_failed();
+                Some(grant.spend(limits, now, items))
+            })
+        };
+        match verdict {
             Ok(Verdict::Allowed { figures, ahead }) => {
                 let grant = Grant::new(figures, ahead, items, now);
                 GRANTS.with(|grants| grants.borrow_mut().insert(env, grant));
                 self.rate.set(figures);
                 Ok(())
             }
-            Ok(Verdict::Limited { bucket, figures }) => Err(ApiError::RateLimited {
-                bucket,
-                figures,
-                retry_after_secs: retry_after_secs(figures.reset, now),
-            }),
+            Ok(Verdict::Limited { bucket, figures }) => {
+                match spend_after_failed_renewal().flatten() {
+                    // The grant still covers the request: its tokens left the buckets already.
+                    Some(shown) => {
+                        self.rate.set(shown);
+                        Ok(())
+                    }
+                    None => Err(ApiError::RateLimited {
+                        bucket,
+                        figures,
+                        retry_after_secs: retry_after_secs(figures.reset, now),
+                    }),
+                }
+            }
             Err(e) => {
+                spend_after_failed_renewal();
                 console_error!("rate limiter unavailable, admitting the request: {e}");
                 Ok(())
             }

@@ -328,12 +328,20 @@ pub const GRANT_MS: Millis = 1_000;
 /// A grant asks for what the isolate spent during its previous one, at most a twentieth
 /// of a bucket: small buckets (under 20 tokens) are never taken ahead, so they stay exact.
 /// Tokens a grant still holds when it lapses are lost, which errs on the strict side.
+///
+/// A grant running low (a quarter of its time or tokens left) is renewed by one request,
+/// which asks the limiter for its own tokens and the next grant while the others go on
+/// spending this one: a busy isolate's requests do not all reach the limiter together
+/// when it lapses (they cannot wait on another request's call: the runtime cancels a
+/// request that waits on I/O another one started).
 #[derive(Debug, Clone, Default)]
 pub struct Grant {
     left: Ahead,
+    granted: Ahead,
     spent: Ahead,
     figures: Option<Figures>,
     until: Millis,
+    renewing: bool,
 }
 
 impl Grant {
@@ -342,6 +350,8 @@ impl Grant {
     pub fn new(figures: Option<Figures>, ahead: Ahead, items: u64, now: Millis) -> Grant {
         Grant {
             left: ahead,
+            granted: ahead,
+            renewing: false,
             spent: Ahead { requests: 1, items },
             figures: figures.map(|f| Figures {
                 remaining: f.remaining.saturating_sub(ahead.requests),
@@ -381,12 +391,38 @@ impl Grant {
         }))
     }
 
-    /// What the next grant should take ahead: what this one spent, capped.
-    pub fn next_ahead(&self, limits: &RateLimits) -> Ahead {
+    /// Whether the request at `now` should renew this grant: it is live but running low
+    /// (a quarter of its time, or of the requests or items it granted, left) and no
+    /// request renews it already. Then that request asks the limiter (with the returned
+    /// `ahead`) instead of spending here, and the grant counts as being renewed until
+    /// [`Grant::renewal_failed`] or its replacement.
+    pub fn renew(&mut self, limits: &RateLimits, now: Millis) -> Option<Ahead> {
+        let low = |left: u64, granted: u64| left.saturating_mul(4) < granted;
+        let running_low = now >= self.until - GRANT_MS / 4
+            || low(self.left.requests, self.granted.requests)
+            || low(self.left.items, self.granted.items);
+        if self.renewing || now >= self.until || !running_low {
+            return None;
+        }
+        self.renewing = true;
+        Some(self.next_ahead(limits, now))
+    }
+
+    /// The limiter refused or did not answer the renewing request: a later one may try.
+    pub fn renewal_failed(&mut self) {
+        self.renewing = false;
+    }
+
+    /// What the next grant should take ahead, asked at `now`: what this one spent, as a
+    /// rate over a whole grant's time (a grant spent or renewed early asks for more, at
+    /// most ten times as much), capped at a twentieth of the bucket.
+    pub fn next_ahead(&self, limits: &RateLimits, now: Millis) -> Ahead {
+        let elapsed = (now - (self.until - GRANT_MS)).clamp(GRANT_MS / 10, GRANT_MS) as u64;
+        let per_grant = |spent: u64| spent.saturating_mul(GRANT_MS as u64) / elapsed;
         let cap = |bucket: &Option<BucketConfig>| bucket.map_or(0, |b| b.max_tokens / 20);
         Ahead {
-            requests: self.spent.requests.min(cap(&limits.requests)),
-            items: self.spent.items.min(cap(&limits.batch_items)),
+            requests: per_grant(self.spent.requests).min(cap(&limits.requests)),
+            items: per_grant(self.spent.items).min(cap(&limits.batch_items)),
         }
     }
 }
@@ -653,12 +689,20 @@ mod tests {
         assert!(grant.spend(&l, 20, 10).is_none(), "5 items left, 10 asked");
         assert!(grant.spend(&l, 20, 5).is_some());
         assert!(grant.spend(&l, 30, 0).is_none(), "no request token left");
-        // It asks next for what it spent (3 requests, 20 items), capped at 1000 / 20.
+        // Once lapsed it asks for what it spent (3 requests, 20 items); spent within 30 ms
+        // it asks for ten times that (the most), capped at 1000 / 20.
         assert_eq!(
-            grant.next_ahead(&l),
+            grant.next_ahead(&l, GRANT_MS),
             Ahead {
                 requests: 3,
                 items: 20
+            }
+        );
+        assert_eq!(
+            grant.next_ahead(&l, 30),
+            Ahead {
+                requests: 30,
+                items: 50
             }
         );
         let mut lapsed = Grant::new(
@@ -677,12 +721,68 @@ mod tests {
     }
 
     #[test]
+    fn one_request_renews_a_grant_running_low_while_the_others_spend_it() {
+        let big = BucketConfig {
+            max_tokens: 1000,
+            refill_rate: 1000,
+            interval_ms: 1_000,
+        };
+        let l = limits(Some(big), None);
+        let mut grant = Grant::new(
+            None,
+            Ahead {
+                requests: 8,
+                items: 0,
+            },
+            0,
+            0,
+        );
+        for t in 1..=7 {
+            assert_eq!(grant.renew(&l, t * 90), None, "2 or more of 8 left");
+            assert!(grant.spend(&l, t * 90, 0).is_some());
+        }
+        // One of 8 left (under a quarter): this request renews, asking for what was spent
+        // (by the request that got the grant and the 7 since) as a rate over a whole
+        // grant's time: 8 in 720 ms, 11 in 1,000.
+        assert_eq!(
+            grant.renew(&l, 720),
+            Some(Ahead {
+                requests: 11,
+                items: 0
+            })
+        );
+        assert_eq!(grant.renew(&l, 720), None, "one renewal at a time");
+        assert!(
+            grant.spend(&l, 720, 0).is_some(),
+            "the others spend meanwhile"
+        );
+        grant.renewal_failed();
+        assert!(
+            grant.renew(&l, 730).is_some(),
+            "after a failure the next one renews"
+        );
+    }
+
+    #[test]
+    fn a_grant_is_renewed_in_the_last_quarter_of_its_time_and_never_once_lapsed() {
+        let l = limits(Some(SMALL), None);
+        let mut grant = Grant::new(None, Ahead::default(), 0, 0);
+        assert_eq!(grant.renew(&l, GRANT_MS / 2), None);
+        assert_eq!(
+            grant.renew(&l, GRANT_MS),
+            None,
+            "lapsed: every request asks"
+        );
+        assert_eq!(grant.renew(&l, GRANT_MS * 3 / 4), Some(Ahead::default()));
+    }
+
+    #[test]
     fn small_buckets_are_never_taken_ahead() {
         let l = limits(Some(SMALL), Some(SMALL));
         let mut grant = Grant::new(None, Ahead::default(), 1, 0);
         for t in 1..10 {
             assert!(grant.spend(&l, t, 0).is_none());
         }
-        assert_eq!(grant.next_ahead(&l), Ahead::default());
+        assert_eq!(grant.next_ahead(&l, 10), Ahead::default());
     }
 }
