@@ -274,7 +274,7 @@ fn a_batchs_options_kept_in_one_body_reach_the_call_every_read_and_a_replay(
         json!({"n": 1, "text": "\"quoted\"\n"}),
         json!({"n": 2, "big": big}),
     ];
-    let items = payloads
+    let items: Vec<Value> = payloads
         .iter()
         .enumerate()
         .map(|(i, payload)| {
@@ -283,7 +283,18 @@ fn a_batchs_options_kept_in_one_body_reach_the_call_every_read_and_a_replay(
             }})
         })
         .collect();
-    let runs = trigger_task(w, TASK, items)?;
+    let batch = send(
+        w,
+        "POST",
+        &format!("/api/v1/tasks/{TASK}/batch"),
+        &json!({ "items": items }),
+    );
+    ensure_eq(batch.status, 200, &batch.body)?;
+    let (batch_id, runs) = (
+        batch.json()["batchId"].clone(),
+        batch.json()["runs"].clone(),
+    );
+    let runs: Vec<String> = serde_json::from_value(runs)?;
     for (i, run) in runs.iter().enumerate() {
         let done = wait_status(w, run, "COMPLETED", Duration::from_secs(60));
         ensure_eq(
@@ -291,6 +302,7 @@ fn a_batchs_options_kept_in_one_body_reach_the_call_every_read_and_a_replay(
             (&payloads[i], &json!("application/json"), &json!("1h")),
             &format!("run {i}'s payload, its type and TTL"),
         )?;
+        ensure_eq(&done["batchId"], &batch_id, &format!("run {i}'s batch"))?;
         ensure_eq(
             (&done["idempotencyKey"], &done["triggerFunction"]),
             (&json!(format!("{tag}-{i}")), &json!("batchTrigger")),
@@ -299,8 +311,8 @@ fn a_batchs_options_kept_in_one_body_reach_the_call_every_read_and_a_replay(
         let calls = server.calls_of(run);
         let call: Value = serde_json::from_slice(&calls.last().ok_or("a call")?.body)?;
         ensure_eq(
-            (&call["payload"], &call["idempotencyKey"]),
-            (&payloads[i], &json!(format!("{tag}-{i}"))),
+            (&call["payload"], &call["idempotencyKey"], &call["batchId"]),
+            (&payloads[i], &json!(format!("{tag}-{i}")), &batch_id),
             &format!("run {i}'s call"),
         )?;
     }
@@ -327,7 +339,26 @@ fn a_batchs_options_kept_in_one_body_reach_the_call_every_read_and_a_replay(
         expected.iter().map(String::as_str).collect(),
         "listed keys",
     )?;
-    // A replay has the same payload and options, without the key.
+    // The batch filter finds runs whose batch is in a body and the one whose is in its row.
+    let in_batch = get(
+        &w.url(&format!(
+            "/api/v1/runs?filter[batch]={}",
+            batch_id.as_str().ok_or("the batch id")?
+        )),
+        Some(DEV_KEY),
+    )
+    .json();
+    let mut found: Vec<&str> = in_batch["data"]
+        .as_array()
+        .ok_or("data")?
+        .iter()
+        .filter_map(|r| r["id"].as_str())
+        .collect();
+    found.sort_unstable();
+    let mut expected: Vec<&str> = runs.iter().map(String::as_str).collect();
+    expected.sort_unstable();
+    ensure_eq(found, expected, "the runs the batch filter lists")?;
+    // A replay has the same payload and options, without the key or the batch.
     let replayed = send(
         w,
         "POST",
@@ -346,7 +377,7 @@ fn a_batchs_options_kept_in_one_body_reach_the_call_every_read_and_a_replay(
         "the replay",
     )?;
     ensure(
-        copy.get("idempotencyKey").is_none(),
-        format!("the replay has no key: {copy}"),
+        copy.get("idempotencyKey").is_none() && copy["batchId"].is_null(),
+        format!("the replay has no key and no batch: {copy}"),
     )
 }

@@ -4,7 +4,9 @@
 //! B-tree holds whole rows in its interior pages too: every byte of a run's row is paid at
 //! each insert, in page splits and copies. Most of those bytes are options a run never
 //! changes and only its start and its reads need: the payload and its type, the context,
-//! the idempotency key, the TTL as given, the trigger function and the retry policy. An
+//! the idempotency key, the TTL as given, the trigger function, the retry policy and the
+//! batch it came in (written to items since the batch id was measured to cost 3 % of a
+//! batch's accept in each row: 27 equal bytes per run). An
 //! accept writes them for all its runs as one `run_bodies` row (a rowid table: one row
 //! written per accept), each run's item a JSON object at a byte range of it, and each run's
 //! row names its range (`body`, `body_at`, `body_len`; store schema step 11).
@@ -46,6 +48,10 @@ pub struct RunBody<'a> {
     #[serde(borrow)]
     pub trigger_function: Cow<'a, str>,
     pub retry: RetryPolicy,
+    /// The run's batch. Items written before it was kept here have none: their runs'
+    /// rows hold it.
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub batch_id: Option<Cow<'a, str>>,
 }
 
 impl<'a> RunBody<'a> {
@@ -200,6 +206,7 @@ mod tests {
             ttl: Some("10m".into()),
             trigger_function: "batchTrigger".into(),
             retry: RetryPolicy::default(),
+            batch_id: Some("batch_1".into()),
         };
         let text = body.to_json().unwrap();
         let back = RunBody::parse(&text).unwrap();
@@ -211,6 +218,17 @@ mod tests {
         assert_eq!(back.idempotency_key.as_deref(), Some("k-\"1\""));
         assert_eq!(back.ttl.as_deref(), Some("10m"));
         assert_eq!(back.retry, RetryPolicy::default());
+        assert_eq!(back.batch_id.as_deref(), Some("batch_1"));
+        // An item without a batch (a single trigger's replay, or written before items held
+        // the batch: its run's row holds it) has no `batchId`, and reads back without.
+        let older = RunBody {
+            batch_id: None,
+            ..RunBody::parse(&text).unwrap()
+        }
+        .to_json()
+        .unwrap();
+        assert!(!older.contains("batchId"), "{older}");
+        assert_eq!(RunBody::parse(&older).unwrap().batch_id, None);
         assert!(RunBody::parse("{").is_err());
     }
 }

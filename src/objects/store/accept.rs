@@ -760,6 +760,7 @@ fn body_item(cmd: &TriggerBatch, item: &RunRequest) -> Result<Option<String>> {
         ttl: ttl.map(|t| t.text.as_str().into()),
         trigger_function: cmd.trigger_function.as_str().into(),
         retry: cmd.retry.clone(),
+        batch_id: cmd.batch_id.as_deref().map(Into::into),
     }
     .to_json()
     .map(Some)
@@ -809,7 +810,7 @@ fn run_row(
         run_id.into(),
         cmd.task.as_str().into(),
         status.as_str().into(),
-        cmd.batch_id.as_deref().into(),
+        optional(cmd.batch_id.as_deref()),
         optional(item.idempotency_key.as_deref()),
         payload,
         payload_chunks.into(),

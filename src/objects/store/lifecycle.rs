@@ -77,6 +77,7 @@ impl CallRow {
         }
         self.context = body.context.map(|c| c.get().to_owned());
         self.idempotency_key = body.idempotency_key.map(Cow::into_owned);
+        self.batch_id = self.batch_id.or(body.batch_id.map(Cow::into_owned));
         Ok(self)
     }
 }

@@ -67,7 +67,8 @@ impl RunStore {
         };
         let expires_at = row.ttl_ms.map(|ttl| now.saturating_add(ttl));
         let sql = self.sql();
-        // A body item of its own: the copy's options without the key, made by `trigger`.
+        // A body item of its own: the copy's options without the key or the batch, made by
+        // `trigger`.
         let item = rows(
             &sql,
             &format!("SELECT {BODY_ITEM} FROM runs WHERE id = ?"),
@@ -81,6 +82,7 @@ impl RunStore {
             Some(text) => {
                 let mut item = RunBody::parse(&text).map_err(internal)?;
                 item.idempotency_key = None;
+                item.batch_id = None;
                 item.trigger_function = "trigger".into();
                 let text = item.to_json().map_err(internal)?;
                 let len = text.len() as i64;

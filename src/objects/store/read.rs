@@ -86,6 +86,7 @@ impl RunRow {
         }
         self.idempotency_key = body.idempotency_key.map(Cow::into_owned);
         self.ttl = body.ttl.map(Cow::into_owned);
+        self.batch_id = self.batch_id.or(body.batch_id.map(Cow::into_owned));
         self.trigger_function = body.trigger_function.into_owned();
         Ok(self)
     }
@@ -417,7 +418,10 @@ fn filter_clauses(filter: &RunFilter) -> (Vec<String>, Vec<SqlStorageValue>) {
         &mut clauses,
     );
     if let Some(batch) = &filter.batch {
-        clauses.push("batch_id = ?".into());
+        // A run whose options are in a body has its batch there (`domain::run::body`).
+        clauses.push(format!(
+            "COALESCE(batch_id, json_extract({BODY_ITEM}, '$.batchId')) = ?"
+        ));
         params.push(batch.as_str().into());
     }
     if let Some(from) = filter.created_from {
