@@ -34,6 +34,19 @@ fn send(w: &Worker, method: &str, path: &str, body: &Value) -> Answer {
     )
 }
 
+/// `field` of each run `GET /api/v1/runs?{query}` lists, sorted.
+fn listed(w: &Worker, query: &str, field: &str) -> Result<Vec<String>, Failed> {
+    let list = get(&w.url(&format!("/api/v1/runs?{query}")), Some(DEV_KEY)).json();
+    let mut values: Vec<String> = list["data"]
+        .as_array()
+        .ok_or("data")?
+        .iter()
+        .filter_map(|r| r[field].as_str().map(str::to_owned))
+        .collect();
+    values.sort_unstable();
+    Ok(values)
+}
+
 fn metadata_changed_while_a_run_executes_is_read_mid_run_and_kept(
     w: &Worker,
     server: &TaskServer,
@@ -321,43 +334,21 @@ fn a_batchs_options_kept_in_one_body_reach_the_call_every_read_and_a_replay(
         2,
         "the first run retried once, with its task's backoff",
     )?;
-    let listed = get(
-        &w.url(&format!("/api/v1/runs?filter[tag]={tag}")),
-        Some(DEV_KEY),
-    )
-    .json();
-    let mut keys: Vec<&str> = listed["data"]
-        .as_array()
-        .ok_or("data")?
-        .iter()
-        .filter_map(|r| r["idempotencyKey"].as_str())
-        .collect();
-    keys.sort_unstable();
     let expected: Vec<String> = (0..3).map(|i| format!("{tag}-{i}")).collect();
     ensure_eq(
-        keys,
-        expected.iter().map(String::as_str).collect(),
+        listed(w, &format!("filter[tag]={tag}"), "idempotencyKey")?,
+        expected,
         "listed keys",
     )?;
     // The batch filter finds runs whose batch is in a body and the one whose is in its row.
-    let in_batch = get(
-        &w.url(&format!(
-            "/api/v1/runs?filter[batch]={}",
-            batch_id.as_str().ok_or("the batch id")?
-        )),
-        Some(DEV_KEY),
-    )
-    .json();
-    let mut found: Vec<&str> = in_batch["data"]
-        .as_array()
-        .ok_or("data")?
-        .iter()
-        .filter_map(|r| r["id"].as_str())
-        .collect();
-    found.sort_unstable();
-    let mut expected: Vec<&str> = runs.iter().map(String::as_str).collect();
+    let batch_id = batch_id.as_str().ok_or("the batch id")?;
+    let mut expected = runs.clone();
     expected.sort_unstable();
-    ensure_eq(found, expected, "the runs the batch filter lists")?;
+    ensure_eq(
+        listed(w, &format!("filter[batch]={batch_id}"), "id")?,
+        expected,
+        "the runs the batch filter lists",
+    )?;
     // A replay has the same payload and options, without the key or the batch.
     let replayed = send(
         w,

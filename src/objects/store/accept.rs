@@ -46,8 +46,8 @@ const QUEUES_REMEMBERED: usize = 1_024;
 
 /// What this object's accepts have committed that no later accept changes: its name in
 /// `meta`, and the queues listed in `queues` (rows no command deletes). An accept skips
-/// those statements (two of a single trigger's nine). Memory only, filled after each
-/// commit: a restarted object writes them once more, ignored.
+/// those statements (two per trigger, of the seven to nine of a single trigger). Memory
+/// only, filled after each commit: a restarted object writes them once more, ignored.
 #[derive(Default)]
 pub(super) struct Written {
     named: bool,
@@ -55,7 +55,7 @@ pub(super) struct Written {
 }
 
 impl Written {
-    /// Records what a committed accept of `items` wrote.
+    /// Records what a committed accept wrote: the name, and the queues its new runs named.
     fn committed<'a>(&mut self, queues: impl IntoIterator<Item = &'a str>) {
         self.named = true;
         for queue in queues {
