@@ -554,7 +554,6 @@ fn write_batch(
         }
         if let Some(limit) = item.queue_limit {
             // The last item's limit for a queue wins, as if each were written in turn.
-            let queue = item.queue.as_deref().unwrap_or_default();
             limits.retain(|(name, _)| *name != queue);
             limits.push((queue, limit));
         }
