@@ -11,6 +11,7 @@ use worker::{console_warn, SqlCursor, SqlStorage, SqlStorageValue, Storage};
 
 use crate::domain::basics::schema::{Plan, Schema};
 use crate::platform::meter::{self, Object};
+use crate::platform::packed::{pack_inserts, text_sources};
 use crate::platform::rpc::CallError;
 
 /// An object's SQLite database. Every statement goes through [`Sql::exec`], so that the
@@ -272,10 +273,11 @@ pub fn value_rows(rows: usize, columns: usize) -> String {
     vec![row; rows].join(", ")
 }
 
-/// Inserts rows of `columns` values each (`values` holds them one row after another) in
-/// as few statements as the parameter limit allows ([`plan_inserts`]): `into` is the
-/// statement up to its column list (`INSERT INTO t (a, b)`), `tail` anything after the
-/// rows (an `ON CONFLICT` clause).
+/// Inserts rows of `columns` values each (`values` holds them one row after another):
+/// `into` is the statement up to its column list (`INSERT INTO t (a, b)`), `tail` anything
+/// after the rows (an `ON CONFLICT` clause). The rows go packed into a few bound values
+/// ([`packed`](super::packed)), or else in as few statements as the parameter limit allows
+/// ([`plan_inserts`]).
 pub fn insert_rows(
     sql: &Sql,
     into: &str,
@@ -283,7 +285,11 @@ pub fn insert_rows(
     columns: usize,
     values: Vec<SqlStorageValue>,
 ) -> worker::Result<()> {
-    for Insert { text, bindings } in plan_inserts(into, tail, columns, values) {
+    let statements = match pack_inserts(into, tail, columns, &values) {
+        Some(statements) => statements,
+        None => plan_inserts(into, tail, columns, values),
+    };
+    for Insert { text, bindings } in statements {
         sql.exec(&text, bindings)?;
     }
     Ok(())
@@ -389,6 +395,27 @@ pub fn exec_in_chunks(
         let mut params = prefix.to_vec();
         params.extend(chunk.iter().map(|s| SqlStorageValue::from(s.as_str())));
         each(sql.exec(&text, params)?)?;
+    }
+    Ok(())
+}
+
+/// Executes `query` once per chunk of `keys`, with `{keys}` replaced by a subquery of
+/// them whose column is `value` ([`text_sources`]), to join from into a table by its key;
+/// `prefix` binds `?1`, `?2`… first, so the query numbers its own parameters. Unlike a
+/// `key IN (…)` list, a key looked up and not found costs no row read, and one found costs
+/// one rather than two; the keys are bound packed rather than one by one. Each key is
+/// looked up as often as it comes.
+pub fn exec_joined(
+    sql: &Sql,
+    query: &str,
+    prefix: &[SqlStorageValue],
+    keys: &[&str],
+    mut each: impl FnMut(Cursor) -> worker::Result<()>,
+) -> worker::Result<()> {
+    for (source, bindings) in text_sources(prefix.len() + 1, keys) {
+        let mut params = prefix.to_vec();
+        params.extend(bindings);
+        each(sql.exec(&query.replace("{keys}", &source), params)?)?;
     }
     Ok(())
 }

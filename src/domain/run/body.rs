@@ -11,7 +11,8 @@
 //! written per accept), each run's item a JSON object at a byte range of it, and each run's
 //! row names its range (`body`, `body_at`, `body_len`; store schema step 11).
 //!
-//! [`pack`] lays items out in bodies; [`RunBody`] is an item.
+//! [`pack`] lays items out in bodies; [`RunBody`] is an item, and [`ItemWriter`] writes an
+//! accept's items.
 
 use std::borrow::Cow;
 
@@ -61,6 +62,65 @@ impl<'a> RunBody<'a> {
 
     pub fn to_json(&self) -> Result<String, String> {
         serde_json::to_string(self).map_err(|e| e.to_string())
+    }
+}
+
+/// An accept's items, written as [`RunBody::to_json`] writes them but with the fields its
+/// items share (the trigger function, the retry policy, the batch) serialized once for
+/// all: a profile of batches of 100 showed the retry policy alone, serialized per item,
+/// at 1 % of the accept.
+pub struct ItemWriter {
+    /// `"triggerFunction":…,"retry":…[,"batchId":…]}`: the shared fields, closing the item.
+    tail: String,
+}
+
+/// One item's own fields, in [`RunBody`]'s order and names.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OwnFields<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload: Option<&'a RawValue>,
+    pub payload_type: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SharedFields<'a> {
+    trigger_function: &'a str,
+    retry: &'a RetryPolicy,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    batch_id: Option<&'a str>,
+}
+
+impl ItemWriter {
+    pub fn new(
+        trigger_function: &str,
+        retry: &RetryPolicy,
+        batch_id: Option<&str>,
+    ) -> Result<ItemWriter, String> {
+        let shared = SharedFields {
+            trigger_function,
+            retry,
+            batch_id,
+        };
+        let mut tail = serde_json::to_string(&shared).map_err(|e| e.to_string())?;
+        tail.remove(0); // its `{`: the item's own fields open the object
+        Ok(ItemWriter { tail })
+    }
+
+    /// The item of `own` and the shared fields.
+    pub fn write(&self, own: &OwnFields) -> Result<String, String> {
+        let mut text = serde_json::to_vec(own).map_err(|e| e.to_string())?;
+        text.pop(); // its `}` (never `{}`: an item always has its payload type)
+        text.push(b',');
+        text.extend_from_slice(self.tail.as_bytes());
+        String::from_utf8(text).map_err(|e| e.to_string())
     }
 }
 
@@ -193,6 +253,44 @@ mod tests {
                 len: 2
             })
         );
+    }
+
+    #[test]
+    fn the_writer_writes_each_item_as_the_item_writes_itself() {
+        let payload = RawValue::from_string(r#"{"n":[1, 2]}"#.to_owned()).unwrap();
+        let retry = RetryPolicy::default();
+        for (payload, key, ttl, batch_id) in [
+            (
+                Some(&*payload),
+                Some("k-\"1\""),
+                Some("10m"),
+                Some("batch_1"),
+            ),
+            (None, None, None, None),
+            (Some(&*payload), None, None, Some("batch_2")),
+        ] {
+            let writer = ItemWriter::new("batchTrigger", &retry, batch_id).unwrap();
+            let written = writer
+                .write(&OwnFields {
+                    payload,
+                    payload_type: "application/json",
+                    context: None,
+                    idempotency_key: key,
+                    ttl,
+                })
+                .unwrap();
+            let whole = RunBody {
+                payload,
+                payload_type: "application/json".into(),
+                context: None,
+                idempotency_key: key.map(Into::into),
+                ttl: ttl.map(Into::into),
+                trigger_function: "batchTrigger".into(),
+                retry: retry.clone(),
+                batch_id: batch_id.map(Into::into),
+            };
+            assert_eq!(written, whole.to_json().unwrap());
+        }
     }
 
     #[test]

@@ -17,13 +17,15 @@ use crate::domain::intake::idempotency::{
     decide_batch_key, plan_items, BatchKeyDecision, HeldBatchKey, HeldKey, ItemOutcome,
 };
 use crate::domain::intake::trigger::RunRequest;
-use crate::domain::run::body::{self, RunBody, Span};
+use crate::domain::run::body::{self, ItemWriter, OwnFields, Span};
 use crate::domain::run::delivery::{self, REDELIVER_AFTER_MS};
 use crate::domain::run::status::RunStatus;
 use crate::domain::scheduling::gate::priority_ms;
 use crate::platform::meter;
 use crate::platform::rpc::CallError;
-use crate::platform::sql::{exec_in_chunks, insert_rows, opt_i64, rows, transaction, Sql};
+use crate::platform::sql::{
+    exec_in_chunks, exec_joined, insert_rows, opt_i64, rows, transaction, Sql,
+};
 
 #[derive(Deserialize)]
 struct HeldKeyRow {
@@ -354,11 +356,15 @@ impl RunStore {
         wanted.sort_unstable();
         wanted.dedup();
         let mut held = HashMap::with_capacity(wanted.len());
-        exec_in_chunks(
+        let wanted: Vec<&str> = wanted.iter().map(String::as_str).collect();
+        // From the keys looked for into the table: a key not stored (the usual case)
+        // costs no row read.
+        exec_joined(
             &self.sql(),
-            "SELECT k.key AS key, k.run_id AS run_id, k.expires_at AS expires_at, r.status AS status
-             FROM idempotency_keys k LEFT JOIN runs r ON r.id = k.run_id
-             WHERE k.task = ? AND k.key IN ({list})",
+            "SELECT k.key AS key, k.run_id AS run_id, k.expires_at AS expires_at,
+                 r.status AS status
+             FROM {keys} AS w CROSS JOIN idempotency_keys k ON k.task = ?1 AND k.key = w.value
+             LEFT JOIN runs r ON r.id = k.run_id",
             &[task.into()],
             &wanted,
             |cursor| {
@@ -498,8 +504,9 @@ fn write_batch(
     written: &Written,
     now: Millis,
 ) -> Result<Due> {
-    // Multi-row statements of up to 100 parameters, each value the runs share bound once
-    // (`plan_inserts`): a batch of 100 runs is about a dozen statements, not 300.
+    // Multi-row statements whose values are packed into a few bound values
+    // (`platform::packed`): a batch of 100 runs is a statement for its runs and one for
+    // their keys, not 200.
     let (mut run_rows, mut key_rows, mut outbox_rows) = (Vec::new(), Vec::new(), Vec::new());
     let mut limits: Vec<(&str, u32)> = Vec::new();
     let mut queues: Vec<&str> = Vec::new();
@@ -513,12 +520,14 @@ fn write_batch(
     // The runs' write-once options, one row for the lot (`domain::run::body`); a single
     // run keeps them in its own row.
     let shared = created.len() > 1;
+    let writer = ItemWriter::new(&cmd.trigger_function, &cmd.retry, cmd.batch_id.as_deref())
+        .map_err(internal)?;
     let packed = body::pack(
         created
             .iter()
             .map(|(item, _)| {
                 if shared {
-                    body_item(cmd, item)
+                    body_item(&writer, item)
                 } else {
                     Ok(None)
                 }
@@ -745,25 +754,22 @@ fn store_text(
 
 /// `item`'s write-once options as a body item, or `None` when they are too large for a
 /// body (then its row keeps them, the payload and context in chunks when large).
-fn body_item(cmd: &TriggerBatch, item: &RunRequest) -> Result<Option<String>> {
+fn body_item(writer: &ItemWriter, item: &RunRequest) -> Result<Option<String>> {
     let raw_len = |raw: &Option<Box<RawValue>>| raw.as_deref().map_or(0, |r| r.get().len());
     if raw_len(&item.payload) + raw_len(&item.context) > body::ITEM_BYTES {
         return Ok(None);
     }
     let ttl = item.ttl.as_ref().and_then(Option::as_ref);
-    RunBody {
-        payload: item.payload.as_deref(),
-        payload_type: item.payload_type.as_str().into(),
-        context: item.context.as_deref(),
-        idempotency_key: item.idempotency_key.as_deref().map(Into::into),
-        ttl: ttl.map(|t| t.text.as_str().into()),
-        trigger_function: cmd.trigger_function.as_str().into(),
-        retry: cmd.retry.clone(),
-        batch_id: cmd.batch_id.as_deref().map(Into::into),
-    }
-    .to_json()
-    .map(Some)
-    .map_err(internal)
+    writer
+        .write(&OwnFields {
+            payload: item.payload.as_deref(),
+            payload_type: &item.payload_type,
+            context: item.context.as_deref(),
+            idempotency_key: item.idempotency_key.as_deref(),
+            ttl: ttl.map(|t| t.text.as_str()),
+        })
+        .map(Some)
+        .map_err(internal)
 }
 
 /// The values of a new run's row, in `schema::INSERT_RUN_INTO`'s order: with `in_body`,

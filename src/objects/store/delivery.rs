@@ -16,7 +16,7 @@ use crate::domain::run::delivery::{self, OutboxRow, REDELIVER_AFTER_MS, RETRY_SL
 use crate::domain::run::status::RunStatus;
 use crate::domain::scheduling::gate::priority_ms;
 use crate::platform::meter;
-use crate::platform::sql::{exec_in_chunks, rows};
+use crate::platform::sql::{exec_in_chunks, exec_joined, rows};
 use crate::queue::offers::Offers;
 
 #[derive(Deserialize)]
@@ -248,13 +248,19 @@ impl RunStore {
     pub(super) fn claim(&self, run_ids: &[String]) -> Result<Claimed> {
         let now = now();
         let mut rows = Vec::new();
-        exec_in_chunks(
+        // Each run once, in the order of its id, as `id IN (…)` would give them.
+        let mut ids: Vec<&str> = run_ids.iter().map(String::as_str).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        exec_joined(
             &self.sql(),
-            "SELECT id, status, queue, concurrency_key, queue_limit, created_at, queued_at, retry_at,
-                 expires_at, max_duration, priority
-             FROM runs WHERE id IN ({list})",
+            "SELECT r.id AS id, r.status AS status, r.queue AS queue,
+                 r.concurrency_key AS concurrency_key, r.queue_limit AS queue_limit,
+                 r.created_at AS created_at, r.queued_at AS queued_at, r.retry_at AS retry_at,
+                 r.expires_at AS expires_at, r.max_duration AS max_duration, r.priority AS priority
+             FROM {keys} AS w CROSS JOIN runs r ON r.id = w.value",
             &[],
-            run_ids,
+            &ids,
             |cursor| {
                 rows.extend(cursor.to_array::<ClaimRow>()?);
                 Ok(())
