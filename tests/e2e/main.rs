@@ -53,6 +53,7 @@ fn main() {
         invalid_json_empty_body_and_wrong_types_are_400,
         same_key_twice_in_one_batch_is_one_run_with_its_id_twice,
         same_key_in_a_later_batch_returns_the_same_run,
+        texts_of_any_script_round_trip_and_their_keys_find_their_runs_again,
         twenty_concurrent_requests_racing_on_one_key_create_one_run,
         repeated_batch_key_header_replays_and_a_different_body_is_422,
         ten_concurrent_batches_with_one_batch_key_make_one_batch,
@@ -550,6 +551,59 @@ fn same_key_in_a_later_batch_returns_the_same_run(
         &read_run(w, &first[0]).json()["payload"],
         &json!(1),
         "the run is unchanged",
+    )
+}
+
+/// A batch's rows and keys are written as texts cut by byte from one blob, and keys are
+/// looked up the same way (`platform::packed`): multi-byte characters in keys,
+/// concurrency keys, tags and payloads come back exactly, and each key finds its run
+/// again whatever its position.
+fn texts_of_any_script_round_trip_and_their_keys_find_their_runs_again(
+    w: &Worker,
+    _: &TaskServer,
+) -> Result<(), Failed> {
+    let keys = [unique("clé-✓"), unique("鍵"), unique("ключ-🙂")];
+    let item = |i: usize, key: &str| {
+        json!({"payload": {"text": format!("é{i}✓🙂")}, "options": {
+            "idempotencyKey": key,
+            "concurrencyKey": format!("clé-{i}-✓"),
+            "tags": [format!("étiquette-{i}"), "ascii"],
+        }})
+    };
+    let mut items: Vec<Value> = keys.iter().enumerate().map(|(i, k)| item(i, k)).collect();
+    items.push(json!({"payload": "no key"}));
+    let (_, first) = trigger_ok(w, &json!({ "items": items }))?;
+    for (i, key) in keys.iter().enumerate() {
+        let run = read_run(w, &first[i]).json();
+        ensure_eq(&run["idempotencyKey"], &json!(key), "the key")?;
+        ensure_eq(
+            &run["concurrencyKey"],
+            &json!(format!("clé-{i}-✓")),
+            "the concurrency key",
+        )?;
+        ensure_eq(
+            &run["tags"],
+            &json!([format!("étiquette-{i}"), "ascii"]),
+            "the tags",
+        )?;
+        ensure_eq(
+            &run["payload"],
+            &json!({"text": format!("é{i}✓🙂")}),
+            "the payload",
+        )?;
+    }
+    let fresh = unique("nøkkel");
+    let (_, second) = trigger_ok(
+        w,
+        &json!({"items": [item(9, &keys[2]), item(9, &fresh), item(9, &keys[0])]}),
+    )?;
+    ensure_eq(&second[0], &first[2], "the third key's run")?;
+    ensure_eq(&second[2], &first[0], "the first key's run")?;
+    ensure(!first.contains(&second[1]), "a new key makes a new run")?;
+    ensure_eq(
+        &read_run(w, &second[1]).json()["idempotencyKey"],
+        &json!(fresh),
+        "the new key",
     )
 }
 

@@ -352,11 +352,10 @@ impl RunStore {
         task: &str,
         keys: &[Option<&str>],
     ) -> Result<HashMap<String, HeldKey>> {
-        let mut wanted: Vec<String> = keys.iter().flatten().map(|k| (*k).to_owned()).collect();
+        let mut wanted: Vec<&str> = keys.iter().flatten().copied().collect();
         wanted.sort_unstable();
         wanted.dedup();
         let mut held = HashMap::with_capacity(wanted.len());
-        let wanted: Vec<&str> = wanted.iter().map(String::as_str).collect();
         // From the keys looked for into the table: a key not stored (the usual case)
         // costs no row read.
         exec_joined(
