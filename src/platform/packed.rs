@@ -97,10 +97,11 @@ pub fn pack_inserts(
 /// key reads a row only for each text found (`k.key IN (?, …)` reads one for each text
 /// looked for, and two for each found).
 pub fn text_sources(first: usize, texts: &[&str]) -> Vec<(String, Vec<SqlStorageValue>)> {
+    let alone = |value: SqlStorageValue| (format!("(SELECT ?{first} AS value)"), vec![value]);
     let values: Vec<SqlStorageValue> = texts.iter().map(|t| (*t).into()).collect();
     match &values[..] {
         [] => Vec::new(),
-        [one] => vec![(format!("(SELECT ?{first} AS value)"), vec![one.clone()])],
+        [one] => vec![alone(one.clone())],
         _ => match pack(1, &values) {
             Some(statements) => statements
                 .iter()
@@ -111,10 +112,7 @@ pub fn text_sources(first: usize, texts: &[&str]) -> Vec<(String, Vec<SqlStorage
                 })
                 .collect(),
             // Too long for one statement: a subquery each.
-            None => values
-                .into_iter()
-                .map(|value| (format!("(SELECT ?{first} AS value)"), vec![value]))
-                .collect(),
+            None => values.into_iter().map(alone).collect(),
         },
     }
 }

@@ -326,7 +326,8 @@ pub const GRANT_MS: Millis = 1_000;
 /// Tokens an isolate holds for one environment, taken ahead from its limiter so that a
 /// busy isolate asks the limiter about once per [`GRANT_MS`] instead of once per request.
 /// A grant asks for what the isolate spent during its previous one (as a rate over a
-/// whole grant's time), at most a twentieth of a bucket: small buckets (under 20 tokens) are never taken ahead, so they stay exact.
+/// whole grant's time), at most a twentieth of a bucket: small buckets (under 20 tokens)
+/// are never taken ahead, so they stay exact.
 /// Tokens a grant still holds when it lapses are lost, which errs on the strict side.
 ///
 /// A grant running low (a quarter of its time or tokens left) is renewed by one request,

@@ -518,18 +518,16 @@ fn write_batch(
         .collect();
     // The runs' write-once options, one row for the lot (`domain::run::body`); a single
     // run keeps them in its own row.
-    let shared = created.len() > 1;
-    let writer = ItemWriter::new(&cmd.trigger_function, &cmd.retry, cmd.batch_id.as_deref())
+    let writer = (created.len() > 1)
+        .then(|| ItemWriter::new(&cmd.trigger_function, &cmd.retry, cmd.batch_id.as_deref()))
+        .transpose()
         .map_err(internal)?;
     let packed = body::pack(
         created
             .iter()
-            .map(|(item, _)| {
-                if shared {
-                    body_item(&writer, item)
-                } else {
-                    Ok(None)
-                }
+            .map(|(item, _)| match &writer {
+                Some(writer) => body_item(writer, item),
+                None => Ok(None),
             })
             .collect::<Result<Vec<_>>>()?,
     );
