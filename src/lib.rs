@@ -22,9 +22,7 @@ pub mod objects;
 pub mod platform;
 pub mod queue;
 
-use worker::{
-    event, web_sys, Context, Env, MessageBatch, Response, ScheduleContext, ScheduledEvent,
-};
+use worker::{event, web_sys, Context, Env, MessageBatch, ScheduleContext, ScheduledEvent};
 
 pub use objects::bulk::BulkActions;
 pub use objects::executor::RunExecutor;
@@ -39,8 +37,10 @@ fn start() {
 }
 
 #[event(fetch)]
-async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> worker::Result<Response> {
-    Ok(http::handle(http::Incoming::new(req), env, ctx).await)
+async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> worker::Result<web_sys::Response> {
+    http::handle(http::Incoming::new(req), env, ctx)
+        .await
+        .into_raw()
 }
 
 #[event(queue)]

@@ -3,9 +3,9 @@
 //! the edge, then make one call to one store of the task (its home when the trigger
 //! carries an idempotency key: `domain::basics::shards`).
 
+use super::Response;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use worker::Response;
 
 use super::{json_response, read_body, Ctx, Incoming, MAX_BODY_BYTES};
 use crate::domain::api::error::ApiError;

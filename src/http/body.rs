@@ -46,13 +46,16 @@ pub async fn read_body(req: &Incoming, limit: usize) -> Result<Vec<u8>, ApiError
 /// allowance (docs/API.md section 1). The runtime holds a body to its `content-length`,
 /// so the limit is checked again only as a guard.
 async fn read_whole_body(req: &Incoming, limit: usize) -> Result<Vec<u8>, ApiError> {
-    let whole = match req.whole_body() {
+    let whole = match req.whole_body(BODY_IDLE_MS) {
         None => return Ok(Vec::new()),
         Some(started) => started.map_err(unreadable)?,
     };
-    let buffer = in_time(BODY_IDLE_MS, JsFuture::from(whole))
-        .await?
+    let buffer = JsFuture::from(whole)
+        .await
         .map_err(|e| unreadable(e.into()))?;
+    if buffer.is_null() {
+        return Err(ApiError::RequestTimeout);
+    }
     let body = js_sys::Uint8Array::new(&buffer).to_vec();
     if body.len() > limit {
         return Err(ApiError::PayloadTooLarge);

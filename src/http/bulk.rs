@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use worker::Response;
+use super::Response;
 
 use super::{json_response, query_of, read_body, Ctx, Incoming};
 use crate::domain::api::bulk::{

@@ -2,9 +2,9 @@
 //! (reached through its `SELF` service binding), so the shipped configuration runs out of
 //! the box. It checks the call's signature exactly as any task endpoint should.
 
+use super::Response;
 use serde::Deserialize;
 use serde_json::Value;
-use worker::Response;
 
 use super::{json_response, read_body, Incoming};
 use crate::domain::api::error::ApiError;

@@ -6,9 +6,18 @@
 //! `cf`, and answers a method no route takes with 405: this adapter reads each part
 //! when asked, and gives the method as sent.
 
+use wasm_bindgen::prelude::wasm_bindgen;
+use wasm_bindgen::JsValue;
 use worker::{js_sys, web_sys, ByteStream, Headers};
 
 use crate::domain::api::request_url::{split_url, UrlParts};
+use crate::domain::basics::time::Millis;
+
+#[wasm_bindgen(module = "/src/http/edge.js")]
+extern "C" {
+    #[wasm_bindgen(catch, js_name = readBody)]
+    fn read_body(request: &web_sys::Request, ms: f64) -> Result<js_sys::Promise, JsValue>;
+}
 
 pub struct Incoming {
     raw: web_sys::Request,
@@ -43,13 +52,13 @@ impl Incoming {
         self.headers.get(name).ok().flatten()
     }
 
-    /// The whole body, as the runtime's `arrayBuffer()` promise; `None` when the request
-    /// has none (or it was taken already).
-    pub fn whole_body(&self) -> Option<worker::Result<js_sys::Promise>> {
+    /// The whole body (an `ArrayBuffer`), or `null` if it has not arrived within `ms`;
+    /// `None` when the request has none (or it was taken already).
+    pub fn whole_body(&self, ms: Millis) -> Option<worker::Result<js_sys::Promise>> {
         if self.raw.body_used() || self.raw.body().is_none() {
             return None;
         }
-        Some(self.raw.array_buffer().map_err(worker::Error::from))
+        Some(read_body(&self.raw, ms as f64).map_err(worker::Error::from))
     }
 
     /// The body's stream; `None` when the request has none (or it was taken already).

@@ -22,7 +22,7 @@ mod two_step;
 use std::cell::Cell;
 use std::rc::Rc;
 
-use worker::{Context, Env, Response};
+use worker::{Context, Env};
 
 use crate::domain::api::auth::Environment;
 use crate::domain::api::error::{rate_limit_headers, ApiError};
@@ -32,7 +32,7 @@ use admission::authenticate;
 pub use body::{drain, read_body, BodyPace, BODY_TIME_MS, MAX_BODY_BYTES};
 pub use incoming::Incoming;
 use respond::error_response;
-pub use respond::{json_response, origin_of, query_of, text_response};
+pub use respond::{json_response, origin_of, query_of, text_response, Response};
 use routes::{route, NoRoute, Route};
 
 pub async fn handle(req: Incoming, env: Env, context: Context) -> Response {
@@ -89,8 +89,7 @@ async fn dispatch(req: Incoming, env: &Env, context: &Context) -> Result<Respons
     };
     let mut response = result.unwrap_or_else(|err| error_response(&err));
     for (name, value) in rate_limit_headers(&figures) {
-        // Headers of a response built here are never immutable.
-        let _ = response.headers_mut().set(name, &value);
+        response.set_header(name, value);
     }
     Ok(response)
 }

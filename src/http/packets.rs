@@ -1,8 +1,8 @@
 //! `PUT /api/v2/packets/{filename}` (docs/API.md section 6) and the signed upload URL it
 //! returns, served by this worker at `PUT /packets/{env}/{path}`.
 
+use super::Response;
 use serde::Serialize;
-use worker::Response;
 
 use super::{json_response, origin_of, query_of, read_body, Ctx, Incoming};
 use crate::domain::api::error::ApiError;

@@ -4,8 +4,8 @@
 
 use std::collections::BTreeSet;
 
+use super::Response;
 use futures_util::future::join_all;
-use worker::Response;
 
 use super::{json_response, query_of, read_body, Ctx, Incoming};
 use crate::domain::api::error::ApiError;

@@ -1,8 +1,8 @@
 //! Reading and managing runs and batches (docs/API.md sections 4 and 5): retrieve, list,
 //! cancel, replay, reschedule, key resets, metadata and tags.
 
+use super::Response;
 use futures_util::future::join_all;
-use worker::Response;
 
 use super::{json_response, origin_of, query_of, read_body, text_response, Ctx, Incoming};
 use crate::domain::api::activity::{buckets, parse_period};

@@ -3,7 +3,7 @@
 //! is one command to the caller's environment's `Scheduler`; bodies, zones and tasks are
 //! checked here first.
 
-use worker::Response;
+use super::Response;
 
 use super::{json_response, query_of, read_body, Ctx, Incoming};
 use crate::domain::api::error::ApiError;

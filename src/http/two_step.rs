@@ -10,10 +10,10 @@
 
 use std::collections::BTreeMap;
 
+use super::Response;
 use crate::domain::basics::time::Millis;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use worker::Response;
 
 use super::{drain, json_response, read_body, BodyPace, Ctx, Incoming, MAX_BODY_BYTES};
 use crate::domain::api::error::ApiError;
