@@ -2,6 +2,7 @@
 //! one transaction that writes runs, keys, queue limits, outbox rows and the batch.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -167,6 +168,28 @@ impl RunStore {
             }
         }
 
+        // A trigger of one keyed item (nearly every single trigger) does not look its key
+        // up first: the run's insert is guarded by the key's absence. A key already stored
+        // (the same trigger again, or a key that expired or was released) rolls that try
+        // back, and the trigger is accepted the general way, which decides by the key's row.
+        if let Some(key) = lone_key(&cmd) {
+            if let Some(accepted) = self.accept_items(&cmd, now, Some(key))? {
+                return Ok(accepted);
+            }
+        }
+        self.accept_items(&cmd, now, None)?
+            .ok_or_else(|| internal("an accept that guessed nothing was rolled back"))
+    }
+
+    /// Plans the trigger's items and writes them in one transaction. With `guess`, the
+    /// key of its one item is taken for not stored; `None` when it was (nothing written).
+    fn accept_items(
+        &self,
+        cmd: &TriggerBatch,
+        now: Millis,
+        guess: Option<&str>,
+    ) -> Result<Option<(TriggerReply, Due)>> {
+        let sql = self.sql();
         // Items of a two-step batch that were received before keep the run they made.
         let recorded = match (&cmd.batch_id, &cmd.batch_items) {
             (Some(batch_id), Some(indexes)) => self.batch_runs(batch_id, indexes)?,
@@ -184,7 +207,10 @@ impl RunStore {
                 },
             )
             .collect();
-        let held = self.held_keys(&cmd.task, &keys)?;
+        let held = match guess {
+            Some(_) => HashMap::new(),
+            None => self.held_keys(&cmd.task, &keys)?,
+        };
         let mut outcomes = plan_items(&keys, &cmd.run_ids, &held, now);
         for (i, outcome) in outcomes.iter_mut().enumerate() {
             if let Some(run_id) = index_of(i).and_then(|ix| recorded.get(&ix)) {
@@ -195,7 +221,7 @@ impl RunStore {
             }
         }
 
-        let debounced = self.plan_debounces(&cmd, &mut outcomes, now)?;
+        let debounced = self.plan_debounces(cmd, &mut outcomes, now)?;
 
         let runs: Vec<String> = outcomes.iter().map(|o| o.run_id.clone()).collect();
         let cached: Vec<bool> = outcomes.iter().map(|o| !o.created).collect();
@@ -216,11 +242,20 @@ impl RunStore {
                 priority_ms: priority_ms(item.priority),
             })
             .collect();
+        let mut key_stored = false;
         let due = transaction(&self.state.storage(), || {
-            let due = write_batch(&sql, &cmd, &outcomes, &runs, &self.written.borrow(), now)?;
-            write_debounces(&sql, &cmd, &debounced, now)?;
+            let written = self.written.borrow();
+            let Some(due) = write_batch(&sql, cmd, &outcomes, &runs, &written, guess, now)? else {
+                key_stored = true;
+                return Err(internal("the guessed key is stored")); // rolls the try back
+            };
+            write_debounces(&sql, cmd, &debounced, now)?;
             Ok(due)
-        })?;
+        });
+        if key_stored {
+            return Ok(None);
+        }
+        let due = due?;
         self.written.borrow_mut().committed(
             cmd.items
                 .iter()
@@ -236,12 +271,12 @@ impl RunStore {
             )))?;
         }
         let reply = TriggerReply::Triggered {
-            batch_id: cmd.batch_id,
+            batch_id: cmd.batch_id.clone(),
             runs,
             cached,
             ready,
         };
-        Ok((reply, due))
+        Ok(Some((reply, due)))
     }
 
     /// Debounced items (`domain::intake::debounce`) that would create a run: while their
@@ -501,8 +536,9 @@ fn write_batch(
     outcomes: &[ItemOutcome],
     runs: &[String],
     written: &Written,
+    guess: Option<&str>,
     now: Millis,
-) -> Result<Due> {
+) -> Result<Option<Due>> {
     // Multi-row statements whose values are packed into a few bound values
     // (`platform::packed`): a batch of 100 runs is a statement for its runs and one for
     // their keys, not 200.
@@ -565,13 +601,20 @@ fn write_batch(
         }
         outbox_rows.push(((*run_id).to_owned(), item.delay_until.unwrap_or(now)));
     }
-    insert_rows(
-        sql,
-        schema::INSERT_RUN_INTO,
-        "",
-        schema::RUN_COLUMNS,
-        run_rows,
-    )?;
+    match guess {
+        Some(key) => {
+            if !insert_run_unless_key_stored(sql, &cmd.task, key, run_rows)? {
+                return Ok(None);
+            }
+        }
+        None => insert_rows(
+            sql,
+            schema::INSERT_RUN_INTO,
+            "",
+            schema::RUN_COLUMNS,
+            run_rows,
+        )?,
+    }
     let created: Vec<String> = outbox_rows.iter().map(|(run, _)| run.clone()).collect();
     insert_listing(sql, now, &created)?;
     insert_rows(
@@ -626,7 +669,7 @@ fn write_batch(
         )?;
     }
     let Some(batch_id) = &cmd.batch_id else {
-        return Ok(due); // a single trigger: no batch record
+        return Ok(Some(due)); // a single trigger: no batch record
     };
     if let Some(indexes) = &cmd.batch_items {
         // Items of a two-step batch recorded elsewhere: remember each index's run here.
@@ -640,7 +683,7 @@ fn write_batch(
                 ],
             )?;
         }
-        return Ok(due);
+        return Ok(Some(due));
     }
     let runs_json = serde_json::to_string(runs).map_err(|e| internal(e.to_string()))?;
     let batch_key = cmd.batch_key.as_ref();
@@ -669,7 +712,43 @@ fn write_batch(
             ],
         )?;
     }
-    Ok(due)
+    Ok(Some(due))
+}
+
+/// The key of a trigger's one keyed item, when the item may be accepted on the guess that
+/// the key is not stored (`RunStore::accept`): not an item of a two-step batch (those keep
+/// the run recorded for their index) and not debounced (which may give it another run).
+fn lone_key(cmd: &TriggerBatch) -> Option<&str> {
+    match &cmd.items[..] {
+        [item] if cmd.batch_items.is_none() && item.debounce.is_none() => {
+            item.idempotency_key.as_deref()
+        }
+        _ => None,
+    }
+}
+
+/// Inserts one run's row (`schema::INSERT_RUN_INTO` values) unless the idempotency key
+/// `key` of `task` is stored; `false` when it is. A key not stored costs no row read.
+fn insert_run_unless_key_stored(
+    sql: &Sql,
+    task: &str,
+    key: &str,
+    mut row: Vec<SqlStorageValue>,
+) -> Result<bool> {
+    static TEXT: LazyLock<String> = LazyLock::new(|| {
+        let values: Vec<String> = (1..=schema::RUN_COLUMNS).map(|n| format!("?{n}")).collect();
+        format!(
+            "{} SELECT {} WHERE NOT EXISTS
+             (SELECT 1 FROM idempotency_keys WHERE task = ?{} AND key = ?{})",
+            schema::INSERT_RUN_INTO,
+            values.join(", "),
+            schema::RUN_COLUMNS + 1,
+            schema::RUN_COLUMNS + 2,
+        )
+    });
+    debug_assert_eq!(row.len(), schema::RUN_COLUMNS, "one run's row");
+    row.extend([task.into(), key.into()]);
+    Ok(sql.exec(&TEXT, row)?.rows_written() > 0)
 }
 
 /// Writes a `run_bodies` row of `items` (schema step 11); returns its `seq`.
@@ -865,5 +944,37 @@ mod tests {
         written.committed(many.iter().map(String::as_str));
         assert_eq!(written.queues.len(), QUEUES_REMEMBERED);
         assert!(written.queues.contains("a"), "names known stay known");
+    }
+
+    #[test]
+    fn only_a_lone_keyed_item_of_a_plain_trigger_is_accepted_on_a_guess() {
+        let item = |extra: &str| {
+            format!(
+                r#"{{"payload_type":"application/json","idempotency_key_ttl_ms":1,
+                    "tags":[],"is_test":false{extra}}}"#
+            )
+        };
+        let keyed = item(r#","idempotency_key":"k""#);
+        let command = |items: &[&str], two_step: bool| -> TriggerBatch {
+            let batch_items = if two_step { "[0]" } else { "null" };
+            serde_json::from_str(&format!(
+                r#"{{"store":"s","task":"t","batch_id":"b","batch_items":{batch_items},
+                    "run_ids":[],"items":[{}],"batch_key":null,"trigger_function":"trigger"}}"#,
+                items.join(",")
+            ))
+            .expect("a command")
+        };
+        assert_eq!(lone_key(&command(&[&keyed], false)), Some("k"));
+        assert_eq!(lone_key(&command(&[&item("")], false)), None, "no key");
+        assert_eq!(
+            lone_key(&command(&[&keyed, &keyed], false)),
+            None,
+            "two items"
+        );
+        assert_eq!(lone_key(&command(&[&keyed], true)), None, "two-step");
+        let debounced = item(
+            r#","idempotency_key":"k","debounce":{"key":"d","delay_ms":1,"trailing":false,"max_delay_ms":1}"#,
+        );
+        assert_eq!(lone_key(&command(&[&debounced], false)), None, "debounced");
     }
 }
