@@ -3,11 +3,10 @@
 //! the edge, then make one call to one store of the task (its home when the trigger
 //! carries an idempotency key: `domain::basics::shards`).
 
-use super::Response;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::{json_response, read_body, Ctx, Incoming, MAX_BODY_BYTES};
+use super::{json_response, read_body, Ctx, Incoming, Response, MAX_BODY_BYTES};
 use crate::domain::api::error::ApiError;
 use crate::domain::basics::duration::parse_key_ttl;
 use crate::domain::basics::ids::{BatchId, RunId};

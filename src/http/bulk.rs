@@ -5,9 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use super::Response;
-
-use super::{json_response, query_of, read_body, Ctx, Incoming};
+use super::{json_response, query_of, read_body, Ctx, Incoming, Response};
 use crate::domain::api::bulk::{
     parse_create_body, parse_list_page, BulkAction, BulkActionObject, Selection,
     MAX_BULK_BODY_BYTES,

@@ -2,11 +2,10 @@
 //! (reached through its `SELF` service binding), so the shipped configuration runs out of
 //! the box. It checks the call's signature exactly as any task endpoint should.
 
-use super::Response;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{json_response, read_body, Incoming};
+use super::{json_response, read_body, Incoming, Response};
 use crate::domain::api::error::ApiError;
 use crate::domain::config::Config;
 use crate::domain::run::execution::{verify, HEADER_SIGNATURE, HEADER_TIMESTAMP, MAX_OUTPUT_BYTES};

@@ -1,10 +1,9 @@
 //! `PUT /api/v2/packets/{filename}` (docs/API.md section 6) and the signed upload URL it
 //! returns, served by this worker at `PUT /packets/{env}/{path}`.
 
-use super::Response;
 use serde::Serialize;
 
-use super::{json_response, origin_of, query_of, read_body, Ctx, Incoming};
+use super::{json_response, origin_of, query_of, read_body, Ctx, Incoming, Response};
 use crate::domain::api::error::ApiError;
 use crate::domain::config::Config;
 use crate::domain::intake::packets::{

@@ -4,10 +4,9 @@
 
 use std::collections::BTreeSet;
 
-use super::Response;
 use futures_util::future::join_all;
 
-use super::{json_response, query_of, read_body, Ctx, Incoming};
+use super::{json_response, query_of, read_body, Ctx, Incoming, Response};
 use crate::domain::api::error::ApiError;
 use crate::domain::api::queues::{
     parse_list_page, parse_override_body, parse_pause_body, parse_reset_body, resolve, type_param,

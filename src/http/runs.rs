@@ -1,10 +1,11 @@
 //! Reading and managing runs and batches (docs/API.md sections 4 and 5): retrieve, list,
 //! cancel, replay, reschedule, key resets, metadata and tags.
 
-use super::Response;
 use futures_util::future::join_all;
 
-use super::{json_response, origin_of, query_of, read_body, text_response, Ctx, Incoming};
+use super::{
+    json_response, origin_of, query_of, read_body, text_response, Ctx, Incoming, Response,
+};
 use crate::domain::api::activity::{buckets, parse_period};
 use crate::domain::api::auth::Environment;
 use crate::domain::api::error::ApiError;

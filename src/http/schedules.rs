@@ -3,9 +3,7 @@
 //! is one command to the caller's environment's `Scheduler`; bodies, zones and tasks are
 //! checked here first.
 
-use super::Response;
-
-use super::{json_response, query_of, read_body, Ctx, Incoming};
+use super::{json_response, query_of, read_body, Ctx, Incoming, Response};
 use crate::domain::api::error::ApiError;
 use crate::domain::api::queues::parse_list_page;
 use crate::domain::api::schedules::{

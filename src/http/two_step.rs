@@ -10,12 +10,11 @@
 
 use std::collections::BTreeMap;
 
-use super::Response;
 use crate::domain::basics::time::Millis;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{drain, json_response, read_body, BodyPace, Ctx, Incoming, MAX_BODY_BYTES};
+use super::{drain, json_response, read_body, BodyPace, Ctx, Incoming, Response, MAX_BODY_BYTES};
 use crate::domain::api::error::ApiError;
 use crate::domain::basics::ids::{BatchId, RunId, StoreRoute};
 use crate::domain::basics::names::StoreName;

@@ -49,8 +49,9 @@ const QUEUES_REMEMBERED: usize = 1_024;
 
 /// What this object's accepts have committed that no later accept changes: its name in
 /// `meta`, and the queues listed in `queues` (rows no command deletes). An accept skips
-/// those statements (two per trigger, of the seven to nine of a single trigger). Memory
-/// only, filled after each commit: a restarted object writes them once more, ignored.
+/// those statements (two per trigger, on top of the four or five of a single keyed
+/// trigger). Memory only, filled after each commit: a restarted object writes them once
+/// more, ignored.
 #[derive(Default)]
 pub(super) struct Written {
     named: bool,
