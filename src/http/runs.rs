@@ -102,7 +102,7 @@ pub async fn read_output(
     {
         RunReply::Run(run) if run.output_type.as_deref() == Some(SUPERJSON) => {
             let body = run.output.map_or_else(String::new, |o| o.get().to_owned());
-            text_response(200, body, SUPERJSON)
+            Ok(text_response(200, body, SUPERJSON))
         }
         RunReply::Run(_) | RunReply::NotFound => Err(ApiError::NotFound("Run not found")),
     }
